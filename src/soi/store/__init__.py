@@ -1,0 +1,34 @@
+"""The dynamics store: run directories of Parquet files (see docs/store.md)."""
+
+from soi.store.meta import RunMeta, dynamics_dir, part_name
+from soi.store.reader import Dynamics, iter_checkpoints, list_parts, load_dynamics, read_examples, tag_codes
+from soi.store.writer import (
+    DYNAMICS_SCHEMA,
+    EXAMPLES_SCHEMA,
+    RunWriter,
+    dynamics_table,
+    examples_table,
+    rows_from_logits,
+    write_examples,
+    write_part,
+)
+
+__all__ = [
+    "DYNAMICS_SCHEMA",
+    "EXAMPLES_SCHEMA",
+    "Dynamics",
+    "RunMeta",
+    "RunWriter",
+    "dynamics_dir",
+    "dynamics_table",
+    "examples_table",
+    "iter_checkpoints",
+    "list_parts",
+    "load_dynamics",
+    "part_name",
+    "read_examples",
+    "rows_from_logits",
+    "tag_codes",
+    "write_examples",
+    "write_part",
+]

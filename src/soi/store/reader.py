@@ -1,0 +1,276 @@
+"""Reading a run directory into dense (examples x checkpoints) arrays, with strict validation.
+
+Every problem (missing file or column, checkpoint gaps, duplicate or missing examples in a checkpoint,
+NaN/inf values, labels out of range) raises :class:`~soi.errors.SoiError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from soi._io import TMP_PREFIX
+from soi.errors import SoiError
+from soi.store.meta import EXAMPLES_FILE, PART_RE, RunMeta, dynamics_dir
+from soi.store.writer import FLOAT_COLUMNS
+
+DENSE_COLUMNS = ("pred", "p_gold", "margin", "loss")
+_REQUIRED_PART_COLUMNS = ("idx", "checkpoint", "step", "gold", *DENSE_COLUMNS)
+_REQUIRED_EXAMPLE_COLUMNS = ("idx", "example_id", "task", "source", "language", "gold")
+
+
+def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+    if columns is not None:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise SoiError(f"missing column(s) {missing}", path=path)
+    try:  # ParquetFile.read, not pq.read_table: the latter imports pyarrow.dataset and pandas (~0.4 s)
+        with pq.ParquetFile(path) as pf:
+            return pf.read(columns=list(columns) if columns is not None else None)
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+
+
+def _check_unique_ids(table: pa.Table, path: Path) -> None:
+    ids = table["example_id"]
+    if len(pc.unique(ids)) != table.num_rows:
+        counts = pc.value_counts(ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise SoiError(f"duplicate example_id {dup!r}", path=path)
+
+
+def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_unique: bool = True) -> pa.Table:
+    """Read and validate ``examples.parquet`` (row ``i`` has ``idx == i``, unique ``example_id``)."""
+    run_dir = Path(run_dir)
+    meta = meta or RunMeta.load(run_dir)
+    path = run_dir / EXAMPLES_FILE
+    if not path.is_file():
+        raise SoiError("missing examples.parquet", path=path)
+    table = _read_parquet(path)
+    missing = [c for c in _REQUIRED_EXAMPLE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise SoiError(f"missing column(s) {missing}", path=path)
+    n = table.num_rows
+    idx = table["idx"].to_numpy()
+    if not np.array_equal(idx, np.arange(n)):
+        raise SoiError("column 'idx' must be 0..N-1 in row order", path=path)
+    ids = table["example_id"]
+    if ids.null_count:
+        raise SoiError(f"column 'example_id' has {ids.null_count} null value(s)", path=path)
+    if check_unique:
+        _check_unique_ids(table, path)
+    gold = table["gold"].to_numpy(zero_copy_only=False).astype(np.int64)
+    codes, names = tag_codes(table, "task")
+    unknown = sorted(set(names) - set(meta.tasks))
+    if unknown:
+        raise SoiError(f"task {unknown[0]!r} is not in run.json tasks {sorted(meta.tasks)}", path=path)
+    limit = np.asarray([meta.num_labels(t) for t in names], np.int64)[codes] if n else gold
+    bad = np.flatnonzero((gold < 0) | (gold >= limit))
+    if bad.size:
+        task = names[codes[bad[0]]]
+        raise SoiError(f"gold label {int(gold[bad[0]])} of example {ids[int(bad[0])].as_py()!r} out of range "
+                       f"for task {task!r} ({meta.num_labels(task)} labels)", path=path)
+    return table
+
+
+def list_parts(run_dir: str | Path, mode: str | None = None) -> dict[int, list[Path]]:
+    """Dynamics parts by checkpoint index (checks the checkpoints are 0..E-1 without gaps)."""
+    folder = dynamics_dir(run_dir, mode)
+    if not folder.is_dir():
+        raise SoiError("missing dynamics folder", path=folder)
+    parts: dict[int, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((TMP_PREFIX, ".")) or path.suffix != ".parquet":
+            continue
+        m = PART_RE.match(path.name)
+        if not m:
+            raise SoiError("unexpected file name; parts are named ckpt-NNNNNN.rank-NNNN.parquet", path=path)
+        parts.setdefault(int(m.group(1)), []).append(path)
+    if not parts:
+        raise SoiError("no dynamics parts found", path=folder)
+    found = sorted(parts)
+    missing = sorted(set(range(found[-1] + 1)) - set(found))
+    if missing:
+        raise SoiError(f"checkpoint gap: checkpoint(s) {missing[:5]} missing "
+                       f"(found {len(found)} checkpoints up to {found[-1]})", path=folder)
+    return parts
+
+
+@dataclass(frozen=True, eq=False)
+class Dynamics:
+    """Dense per-example training dynamics of one run.
+
+    Arrays are (N examples x E checkpoints) in ``examples.parquet`` row order; ``checkpoints`` and
+    ``steps`` have length E.
+    """
+
+    meta: RunMeta
+    examples: pa.Table
+    checkpoints: np.ndarray
+    steps: np.ndarray
+    pred: np.ndarray
+    p_gold: np.ndarray
+    margin: np.ndarray
+    loss: np.ndarray
+
+    @property
+    def n_examples(self) -> int:
+        return self.examples.num_rows
+
+    @property
+    def n_checkpoints(self) -> int:
+        return int(self.checkpoints.shape[0])
+
+    @cached_property
+    def gold(self) -> np.ndarray:
+        return self.examples["gold"].to_numpy(zero_copy_only=False).astype(np.int16)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        """Boolean (N, E): prediction equals gold."""
+        return self.pred == self.gold[:, None]
+
+    @cached_property
+    def example_ids(self) -> np.ndarray:
+        return self.examples["example_id"].to_numpy(zero_copy_only=False)
+
+    def group_codes(self, key: str) -> tuple[np.ndarray, list[str]]:
+        """Integer codes (N,) and their names for a tag column (``task``, ``source``, ``language``)."""
+        return tag_codes(self.examples, key)
+
+
+def tag_codes(table: pa.Table, key: str) -> tuple[np.ndarray, list[str]]:
+    """Codes and names of a (dictionary) string column, names sorted."""
+    if key not in table.column_names:
+        raise SoiError(f"unknown group column {key!r}; available: {table.column_names}")
+    col = table[key].combine_chunks() if table.num_rows else pa.array([], pa.string())
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    col = col.fill_null("") if col.null_count else col
+    names = col.dictionary.to_pylist()
+    codes = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(np.asarray(names, dtype=object), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    used = np.flatnonzero(np.bincount(rank[codes], minlength=order.size))
+    remap = np.full(order.size, -1, np.int64)
+    remap[used] = np.arange(used.size)
+    sorted_names = [names[i] for i in order]
+    return remap[rank[codes]].astype(np.int32), [sorted_names[i] for i in used]
+
+
+def iter_checkpoints(run_dir: str | Path, columns: Sequence[str] = _REQUIRED_PART_COLUMNS,
+                     mode: str | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(checkpoint, table)`` with all ranks' rows of each checkpoint (out-of-core friendly)."""
+    for ckpt, paths in sorted(list_parts(run_dir, mode).items()):
+        tables = [_read_parquet(p, columns) for p in paths]
+        yield ckpt, pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, gold: np.ndarray,
+                     dense: dict[str, np.ndarray]) -> int:
+    """Read, validate and copy one checkpoint into row ``j`` of the checkpoint-major arrays; return its step."""
+    n = examples.num_rows
+    where = paths[0] if len(paths) == 1 else paths[0].parent
+    tables = [_read_parquet(p, _REQUIRED_PART_COLUMNS) for p in paths]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
+    if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
+        raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
+    lo, hi = (pc.min_max(table["step"]).values() if table.num_rows else (None, None))
+    if lo is None or lo.as_py() != hi.as_py():
+        raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
+    idx = table["idx"].to_numpy().astype(np.int64, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=where)
+    order = None
+    if not (idx.size == n and (n == 0 or (idx[0] == 0 and (np.diff(idx) == 1).all()))):
+        seen = np.bincount(idx, minlength=n)
+        if (seen > 1).any():
+            dup = int(np.flatnonzero(seen > 1)[0])
+            raise SoiError(f"duplicate rows for example {examples['example_id'][dup].as_py()!r} "
+                           f"(idx {dup}) at checkpoint {ckpt}", path=where)
+        if (seen == 0).any():
+            miss = np.flatnonzero(seen == 0)
+            raise SoiError(f"{miss.size} example(s) missing at checkpoint {ckpt}, e.g. "
+                           f"{examples['example_id'][int(miss[0])].as_py()!r}", path=where)
+        order = np.empty(n, np.int64)
+        order[idx] = np.arange(n)
+    for name in FLOAT_COLUMNS:
+        values = table[name].to_numpy()
+        if not np.isfinite(values).all():
+            raise SoiError(f"column {name!r} has NaN or inf at checkpoint {ckpt}", path=where)
+    part_gold = table["gold"].to_numpy()
+    part_gold = part_gold if order is None else part_gold[order]
+    if not np.array_equal(part_gold, gold):
+        bad = int(np.flatnonzero(part_gold != gold)[0])
+        raise SoiError(f"gold label of example {examples['example_id'][bad].as_py()!r} differs from "
+                       f"examples.parquet at checkpoint {ckpt}", path=where)
+    for name, out in dense.items():
+        values = table[name].to_numpy()
+        out[j] = values if order is None else values[order]
+    if n and dense["pred"][j].min() < 0:
+        raise SoiError(f"negative predicted label at checkpoint {ckpt}", path=where)
+    return int(lo.as_py())
+
+
+def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
+                  max_checkpoints: int | None = None) -> Dynamics:
+    """Read a run into dense arrays, validating every part against ``examples.parquet``.
+
+    Checkpoints are read and validated in parallel threads (Parquet decoding and NumPy release the GIL).
+
+    Parameters
+    ----------
+    run_dir : path of the run directory
+    mode : secondary recording mode folder (``dynamics-<mode>/``); ``None`` reads ``dynamics/``
+    max_checkpoints : read only the first checkpoints (like cartography's ``burn_out``)
+    """
+    run_dir = Path(run_dir)
+    meta = RunMeta.load(run_dir)
+    examples = read_examples(run_dir, meta, check_unique=False)
+    gold = examples["gold"].to_numpy(zero_copy_only=False).astype(np.int16)
+    n = examples.num_rows
+    parts = list_parts(run_dir, mode)
+    ckpts = sorted(parts)[: max_checkpoints or None]
+    e = len(ckpts)
+    # checkpoint-major storage: each checkpoint is one contiguous row; callers see (N, E) F-ordered views,
+    # so per-checkpoint fills and reductions over checkpoints both run over contiguous memory
+    dense = {
+        "pred": np.empty((e, n), np.int16),
+        "p_gold": np.empty((e, n), np.float32),
+        "margin": np.empty((e, n), np.float32),
+        "loss": np.empty((e, n), np.float32),
+    }
+    workers = max(1, min(4, e, 2 * (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        unique = pool.submit(_check_unique_ids, examples, run_dir / EXAMPLES_FILE)
+        futures = [pool.submit(_fill_checkpoint, j, ckpt, parts[ckpt], examples, gold, dense)
+                   for j, ckpt in enumerate(ckpts)]
+        unique.result()
+        steps = np.asarray([f.result() for f in futures], np.int64)
+    return Dynamics(meta=meta, examples=examples, checkpoints=np.asarray(ckpts, np.int64), steps=steps,
+                    **{k: v.T for k, v in dense.items()})
+
+
+def read_logits(run_dir: str | Path, checkpoint: int, *, mode: str | None = None) -> tuple[np.ndarray, list]:
+    """``(idx, logits)`` of one checkpoint, when the run stored full logit vectors."""
+    parts = list_parts(run_dir, mode)
+    if checkpoint not in parts:
+        raise SoiError(f"no checkpoint {checkpoint}", path=dynamics_dir(run_dir, mode))
+    tables = [_read_parquet(p, ["idx", "logits"]) for p in parts[checkpoint]]
+    table = pa.concat_tables(tables)
+    return table["idx"].to_numpy(), table["logits"].to_pylist()
