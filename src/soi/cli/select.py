@@ -1,0 +1,76 @@
+"""``soi select``: write an SOI / cartography-style subset of a run (ids, rows and provenance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_AMOUNT = "fraction in (0, 1) such as 0.33 or 33%, or a count such as 5000"
+
+
+def select(
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="Run directory (optional with --from-table, where it is only recorded as the source).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")] = ...,
+    categories: Annotated[str | None, typer.Option(
+        help="Comma-separated categories to keep, e.g. forgettable_lost,learned_late.")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="Filter expression, e.g. \"confidence < 0.3 and task == 'rte'\".")] = None,
+    metric: Annotated[str | None, typer.Option(help="Numeric column ranked by --top / --bottom.")] = None,
+    top: Annotated[str | None, typer.Option(help=f"Keep the highest by --metric: {_AMOUNT}.")] = None,
+    bottom: Annotated[str | None, typer.Option(help=f"Keep the lowest by --metric: {_AMOUNT}.")] = None,
+    per_group: Annotated[str | None, typer.Option(
+        help="Apply --top/--bottom/--sample within each task, source or language.")] = None,
+    sample: Annotated[str | None, typer.Option(help=f"Seeded random subsample: {_AMOUNT}.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of tie-breaking and sampling.")] = 0,
+    late_fraction: Annotated[float, typer.Option(
+        help="learned_early if first correct at k <= ceil(f*E) (ignored with --from-table).")] = 0.5,
+    category_column: Annotated[str, typer.Option(
+        help="Column --categories refers to ('category' for custom rules).")] = "soi",
+    from_table: Annotated[Path | None, typer.Option(
+        help="Read this per_example.parquet instead of analysing RUN_DIR.")] = None,
+) -> None:
+    """Select a subset of examples (SOI categories, expression filter, top/bottom by a metric) and save it.
+
+    Steps in order: --categories, --where, --metric with --top/--bottom, --sample (the last two per group with --per-group).
+
+    Writes OUT/selected_ids.txt (one example_id per line), OUT/selected.parquet (rows), OUT/selection.json (provenance).
+
+    Cartography-style subsets (Swayamdipta et al., 2020): ambiguous: --metric variability --top 0.33; hard-to-learn: --metric confidence --bottom 0.33; easy-to-learn: --metric confidence --top 0.33.
+    """  # noqa: E501 - typer keeps docstring line breaks, so each paragraph is one line
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from rich.console import Console
+
+    from soi.errors import SoiError
+    from soi.selection import describe, save
+    from soi.selection import select as run_select
+
+    if from_table is not None:
+        if not from_table.is_file():
+            raise SoiError("--from-table: no such file", path=from_table)
+        try:
+            table = pq.read_table(from_table)
+        except (OSError, pa.ArrowException) as exc:
+            raise SoiError(f"--from-table: cannot read Parquet: {exc}", path=from_table) from None
+        source = run_dir if run_dir is not None else from_table
+    elif run_dir is not None:
+        from soi.analysis.per_example import analyze_run
+
+        if not run_dir.is_dir():
+            raise SoiError("RUN_DIR: no such directory", path=run_dir)
+        table = analyze_run(run_dir, late_fraction=late_fraction, write=False).table
+        source = run_dir
+    else:
+        raise SoiError("RUN_DIR: give a run directory or --from-table PATH")
+
+    selection = run_select(
+        table, categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
+        sample=sample, seed=seed, category_column=category_column, source_run=source)
+    save(selection, out)
+    Console(soft_wrap=True, highlight=False).print(f"{describe(selection)} -> {out}", markup=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    for warning in selection.provenance["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
