@@ -1,0 +1,48 @@
+"""Shared CLI helpers: console, option parsing, rules files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from soi.errors import SoiError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def split_list(values: list[str] | str | None) -> list[str]:
+    """Accept repeated options and/or comma-separated lists."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else values
+    return [x.strip() for v in items for x in v.split(",") if x.strip()]
+
+
+def load_rules(path: Path):
+    """Read category rules from JSON or YAML: ``{"rules": {name: expression, ...}, "default": name}``."""
+    from soi.analysis.categories import CategoryRules
+
+    if not path.is_file():
+        raise SoiError("rules file not found", path=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml/json parse errors of several types
+        raise SoiError(f"cannot parse rules ({type(exc).__name__}: {str(exc).splitlines()[0]})", path=path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), dict):
+        raise SoiError("expected a mapping with a 'rules' mapping of name: expression", path=path)
+    unknown = set(data) - {"rules", "default"}
+    if unknown:
+        raise SoiError(f"unknown field(s) {sorted(unknown)}", path=path)
+    try:
+        return CategoryRules({str(k): v for k, v in data["rules"].items()}, default=str(data.get("default", "other")))
+    except SoiError as exc:
+        raise SoiError(str(exc), path=path) from None

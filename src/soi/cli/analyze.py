@@ -1,0 +1,63 @@
+"""``soi analyze``: per-example metrics, SOI categories and a summary for one run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from soi.cli._common import console, load_rules
+
+
+def analyze(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (run.json, examples.parquet, dynamics/).")],
+    late_fraction: Annotated[float, typer.Option(help="learned_early if first correct at k <= ceil(f*E).")] = 0.5,
+    include_ci: Annotated[bool, typer.Option(help="cartography's include_ci variability variant.")] = False,
+    rules: Annotated[Path | None, typer.Option(help="JSON/YAML file of extra category rules.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Read dynamics-<mode>/ instead of dynamics/.")] = None,
+    max_checkpoints: Annotated[int | None, typer.Option(help="Use only the first N checkpoints.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Compute per-example metrics and SOI categories -> RUN_DIR/analysis/{per_example.parquet,summary.json}."""
+    from soi.analysis.per_example import analyze_run
+
+    start = time.perf_counter()
+    category_rules = load_rules(rules) if rules is not None else None
+    result = analyze_run(run_dir, late_fraction=late_fraction, include_ci=include_ci, rules=category_rules,
+                         mode=mode, max_checkpoints=max_checkpoints)
+    if not quiet:
+        print_summary(result.summary, out=run_dir / ("analysis" if mode is None else f"analysis-{mode}"),
+                      seconds=time.perf_counter() - start)
+
+
+def print_summary(summary: dict[str, Any], *, out: Path | None = None, seconds: float | None = None) -> None:
+    """Rich table of category shares (overall and per task when there are several)."""
+    from rich.table import Table
+
+    groups = summary["groups"]
+    tasks = groups["task"] if len(groups["task"]) > 1 else {}
+    title = (f"{summary.get('setting') or 'run'}: {summary['n_examples']:,} examples x "
+             f"{summary['n_checkpoints']} checkpoints ({summary['recording_mode']})")
+    console.print(f"[bold]{title}[/bold]")
+    table = Table()
+    table.add_column("SOI category")
+    table.add_column("n", justify="right")
+    table.add_column("share", justify="right")
+    for task in tasks:
+        table.add_column(task, justify="right")
+    overall = groups["all"]["all"]
+    for cat in summary["categories"]:
+        row = [cat, f"{overall['counts'][cat]:,}", f"{overall['shares'][cat]:.1%}"]
+        row += [f"{tasks[t]['shares'][cat]:.1%}" for t in tasks]
+        table.add_row(*row)
+    table.add_section()
+    table.add_row("final accuracy", "", f"{overall['final_accuracy']:.1%}",
+                  *[f"{tasks[t]['final_accuracy']:.1%}" for t in tasks])
+    console.print(table)
+    acc = " ".join(f"{a:.3f}" for a in summary["accuracy_per_checkpoint"])
+    console.print(f"accuracy per checkpoint: {acc}")
+    if out is not None:
+        took = f" in {seconds:.2f} s" if seconds is not None else ""
+        console.print(f"wrote {out}/per_example.parquet and summary.json{took}")
