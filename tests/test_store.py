@@ -224,3 +224,17 @@ def test_reader_is_invariant_to_write_order(n, e, c, seed):
             dense.append((d.p_gold.copy(), d.pred.copy(), d.margin.copy(), d.loss.copy()))
     for a, b in zip(*dense, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pred_out_of_range_for_its_task_is_rejected(tmp_path):
+    w = RunWriter(tmp_path / "run", RunMeta(tasks={"bin": ["n", "y"], "tri": ["a", "b", "c"]}))
+    w.write_examples(examples_table(["x", "y"], [0, 2], task=["bin", "tri"]))
+    ok = dynamics_table(checkpoint=0, step=1, idx=np.array([0, 1]), gold=np.array([0, 2]), pred=np.array([1, 2]),
+                        p_gold=np.full(2, 0.5), margin=np.zeros(2), loss=np.ones(2))
+    write_part(w.run_dir, ok, checkpoint=0)
+    assert load_dynamics(w.run_dir).pred[:, 0].tolist() == [1, 2]
+    bad = dynamics_table(checkpoint=0, step=1, idx=np.array([0, 1]), gold=np.array([0, 2]), pred=np.array([2, 2]),
+                         p_gold=np.full(2, 0.5), margin=np.zeros(2), loss=np.ones(2))
+    write_part(w.run_dir, bad, checkpoint=0)  # pred 2 is valid for 'tri' but not for the binary task
+    with pytest.raises(SoiError, match=r"predicted label 2 of example 'x' out of range \[0, 2\) at checkpoint 0"):
+        load_dynamics(w.run_dir)

@@ -104,6 +104,8 @@ class CategoryRules:
 
     rules: Mapping[str, str]
     default: str = "other"
+    source: str | None = None
+    """Where the rules came from (a file path); named in evaluation errors."""
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,8 +124,11 @@ class CategoryRules:
         n = len(next(iter(columns.values())))
         code = np.full(n, len(self.rules), np.int16)
         todo = np.ones(n, bool)
-        for k, rule in enumerate(self.rules.values()):
-            hit = todo & expr.evaluate(rule, columns, n)
+        for k, (name, rule) in enumerate(self.rules.items()):
+            try:
+                hit = todo & expr.evaluate(rule, columns, n)
+            except SoiError as exc:
+                raise SoiError(f"rule {name!r}: {exc}", path=self.source) from None
             code[hit] = k
             todo &= ~hit
         return code, self.names

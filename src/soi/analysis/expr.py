@@ -109,7 +109,11 @@ def evaluate(expression: str, columns: Mapping[str, np.ndarray], n: int | None =
                 return out
         raise SoiError(f"unsupported syntax in expression {expression!r}")  # pragma: no cover
 
-    result = np.asarray(ev(tree))
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = np.asarray(ev(tree))
+    except (TypeError, ValueError) as exc:  # e.g. comparing a string column with a number
+        raise SoiError(f"cannot evaluate expression {expression!r}: {exc}") from None
     if result.dtype != bool:
         raise SoiError(f"expression {expression!r} is not a condition (it gives {result.dtype} values)")
     return np.broadcast_to(result, (n,)).copy()

@@ -24,6 +24,11 @@ from soi.store.writer import TAG_COLUMNS
 
 GROUP_KEYS = TAG_COLUMNS
 PER_EXAMPLE_FILE = "per_example.parquet"
+METRIC_COLUMNS = ("confidence", "variability", "correctness", "correctness_frac", "forgetfulness",
+                  "forgetting_events", "threshold_closeness", "first_correct", "first_learned", "final_correct",
+                  "aum", "mean_loss")
+RULE_COLUMNS = (*METRIC_COLUMNS, "soi", *TAG_COLUMNS, "gold")
+"""Columns category rules may use."""
 SUMMARY_FILE = "summary.json"
 
 
@@ -51,6 +56,8 @@ def per_example_table(
     # gold label names: per-task label lists concatenated, offset by task
     offsets = np.cumsum([0] + [dyn.meta.num_labels(t) for t in task_names])
     label_names = [lab for t in task_names for lab in dyn.meta.tasks[t]]
+    unique_labels = list(dict.fromkeys(label_names))  # tasks may share label names ("yes"/"no")
+    label_code = np.asarray([unique_labels.index(x) for x in label_names], np.int32)
     gold = dyn.gold.astype(np.int64)
     cols: dict[str, Any] = {
         "idx": ex["idx"],
@@ -59,7 +66,8 @@ def per_example_table(
         "source": ex["source"],
         "language": ex["language"],
         "gold": ex["gold"],
-        "gold_label": _dict_array(offsets[:-1][task_codes] + gold, label_names) if len(label_names) else ex["gold"],
+        "gold_label": (_dict_array(label_code[offsets[:-1][task_codes] + gold], unique_labels)
+                       if label_names else ex["gold"]),
         "final_pred": pa.array(dyn.pred[:, -1]),
     }
     cols.update({k: pa.array(v) for k, v in metrics.items()})

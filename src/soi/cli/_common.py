@@ -23,7 +23,9 @@ def split_list(values: list[str] | str | None) -> list[str]:
 
 def load_rules(path: Path):
     """Read category rules from JSON or YAML: ``{"rules": {name: expression, ...}, "default": name}``."""
+    from soi.analysis import expr
     from soi.analysis.categories import CategoryRules
+    from soi.analysis.per_example import RULE_COLUMNS
 
     if not path.is_file():
         raise SoiError("rules file not found", path=path)
@@ -43,6 +45,12 @@ def load_rules(path: Path):
     if unknown:
         raise SoiError(f"unknown field(s) {sorted(unknown)}", path=path)
     try:
-        return CategoryRules({str(k): v for k, v in data["rules"].items()}, default=str(data.get("default", "other")))
+        rules = CategoryRules({str(k): v for k, v in data["rules"].items()}, default=str(data.get("default", "other")),
+                              source=str(path))
+        for name, rule in rules.rules.items():
+            unknown = sorted(expr.names(rule) - set(RULE_COLUMNS))
+            if unknown:
+                raise SoiError(f"rule {name!r}: unknown column {unknown[0]!r}; available: {', '.join(RULE_COLUMNS)}")
     except SoiError as exc:
         raise SoiError(str(exc), path=path) from None
+    return rules

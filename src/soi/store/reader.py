@@ -181,7 +181,7 @@ def iter_checkpoints(run_dir: str | Path, columns: Sequence[str] = _REQUIRED_PAR
 
 
 def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, gold: np.ndarray,
-                     dense: dict[str, np.ndarray]) -> int:
+                     n_labels: np.ndarray, dense: dict[str, np.ndarray]) -> int:
     """Read, validate and copy one checkpoint into row ``j`` of the checkpoint-major arrays; return its step."""
     n = examples.num_rows
     where = paths[0] if len(paths) == 1 else paths[0].parent
@@ -222,8 +222,11 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
     for name, out in dense.items():
         values = table[name].to_numpy()
         out[j] = values if order is None else values[order]
-    if n and dense["pred"][j].min() < 0:
-        raise SoiError(f"negative predicted label at checkpoint {ckpt}", path=where)
+    bad = np.flatnonzero((dense["pred"][j] < 0) | (dense["pred"][j] >= n_labels)) if n else []
+    if len(bad):
+        raise SoiError(f"predicted label {int(dense['pred'][j][bad[0]])} of example "
+                       f"{examples['example_id'][int(bad[0])].as_py()!r} out of range "
+                       f"[0, {int(n_labels[bad[0]])}) at checkpoint {ckpt}", path=where)
     return int(lo.as_py())
 
 
@@ -244,6 +247,8 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     examples = read_examples(run_dir, meta, check_unique=False)
     gold = examples["gold"].to_numpy(zero_copy_only=False).astype(np.int16)
     n = examples.num_rows
+    task_codes, task_names = tag_codes(examples, "task")
+    n_labels = np.asarray([meta.num_labels(t) for t in task_names], np.int16)[task_codes] if n else gold
     parts = list_parts(run_dir, mode)
     ckpts = sorted(parts)[: max_checkpoints or None]
     e = len(ckpts)
@@ -258,7 +263,7 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     workers = max(1, min(4, e, 2 * (os.cpu_count() or 1)))
     with ThreadPoolExecutor(workers) as pool:
         unique = pool.submit(_check_unique_ids, examples, run_dir / EXAMPLES_FILE)
-        futures = [pool.submit(_fill_checkpoint, j, ckpt, parts[ckpt], examples, gold, dense)
+        futures = [pool.submit(_fill_checkpoint, j, ckpt, parts[ckpt], examples, gold, n_labels, dense)
                    for j, ckpt in enumerate(ckpts)]
         unique.result()
         steps = np.asarray([f.result() for f in futures], np.int64)
