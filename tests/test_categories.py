@@ -209,3 +209,17 @@ def test_rules_unknown_column_named():
     rules = CategoryRules({"r": "confidence < 0.2 and varability > 0.1"})
     with pytest.raises(SoiError, match="varability"):
         rules.assign(COLUMNS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 40), st.sampled_from([0.1, 0.25, 0.5, 0.9, 1.0]), st.integers(0, 2**32 - 1))
+def test_categories_from_stats_equals_soi_categories(e, n, late_fraction, seed):
+    """The per-example table derives SOI codes from all_metrics' statistics; it must match the direct rule."""
+    from soi.analysis.categories import categories_from_stats
+    from soi.analysis.metrics import all_metrics
+
+    c = np.random.default_rng(seed).random((n, e)) < 0.6
+    m = all_metrics(c.astype(float), c)
+    got = categories_from_stats(m["first_correct"], m["forgetting_events"], m["correctness"], m["final_correct"], e,
+                                late_fraction=late_fraction)
+    np.testing.assert_array_equal(got, soi_categories(c, late_fraction=late_fraction))

@@ -272,3 +272,24 @@ def test_bad_rules_file(bad_results, name):
     run, path, proc = bad_results[f"rules:{name}"]
     assert_clean_error(proc, path)
     assert analysis_files(run) == []
+
+
+def test_deferred_pandas_import_still_allows_pandas() -> None:
+    """The CLI hides pandas from pyarrow's first probe; pyarrow must still convert to and from pandas later."""
+    code = (
+        "import sys\n"
+        "from soi.cli._common import defer_pandas_import\n"
+        "defer_pandas_import()\n"
+        "import pyarrow as pa\n"
+        "assert 'pandas' not in sys.modules\n"
+        "df = pa.table({'a': [1, 2]}).to_pandas()\n"
+        "import pandas as pd\n"
+        "assert isinstance(df, pd.DataFrame) and df['a'].tolist() == [1, 2]\n"
+        "t = pa.Table.from_pandas(pd.DataFrame({'b': [3.0]}))\n"
+        "assert t['b'].to_pylist() == [3.0]\n"
+        "assert pa.array(pd.Series([1, 2], dtype='int8')).type == pa.int8()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

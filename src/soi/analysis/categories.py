@@ -65,18 +65,29 @@ def soi_categories(correct: np.ndarray, *, late_fraction: float = 0.5) -> np.nda
     """
     c = _check_2d(correct, "correct").astype(bool, copy=False)
     e = c.shape[1]
-    cutoff = early_cutoff(e, late_fraction)
-    first = first_correct(c) + 1  # 1-based; 0 where never correct
-    events = np.zeros(c.shape[0], bool)
+    events = np.zeros(c.shape[0], np.int64)
     n_correct = np.zeros(c.shape[0], np.int64)
     for j in range(e):
         n_correct += c[:, j]
         if j + 1 < e:
-            events |= c[:, j] & ~c[:, j + 1]
-    code = np.where(first <= cutoff, 1, 2).astype(np.int8)  # learned_early / learned_late
-    code[n_correct == e] = 0
-    code[events] = np.where(c[events, -1], 3, 4)
-    code[n_correct == 0] = 5
+            events += c[:, j] & ~c[:, j + 1]
+    return categories_from_stats(first_correct(c), events, n_correct, c[:, -1], e, late_fraction=late_fraction)
+
+
+def categories_from_stats(first_correct: np.ndarray, forgetting_events: np.ndarray, correctness: np.ndarray,
+                          final_correct: np.ndarray, n_checkpoints: int, *, late_fraction: float = 0.5) -> np.ndarray:
+    """SOI codes from per-example statistics (the columns of :func:`soi.analysis.metrics.all_metrics`).
+
+    ``first_correct`` is 0-based (-1 if never correct), ``correctness`` the number of correct checkpoints.
+    Same result as :func:`soi_categories` on the correctness matrix, without recomputing the statistics.
+    """
+    cutoff = early_cutoff(n_checkpoints, late_fraction)
+    events = np.asarray(forgetting_events) > 0
+    final = np.asarray(final_correct, bool)
+    code = np.where(np.asarray(first_correct) + 1 <= cutoff, 1, 2).astype(np.int8)  # learned_early / _late
+    code[np.asarray(correctness) == n_checkpoints] = 0
+    code[events] = np.where(final[events], 3, 4)
+    code[np.asarray(correctness) == 0] = 5
     return code
 
 

@@ -90,10 +90,10 @@ def forgetfulness(correct: np.ndarray) -> np.ndarray:
 def first_correct(correct: np.ndarray) -> np.ndarray:
     """0-based index of the first checkpoint with a correct prediction; -1 if never correct."""
     c = _check_2d(correct, "correct").astype(bool, copy=False)
-    out = np.full(c.shape[0], -1, np.int64)
-    for j in range(c.shape[1] - 1, -1, -1):
-        out[c[:, j]] = j
-    return out
+    out = np.full(c.shape[0], -1, np.int32)
+    for j in range(c.shape[1] - 1, -1, -1):  # per checkpoint, vectorised over examples
+        np.copyto(out, j, where=c[:, j])
+    return out.astype(np.int64)
 
 
 def first_learned(correct: np.ndarray) -> np.ndarray:
@@ -103,10 +103,10 @@ def first_learned(correct: np.ndarray) -> np.ndarray:
     true and ``correct[k-1]`` (if any) is false.
     """
     c = _check_2d(correct, "correct").astype(bool, copy=False)
-    last_wrong = np.full(c.shape[0], -1, np.int64)
+    last_wrong = np.full(c.shape[0], -1, np.int32)
     for j in range(c.shape[1]):
-        last_wrong[~c[:, j]] = j
-    return np.where(c[:, -1], last_wrong + 1, -1)
+        np.copyto(last_wrong, j, where=~c[:, j])
+    return np.where(c[:, -1], last_wrong + 1, -1).astype(np.int64)
 
 
 def final_correct(correct: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from soi import __version__
+from soi._arrow import to_numpy
 from soi._io import write_json, write_parquet
-from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, early_cutoff, soi_categories
+from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, categories_from_stats, early_cutoff
 from soi.analysis.metrics import all_metrics
 from soi.store.meta import ANALYSIS_DIR
 from soi.store.reader import Dynamics, load_dynamics, tag_codes
@@ -52,7 +53,8 @@ def per_example_table(
     """
     ex = dyn.examples
     metrics = all_metrics(dyn.p_gold, dyn.correct, dyn.margin, dyn.loss, include_ci=include_ci)
-    soi_codes = soi_categories(dyn.correct, late_fraction=late_fraction)
+    soi_codes = categories_from_stats(metrics["first_correct"], metrics["forgetting_events"], metrics["correctness"],
+                                      metrics["final_correct"], dyn.n_checkpoints, late_fraction=late_fraction)
     task_codes, task_names = tag_codes(ex, "task")
     # gold label names: per-task label lists concatenated, offset by task
     offsets = np.cumsum([0] + [dyn.meta.num_labels(t) for t in task_names])
@@ -129,10 +131,10 @@ def summarize(dyn: Dynamics, table: pa.Table, *, late_fraction: float = 0.5,
               category_column: str = "soi") -> dict[str, Any]:
     """Category counts/shares and accuracy per checkpoint, overall and per task / source / language."""
     col = table[category_column].combine_chunks()
-    cat = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    cat = to_numpy(col.indices).astype(np.int64)
     names = tuple(col.dictionary.to_pylist())
     correct = dyn.correct
-    conf = table["confidence"].to_numpy()
+    conf = to_numpy(table["confidence"])
     groups: dict[str, dict[str, Any]] = {}
     zeros = np.zeros(dyn.n_examples, np.int64)
     groups["all"] = {"all": _group_stats(zeros, 1, cat, names, correct, conf)[0]}

@@ -13,6 +13,34 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def defer_pandas_import() -> None:
+    """Keep pyarrow from importing pandas (~0.2 s) when it first converts a NumPy array.
+
+    pyarrow probes for pandas on its first conversion only to recognise pandas objects; the CLI never hands
+    it any. With pandas hidden during that probe, pyarrow records "no pandas" and retries the import the
+    moment pandas is really needed (``Table.to_pandas``/``from_pandas``), so nothing is lost
+    (``tests/test_cli_analyze.py`` checks both).
+    """
+    import sys
+
+    if "pandas" in sys.modules:
+        return
+    import numpy as np
+    import pyarrow as pa
+
+    class _HidePandas:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "pandas" or name.startswith("pandas."):
+                raise ImportError("pandas hidden while pyarrow probes for it")
+
+    hider = _HidePandas()
+    sys.meta_path.insert(0, hider)
+    try:
+        pa.array(np.zeros(1))
+    finally:
+        sys.meta_path.remove(hider)
+
+
 def split_list(values: list[str] | str | None) -> list[str]:
     """Accept repeated options and/or comma-separated lists."""
     if values is None:

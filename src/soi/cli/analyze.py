@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from soi.cli._common import console, load_rules
+from soi.cli._common import console, defer_pandas_import, load_rules
 
 
 def analyze(
@@ -21,9 +21,10 @@ def analyze(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Compute per-example metrics and SOI categories -> RUN_DIR/analysis/{per_example.parquet,summary.json}."""
+    start = time.perf_counter()
+    defer_pandas_import()
     from soi.analysis.per_example import analyze_run
 
-    start = time.perf_counter()
     category_rules = load_rules(rules) if rules is not None else None
     result = analyze_run(run_dir, late_fraction=late_fraction, include_ci=include_ci, rules=category_rules,
                          mode=mode, max_checkpoints=max_checkpoints)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from soi._arrow import to_numpy
 from soi._io import TMP_PREFIX
 from soi.errors import SoiError
 from soi.store.meta import EXAMPLES_FILE, PART_RE, RunMeta, dynamics_dir
@@ -64,7 +65,7 @@ def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_uni
     if missing:
         raise SoiError(f"missing column(s) {missing}", path=path)
     n = table.num_rows
-    idx = table["idx"].to_numpy()
+    idx = to_numpy(table["idx"])
     if not np.array_equal(idx, np.arange(n)):
         raise SoiError("column 'idx' must be 0..N-1 in row order", path=path)
     ids = table["example_id"]
@@ -72,7 +73,7 @@ def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_uni
         raise SoiError(f"column 'example_id' has {ids.null_count} null value(s)", path=path)
     if check_unique:
         _check_unique_ids(table, path)
-    gold = table["gold"].to_numpy(zero_copy_only=False).astype(np.int64)
+    gold = to_numpy(table["gold"]).astype(np.int64)
     codes, names = tag_codes(table, "task")
     unknown = sorted(set(names) - set(meta.tasks))
     if unknown:
@@ -136,7 +137,7 @@ class Dynamics:
 
     @cached_property
     def gold(self) -> np.ndarray:
-        return self.examples["gold"].to_numpy(zero_copy_only=False).astype(np.int16)
+        return to_numpy(self.examples["gold"]).astype(np.int16)
 
     @cached_property
     def correct(self) -> np.ndarray:
@@ -161,7 +162,7 @@ def tag_codes(table: pa.Table, key: str) -> tuple[np.ndarray, list[str]]:
         col = col.dictionary_encode()
     col = col.fill_null("") if col.null_count else col
     names = col.dictionary.to_pylist()
-    codes = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = to_numpy(col.indices).astype(np.int64)
     order = np.argsort(np.asarray(names, dtype=object), kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
@@ -193,7 +194,7 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
     lo, hi = (pc.min_max(table["step"]).values() if table.num_rows else (None, None))
     if lo is None or lo.as_py() != hi.as_py():
         raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
-    idx = table["idx"].to_numpy().astype(np.int64, copy=False)
+    idx = to_numpy(table["idx"]).astype(np.int64, copy=False)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=where)
     order = None
@@ -210,17 +211,17 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
         order = np.empty(n, np.int64)
         order[idx] = np.arange(n)
     for name in FLOAT_COLUMNS:
-        values = table[name].to_numpy()
+        values = to_numpy(table[name])
         if not np.isfinite(values).all():
             raise SoiError(f"column {name!r} has NaN or inf at checkpoint {ckpt}", path=where)
-    part_gold = table["gold"].to_numpy()
+    part_gold = to_numpy(table["gold"])
     part_gold = part_gold if order is None else part_gold[order]
     if not np.array_equal(part_gold, gold):
         bad = int(np.flatnonzero(part_gold != gold)[0])
         raise SoiError(f"gold label of example {examples['example_id'][bad].as_py()!r} differs from "
                        f"examples.parquet at checkpoint {ckpt}", path=where)
     for name, out in dense.items():
-        values = table[name].to_numpy()
+        values = to_numpy(table[name])
         out[j] = values if order is None else values[order]
     bad = np.flatnonzero((dense["pred"][j] < 0) | (dense["pred"][j] >= n_labels)) if n else []
     if len(bad):
@@ -245,7 +246,7 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     run_dir = Path(run_dir)
     meta = RunMeta.load(run_dir)
     examples = read_examples(run_dir, meta, check_unique=False)
-    gold = examples["gold"].to_numpy(zero_copy_only=False).astype(np.int16)
+    gold = to_numpy(examples["gold"]).astype(np.int16)
     n = examples.num_rows
     task_codes, task_names = tag_codes(examples, "task")
     n_labels = np.asarray([meta.num_labels(t) for t in task_names], np.int16)[task_codes] if n else gold
@@ -278,4 +279,4 @@ def read_logits(run_dir: str | Path, checkpoint: int, *, mode: str | None = None
         raise SoiError(f"no checkpoint {checkpoint}", path=dynamics_dir(run_dir, mode))
     tables = [_read_parquet(p, ["idx", "logits"]) for p in parts[checkpoint]]
     table = pa.concat_tables(tables)
-    return table["idx"].to_numpy(), table["logits"].to_pylist()
+    return to_numpy(table["idx"]), table["logits"].to_pylist()
