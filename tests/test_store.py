@@ -238,3 +238,17 @@ def test_pred_out_of_range_for_its_task_is_rejected(tmp_path):
     write_part(w.run_dir, bad, checkpoint=0)  # pred 2 is valid for 'tri' but not for the binary task
     with pytest.raises(SoiError, match=r"predicted label 2 of example 'x' out of range \[0, 2\) at checkpoint 0"):
         load_dynamics(w.run_dir)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 50), st.integers(2, 8), st.integers(0, 2**32 - 1), st.booleans(), st.booleans())
+def test_rows_by_class_equals_2d_path(n, c, seed, ties, fortran):
+    """rows_from_logits uses per-class loops for few classes and (n, C) ops for many: same results."""
+    from soi.store.writer import _rows_2d, _rows_by_class
+
+    rng = np.random.default_rng(seed)
+    z = rng.integers(-2, 3, (n, c)).astype(np.float64) if ties else rng.normal(0, 4, (n, c))
+    z = np.asfortranarray(z) if fortran else z
+    gold = rng.integers(0, c, n)
+    for a, b in zip(_rows_by_class(z, gold), _rows_2d(z, gold), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-12, atol=0)

@@ -36,7 +36,10 @@ def import_cartography(
     start = time.perf_counter()
     from rich.console import Console
 
+    from soi.cli._common import defer_pandas_import
     from soi.errors import SoiError
+
+    defer_pandas_import()
     from soi.formats.cartography import import_cartography as run_import
     from soi.store.meta import RunMeta
 

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from soi._arrow import to_numpy
 from soi._io import TMP_PREFIX, atomic_path
 from soi.analysis import metrics as M
 from soi.errors import SoiError
@@ -208,10 +209,10 @@ def _read_epoch(path: Path, epoch: int, id_field: str, use_threads: bool = False
     gold_col = required("gold", "gold label index")
     if not pa.types.is_integer(gold_col.type):
         raise SoiError(f"field 'gold' must hold integer class indices, found {gold_col.type}", path=path)
-    gold = gold_col.to_numpy().astype(np.int64, copy=False)
+    gold = to_numpy(gold_col).astype(np.int64, copy=False)
 
     logit_col = required(field, "logit vector")
-    lengths = pc.list_value_length(logit_col).to_numpy(zero_copy_only=False)
+    lengths = to_numpy(pc.list_value_length(logit_col))
     width = int(lengths[0])
     if (lengths != width).any():
         i = _first(lengths != width)
@@ -226,7 +227,7 @@ def _read_epoch(path: Path, epoch: int, id_field: str, use_threads: bool = False
         i = _first(values.is_null().to_numpy(zero_copy_only=False)) // width
         raise SoiError(f"NaN/inf logit (written as null) for guid {guids[i].as_py()!r} (record {i + 1})",
                        path=path)
-    flat = values.to_numpy()
+    flat = to_numpy(values)
     if not np.isfinite(flat).all():
         i = _first(~np.isfinite(flat)) // width
         raise SoiError(f"non-finite logit (NaN/inf) for guid {guids[i].as_py()!r} (record {i + 1})", path=path)
@@ -248,7 +249,7 @@ class _GuidIndex:
         n = len(first.guids)
         self.lut: np.ndarray | None = None
         if first.guid_type == "int":
-            ids = first.guids.to_numpy()
+            ids = to_numpy(first.guids)
             self.lo = int(ids.min())
             span = int(ids.max()) - self.lo + 1
             if span <= 4 * n + 1024:
@@ -259,7 +260,7 @@ class _GuidIndex:
                 self.lut = np.full(span, -1, np.int64)
                 self.lut[rel] = np.arange(n)
         if self.lut is None:
-            pos = pc.index_in(first.guids, value_set=first.guids).to_numpy()
+            pos = to_numpy(pc.index_in(first.guids, value_set=first.guids))
             dup = pos != np.arange(n)
             if dup.any():
                 self._duplicate(first.guids[_first(dup)].as_py())
@@ -272,14 +273,14 @@ class _GuidIndex:
     def positions(self, guids: pa.Array) -> np.ndarray:
         """Epoch-0 position of each guid, -1 where the guid is not in epoch 0."""
         if self.lut is not None:
-            rel = guids.to_numpy() - self.lo
+            rel = to_numpy(guids) - self.lo
             if rel.size and rel.min() >= 0 and rel.max() < self.lut.size:
                 return self.lut[rel]
             inside = (rel >= 0) & (rel < self.lut.size)
             pos = np.full(rel.shape, -1, np.int64)
             pos[inside] = self.lut[rel[inside]]
             return pos
-        return pc.index_in(guids, value_set=self.guids).fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        return to_numpy(pc.index_in(guids, value_set=self.guids).fill_null(-1)).astype(np.int64, copy=False)
 
 
 def _align(ep: _Epoch, index: _GuidIndex) -> tuple[np.ndarray, np.ndarray]:
