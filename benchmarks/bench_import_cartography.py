@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,12 +80,14 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved, so both sides see the same machine load
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "soi.cli.main", "import", "cartography", str(model), str(run)]
+            os.sync()  # flush earlier writes so their writeback is not timed here
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             soi_times.append(time.perf_counter() - t)
             if proc.returncode != 0:
                 sys.exit(f"soi import failed ({proc.returncode}): {proc.stderr.strip()}")
             gc.collect()
+            os.sync()
             t = time.perf_counter()
             dynamics = read_training_dynamics(model)
             cart_times.append(time.perf_counter() - t)
@@ -107,6 +110,7 @@ def main() -> None:
             "epochs": args.epochs,
             "classes": args.classes,
             "soi_import_s": round(soi_s, 3),
+            "soi_import_median_s": round(statistics.median(soi_times), 3),
             "cartography_reader_s": round(cart_s, 3),
             "speedup": round(cart_s / soi_s, 2),
             "bytes_per_example_checkpoint": round(dyn_bytes / checkpoints, 2),
