@@ -1,0 +1,201 @@
+"""A loaded split (canonical table + metadata), seeded subsampling, parallel helpers, and the store bridge."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from soi.data.registry import TaskType
+from soi.errors import SoiError
+
+
+def subsample_indices(num_rows: int, n: int | float | None, seed: int = 0) -> np.ndarray:
+    """Row positions of a seeded subsample, sorted (so the subsample keeps file order).
+
+    ``n``: ``None`` keeps all rows; an ``int >= 1`` is a row count (``n >= num_rows`` keeps all); a ``float`` in
+    ``(0, 1]`` is a fraction (``round(f * num_rows)`` rows, halves rounded up). Without replacement.
+
+    Every row gets a key from ``numpy.random.default_rng(seed).random(num_rows)`` (PCG64 doubles: the same on
+    every platform) and the ``k`` smallest keys are kept. So a subsample is a prefix of a fixed random order:
+    for one seed, a smaller ``n`` gives a subset of a larger one, and two splits with the same row count (e.g.
+    the parallel ``massive_en`` / ``massive_fa``) get the same positions.
+    """
+    if num_rows < 0:
+        raise SoiError(f"num_rows must be >= 0, got {num_rows}")
+    k = _count(num_rows, n)
+    if k >= num_rows:
+        return np.arange(num_rows, dtype=np.int64)
+    keys = np.random.default_rng(seed).random(num_rows)
+    return np.sort(np.argsort(keys, kind="stable")[:k]).astype(np.int64)
+
+
+def _count(num_rows: int, n: int | float | None) -> int:
+    if n is None:
+        return num_rows
+    if isinstance(n, bool) or not isinstance(n, int | float | np.integer | np.floating):
+        raise SoiError(f"n must be an int (rows) or a float fraction in (0, 1], got {n!r}")
+    if isinstance(n, float | np.floating):
+        if not 0.0 < n <= 1.0:
+            raise SoiError(f"n as a fraction must be in (0, 1], got {n} (pass an int for a row count)")
+        return min(num_rows, math.floor(float(n) * num_rows + 0.5))
+    if n < 1:
+        raise SoiError(f"n must be >= 1, got {n}")
+    return min(num_rows, int(n))
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split of a dataset as a validated pyarrow table plus metadata.
+
+    ``table`` columns, classification: ``id, text, text_pair, label, gold (int32, index in labels), language,
+    source, parallel_id, orig_id``; generative: ``id, prompt, response, answer, language, source, parallel_id,
+    orig_id``. Rows are in file order (subsamples too).
+    """
+
+    table: pa.Table
+    name: str  # dataset name (registry name or DataSpec name)
+    split: str
+    task: str  # task kind from info.json (sentiment, entailment, intent, math, ...)
+    type: TaskType
+    labels: tuple[str, ...] | None  # canonical label order (classification); None for generative
+    languages: tuple[str, ...]
+    path: str | None  # the file read (local/user), or the hub id
+    license: str | None = None
+    hub: str | None = None  # hub equivalent
+    origin: str = "local"  # "local" | "hub" | "file"
+    total_rows: int = 0  # rows in the split before language filtering / subsampling
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        n_labels = None if self.labels is None else len(self.labels)
+        return (f"Split({self.name!r}, {self.split!r}, rows={len(self)}/{self.total_rows}, type={self.type!r}, "
+                f"labels={n_labels}, languages={list(self.languages)}, origin={self.origin!r})")
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table.column("id").to_pylist()
+
+    @property
+    def gold(self) -> np.ndarray:
+        """Gold label indices (int64); classification only."""
+        if self.type != "classification":
+            raise SoiError(f"{self.name} is a generative dataset: it has no gold label indices")
+        return np.asarray(self.table.column("gold").to_numpy(), dtype=np.int64)
+
+    @property
+    def parallel_ids(self) -> list[str | None]:
+        """Per-row ``parallel_id`` (rows that translate the same item share it; ``None`` where unknown)."""
+        return self.table.column("parallel_id").to_pylist()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the table, as plain JSON-able values."""
+        return {"name": self.name, "split": self.split, "task": self.task, "type": self.type,
+                "labels": None if self.labels is None else list(self.labels), "languages": list(self.languages),
+                "path": self.path, "license": self.license, "hub": self.hub, "origin": self.origin,
+                "rows": len(self), "total_rows": self.total_rows}
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> Split:
+        """Rows at ``positions`` (in the order given)."""
+        return replace(self, table=self.table.take(pa.array(np.asarray(positions, dtype=np.int64))))
+
+    def subsample(self, n: int | float | None, seed: int = 0) -> Split:
+        """Seeded subsample, kept in file order (see :func:`subsample_indices`)."""
+        return self.take(subsample_indices(len(self), n, seed))
+
+    def filter_languages(self, languages: Iterable[str]) -> Split:
+        """Rows whose ``language`` is one of ``languages`` (SoiError if none match)."""
+        wanted = [str(x) for x in languages]
+        mask = pc.is_in(self.table.column("language"), value_set=pa.array(wanted, pa.string()))
+        table = self.table.filter(mask)
+        if table.num_rows == 0 and self.table.num_rows:
+            have = sorted(set(self.table.column("language").to_pylist()))
+            raise SoiError(f"{self.path or self.name}: no rows with language {wanted}; languages present: {have}")
+        langs = tuple(x for x in self.languages if x in wanted) or tuple(wanted)
+        return replace(self, table=table, languages=langs)
+
+    def select_parallel(self, parallel_ids: Iterable[str]) -> Split:
+        """Rows whose ``parallel_id`` is in ``parallel_ids`` (file order kept)."""
+        value_set = pa.array(list(parallel_ids), pa.string())
+        return replace(self, table=self.table.filter(pc.is_in(self.table.column("parallel_id"), value_set)))
+
+    def to_pandas(self) -> Any:
+        return self.table.to_pandas()
+
+    def to_examples_table(self, task: str | None = None) -> pa.Table:
+        """The dynamics store's examples table for this split (see :func:`to_examples_table`)."""
+        return to_examples_table(self, task=task)
+
+
+def common_parallel_ids(*splits: Split) -> list[str]:
+    """``parallel_id`` values present in every split, in the first split's row order."""
+    if not splits:
+        return []
+    shared = set(x for x in splits[0].parallel_ids if x is not None)
+    for s in splits[1:]:
+        shared &= set(s.parallel_ids)
+    return [x for x in splits[0].parallel_ids if x in shared]
+
+
+def _task_of(split: Split, task: str | Mapping[str, str] | None) -> str:
+    if task is None:
+        return split.name
+    if isinstance(task, str):
+        return task
+    return task.get(split.name, split.name)
+
+
+def run_tasks(*splits: Split, task: str | Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """``{task: label names}`` for :class:`soi.store.RunMeta` (``tasks=``), matching :func:`to_examples_table`.
+
+    Splits that share a task must share the label list (SoiError otherwise).
+    """
+    out: dict[str, list[str]] = {}
+    for s in splits:
+        if s.labels is None:
+            raise SoiError(f"{s.name} is a generative dataset: the dynamics store needs classification labels")
+        name = _task_of(s, task)
+        if name in out and out[name] != list(s.labels):
+            raise SoiError(f"task {name!r}: {s.name} has labels {list(s.labels)} but another split has "
+                           f"{out[name]}; give them different task names")
+        out[name] = list(s.labels)
+    return out
+
+
+def to_examples_table(*splits: Split, task: str | Mapping[str, str] | None = None) -> pa.Table:
+    """Rows of one or more classification splits as a dynamics-store examples table (``soi.store.examples_table``).
+
+    ``example_id`` = ``id``, ``gold`` = label index, ``source``, ``language``, ``text``, ``text_pair``; ``task`` is
+    the dataset name by default (each dataset has its own label list; e.g. ``sst2`` and ``airline`` are both
+    "sentiment" with 2 vs 3 labels), or ``task`` (one name for all, or ``{dataset name: task}``). Use
+    :func:`run_tasks` for the matching ``RunMeta(tasks=...)``.
+    """
+    from soi.store import examples_table
+
+    if not splits:
+        raise SoiError("to_examples_table needs at least one split")
+    run_tasks(*splits, task=task)  # generative / label-list conflicts
+    tables = [s.table for s in splits]
+    ids = pa.concat_arrays([t.column("id").combine_chunks() for t in tables])
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise SoiError("duplicate example ids across the splits (load each split of a dataset once)")
+    col = {c: pa.concat_arrays([t.column(c).combine_chunks() for t in tables])
+           for c in ("gold", "source", "language", "text", "text_pair")}
+    tasks = np.concatenate([np.full(len(s), _task_of(s, task), dtype=object) for s in splits]) \
+        if len(splits) > 1 else _task_of(splits[0], task)
+    return examples_table(
+        ids, col["gold"].to_numpy(zero_copy_only=False), task=tasks, source=col["source"].to_pylist(),
+        language=col["language"].to_pylist(), text=col["text"].to_pylist(), text_pair=col["text_pair"].to_pylist(),
+    )
