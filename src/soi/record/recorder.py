@@ -59,6 +59,13 @@ def _torch_rows(logits: Any, labels: Any) -> Any:
     return torch.stack([pred.float(), lp_gold.exp(), z_gold - other, -lp_gold, y.squeeze(1).float()], dim=1)
 
 
+def _part_step(path: Path) -> int:
+    """The ``step`` of a dynamics part (the same in every row)."""
+    with pq.ParquetFile(path) as pf:
+        steps = pf.read(columns=["step"])["step"]
+    return int(steps[0].as_py()) if len(steps) else -1
+
+
 def _distributed() -> Any:
     """``torch.distributed`` when a process group is initialised, else None."""
     try:
@@ -142,6 +149,7 @@ class DynamicsRecorder:
             if self.keep_logits:
                 self._logits.append(logits.detach().float())
         else:
+            self._flush()  # keep rows (and logits) in update order when NumPy and device batches are mixed
             z = np.asarray(logits)
             rows = rows_from_logits(z, np.asarray(labels))
             stacked = np.stack([rows["pred"].astype(np.float32), rows["p_gold"], rows["margin"], rows["loss"],
@@ -154,17 +162,27 @@ class DynamicsRecorder:
             self._flush()
 
     def _flush(self) -> None:
-        """Move device results to the host in one transfer (a single sync)."""
+        """Move device results (ids, rows and kept logits) to the host in one transfer (a single sync)."""
         if not self._device:
             return
         import torch
 
-        idx = torch.cat([i for i, _ in self._device]).cpu().numpy().astype(np.int64)
-        rows = torch.cat([r for _, r in self._device]).cpu().numpy()
+        idx = torch.cat([i.reshape(-1).long() for i, _ in self._device])
+        rows = torch.cat([r for _, r in self._device])
+        pending = [z for z in self._logits if _is_torch(z)]  # device logits, all after any host ones
+        # pack everything as int32 words (bit views, exact) so that one .cpu() moves it all
+        words = [idx.view(torch.int32), rows.reshape(-1).view(torch.int32),
+                 *(z.reshape(-1).view(torch.int32) for z in pending)]
+        host = torch.cat(words).cpu().numpy()
+        n = idx.shape[0]
         self._device.clear()
-        self._host.append((idx, rows))
-        if self.keep_logits:
-            self._logits = [z.cpu().numpy() if _is_torch(z) else z for z in self._logits]
+        self._host.append((host[: 2 * n].view(np.int64), host[2 * n: 7 * n].view(np.float32).reshape(n, 5)))
+        if pending:
+            flat, start = host[7 * n:].view(np.float32), 0
+            for k, z in enumerate(pending):
+                pending[k] = flat[start: start + z.numel()].reshape(z.shape)
+                start += z.numel()
+            self._logits = [z for z in self._logits if not _is_torch(z)] + pending
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         self._flush()
@@ -269,7 +287,7 @@ class DynamicsRecorder:
         """Persist the rows of the unfinished checkpoint (call when the trainer saves a checkpoint at ``step``)."""
         idx, rows, logits = self._rows()
         self._host = [(idx, rows)]
-        self._logits = [np.stack(logits)] if self.keep_logits and logits else []
+        self._logits = [logits] if self.keep_logits and logits else []  # rows may differ in width (multi-task)
         cols = {"idx": idx, **{name: rows[:, k] for k, name in enumerate(_COLUMNS)}}
         table = pa.table({k: pa.array(v) for k, v in cols.items()})
         if self.keep_logits:
@@ -297,11 +315,11 @@ class DynamicsRecorder:
                 m = _PARTIAL_RE.match(path.name)
                 if m and int(m.group(2)) == self.rank and int(m.group(3)) == step:
                     partial = (int(m.group(1)), path)
-        done = set()
+        done = set()  # checkpoints completed at or before `step` (by any rank)
         if folder.is_dir():
             for path in folder.iterdir():
                 m = PART_RE.match(path.name)
-                if m:
+                if m and _part_step(path) <= step:
                     done.add(int(m.group(1)))
         if partial is not None:
             self.checkpoint = partial[0]
@@ -309,7 +327,8 @@ class DynamicsRecorder:
             idx = to_numpy(table["idx"]).astype(np.int64)
             rows = np.stack([to_numpy(table[c]).astype(np.float32) for c in _COLUMNS], 1)
             self._host = [(idx, rows)]
-            self._logits = [np.asarray(table["logits"].to_pylist(), np.float32)] if self.keep_logits else []
+            self._logits = ([[np.asarray(z, np.float32) for z in table["logits"].to_pylist()]]
+                            if self.keep_logits else [])
         else:  # resumed at a checkpoint boundary: continue after the parts already complete
             self.checkpoint = 0
             while self.checkpoint in done:
