@@ -1,0 +1,70 @@
+"""Accuracy and macro-F1 of one task head on a split (NumPy metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from soi.data.split import Split
+from soi.train.loop import collate, encode, pad_id_of
+
+
+def macro_f1(gold: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray,
+             labels: Sequence[int] | None = None) -> float:
+    """Unweighted mean over labels of ``F1 = 2 TP / (2 TP + FP + FN)``.
+
+    ``labels``: the labels to average over; default: those present in ``gold`` or ``pred`` (sklearn's default),
+    so a label neither gold nor predicted anywhere is skipped rather than counted as F1 = 0. A listed label
+    with ``TP + FP + FN = 0`` counts as 0 (sklearn's ``zero_division=0``). Empty input gives 0.0.
+    """
+    g = np.asarray(gold, np.int64).reshape(-1)
+    p = np.asarray(pred, np.int64).reshape(-1)
+    if g.shape != p.shape:
+        raise ValueError(f"gold and pred differ in length: {g.size} vs {p.size}")
+    labs = np.unique(np.concatenate([g, p])) if labels is None else np.asarray(list(labels), np.int64)
+    if labs.size == 0:
+        return 0.0
+    tp = np.array([np.sum((g == c) & (p == c)) for c in labs], np.float64)
+    fp = np.array([np.sum((g != c) & (p == c)) for c in labs], np.float64)
+    fn = np.array([np.sum((g == c) & (p != c)) for c in labs], np.float64)
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1.mean())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *, batch_size: int = 64,
+            max_length: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred, gold)`` of ``task``'s head over the split's rows in order (eval mode, length-sorted batches)."""
+    if hasattr(model, "cap_length"):
+        max_length = model.cap_length(max_length)
+    enc = encode(tokenizer, split, max_length)
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in enc.input_ids], kind="stable")
+    pred = np.zeros(len(enc), np.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(order), batch_size):
+            pos = order[i: i + batch_size]
+            batch = collate(enc, pos, pad_id_of(tokenizer), device)
+            batch.pop("labels")
+            pred[pos] = model(**batch, task=task).argmax(-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return pred, enc.gold
+
+
+def evaluate(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *, batch_size: int = 64,
+             max_length: int = 128) -> dict[str, float]:
+    """``{"accuracy", "macro_f1", "n"}`` of ``task``'s head on ``split`` (macro-F1: see :func:`macro_f1`)."""
+    pred, gold = predict(model, tokenizer, split, task, batch_size=batch_size, max_length=max_length)
+    n = int(gold.size)
+    return {"accuracy": float((pred == gold).mean()) if n else 0.0, "macro_f1": macro_f1(gold, pred), "n": n}
+
+
+__all__ = ["evaluate", "macro_f1", "predict"]
