@@ -1,0 +1,27 @@
+"""``soi run STUDY.yaml --out DIR``: train, record, analyse and compare every run of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def run(
+    study: Annotated[Path, typer.Argument(help="The study YAML (see docs/studies.md).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; re-running resumes).",
+                                      show_default=False)],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+) -> None:
+    """Run a study: every run x seed is trained with dynamics recording and evaluated, then analysed and compared.
+
+    Writes into --out: runs/<run>/seed-<s>/ (run directories with result.json and analysis/),
+    compare/<a>__vs__<b>/seed-<s>/ (transitions, heatmaps, stats.json) and summary.json.
+    Finished runs (those with result.json) are skipped, so re-running resumes an interrupted study.
+    """
+    from soi.config import StudyConfig
+    from soi.study import run_study
+
+    config = StudyConfig.from_yaml(study)
+    run_study(config, out, progress=not quiet)

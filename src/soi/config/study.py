@@ -1,0 +1,264 @@
+"""The study YAML: one model, some datasets, several training runs (single / multi-*) x seeds, and comparisons.
+
+>>> cfg = StudyConfig.from_yaml("study.yaml")   # doctest: +SKIP
+
+Every problem is a one-line :class:`~soi.errors.SoiError` naming the file and the field path, e.g.
+``study.yaml: runs[1].train[0]: unknown dataset 'sst3'``. See ``docs/studies.md`` for the schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from soi.errors import SoiError
+
+SETTINGS = ("single", "multi-task", "multi-source", "multi-lingual")
+GROUP_KEYS = ("task", "source", "language")
+
+Setting = Literal["single", "multi-task", "multi-source", "multi-lingual"]
+GroupKey = Literal["task", "source", "language"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainSpec(_Model):
+    """Optimisation settings shared by every run."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    sampling: Literal["proportional", "temperature", "uniform"] = "proportional"
+    temperature: float = Field(2.0, gt=0)
+
+
+class RecordingSpec(_Model):
+    """How dynamics are recorded (only ``train-pass`` is supported by the runner)."""
+
+    mode: Literal["train-pass"] = "train-pass"
+    keep_logits: bool = False
+
+
+class DatasetSpec(_Model):
+    """One dataset under a study-local key."""
+
+    name: str = Field(min_length=1)
+    task: str | None = Field(None, min_length=1, description="head name; default = the dataset name")
+    n_train: int | float | None = None
+    n_eval: int | float | None = None
+    eval_split: str | None = None  # default: test, else validation
+
+    @field_validator("n_train", "n_eval")
+    @classmethod
+    def _positive(cls, v: int | float | None) -> int | float | None:
+        if v is None:
+            return v
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError(f"a fraction must be in (0, 1], got {v}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @property
+    def head(self) -> str:
+        """The task (head) name."""
+        return self.task or self.name
+
+
+class RunSpec(_Model):
+    """One training run (repeated per seed)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    setting: Setting
+    train: list[str] = Field(min_length=1)
+
+
+class EvalSpec(_Model):
+    """Extra evaluation: datasets evaluated but never trained on."""
+
+    ood: list[str] = Field(default_factory=list)
+
+
+class CompareSpec(_Model):
+    """Compare run ``a`` (rows, usually single) with run ``b`` (columns, usually multi) per seed."""
+
+    a: str
+    b: str
+    group_by: list[GroupKey] = Field(default_factory=lambda: list(GROUP_KEYS))
+
+
+class StudyConfig(_Model):
+    """A whole study (see ``docs/studies.md``)."""
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="alias (minilm-l6, me5-small), local path or hub id")
+    data_dir: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data_seed: int = 0
+    max_length: int = Field(128, ge=8)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    recording: RecordingSpec = Field(default_factory=RecordingSpec)
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    runs: list[RunSpec] = Field(min_length=1)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    compare: list[CompareSpec] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @field_validator("recording", mode="before")
+    @classmethod
+    def _eval_pass(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("mode") == "eval-pass":
+            raise ValueError("mode 'eval-pass' is not yet supported by the study runner; use 'train-pass'")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> StudyConfig:
+        names = _known_datasets(self.data_dir)
+        for key, ds in self.datasets.items():
+            if names is not None and ds.name not in names:
+                raise _FieldError(f"datasets.{key}.name",
+                                  f"unknown dataset {ds.name!r}; known: {', '.join(sorted(names))}")
+        seen: set[str] = set()
+        for i, run in enumerate(self.runs):
+            if run.name in seen:
+                raise _FieldError(f"runs[{i}].name", f"duplicate run name {run.name!r}")
+            seen.add(run.name)
+            for j, key in enumerate(run.train):
+                if key not in self.datasets:
+                    raise _FieldError(f"runs[{i}].train[{j}]", f"unknown dataset {key!r}; the datasets section "
+                                      f"has: {', '.join(self.datasets)}")
+            if len(set(run.train)) != len(run.train):
+                raise _FieldError(f"runs[{i}].train", f"dataset listed twice: {run.train}")
+            if run.setting == "single" and len(run.train) != 1:
+                raise _FieldError(f"runs[{i}].train", f"a single-setting run trains on exactly one dataset, "
+                                  f"got {len(run.train)}")
+            real = [self.datasets[k].name for k in run.train]
+            if len(set(real)) != len(real):
+                raise _FieldError(f"runs[{i}].train", "two keys name the same dataset (example ids would clash)")
+        trained = {k for r in self.runs for k in r.train}
+        for j, key in enumerate(self.eval.ood):
+            if key not in self.datasets:
+                raise _FieldError(f"eval.ood[{j}]", f"unknown dataset {key!r}; the datasets section has: "
+                                  f"{', '.join(self.datasets)}")
+            if key in trained:
+                raise _FieldError(f"eval.ood[{j}]", f"dataset {key!r} is trained on by a run, so it is not OOD")
+        for i, c in enumerate(self.compare or []):
+            for side in ("a", "b"):
+                if getattr(c, side) not in seen:
+                    raise _FieldError(f"compare[{i}].{side}", f"unknown run {getattr(c, side)!r}; runs: "
+                                      f"{', '.join(seen)}")
+            if c.a == c.b:
+                raise _FieldError(f"compare[{i}]", "a and b are the same run")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def run(self, name: str) -> RunSpec:
+        """The run called ``name``."""
+        return next(r for r in self.runs if r.name == name)
+
+    def comparisons(self) -> list[CompareSpec]:
+        """The ``compare`` list, or by default every single run vs every multi-* run whose training data
+        contains the single run's dataset."""
+        if self.compare is not None:
+            return list(self.compare)
+        out = []
+        for a in self.runs:
+            if a.setting != "single":
+                continue
+            for b in self.runs:
+                if b.setting != "single" and set(a.train) <= set(b.train):
+                    out.append(CompareSpec(a=a.name, b=b.name))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | Path = "<study>") -> StudyConfig:
+        """Validate a parsed mapping; errors name ``source`` and the field path."""
+        if not isinstance(data, dict):
+            raise SoiError(f"the study must be a mapping, got {type(data).__name__}", path=source)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SoiError(_first_error(exc), path=source) from None
+        except _FieldError as exc:  # pragma: no cover - pydantic wraps it, kept for safety
+            raise SoiError(f"{exc.field}: {exc.message}", path=source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Read and validate a study YAML file (relative ``data_dir`` and ``model`` paths resolve against it)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise SoiError("study file not found", path=path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise SoiError(f"{where}invalid YAML ({getattr(exc, 'problem', None) or exc})", path=path) from None
+        if isinstance(data, dict):
+            data = dict(data)
+            base = path.resolve().parent
+            if isinstance(data.get("data_dir"), str) and not Path(data["data_dir"]).expanduser().is_absolute():
+                data["data_dir"] = str(base / data["data_dir"])
+            model = data.get("model")
+            if isinstance(model, str) and model.startswith(".") and (base / model).exists():
+                data["model"] = str((base / model).resolve())
+        return cls.from_dict(data, source=path.name)
+
+
+class _FieldError(ValueError):
+    """A cross-field problem at ``field`` (raised inside the model validator)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    msg = str(err.get("msg", "invalid"))
+    ctx = err.get("ctx") or {}
+    if isinstance(ctx.get("error"), _FieldError):
+        return str(ctx["error"])  # field path already in the message
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "field required"
+    return f"{_path(loc)}: {msg}" if loc else msg
+
+
+def _known_datasets(data_dir: str | None) -> set[str] | None:
+    """Registered names plus canonical folders in the data dir (``None`` if nothing can be listed)."""
+    from soi.data.registry import dataset_names, resolve_data_dir
+
+    names = set(dataset_names())
+    try:
+        root = resolve_data_dir(data_dir)
+    except SoiError:
+        return names
+    names.update(p.name for p in root.iterdir() if (p / "info.json").is_file())
+    return names

@@ -1,0 +1,345 @@
+"""The study runner: train every run x seed with dynamics recording, evaluate, analyse, compare, summarise.
+
+Layout under ``out``::
+
+    config.json                         # the validated study config
+    runs/<run>/seed-<s>/                # a soi run directory (run.json, examples.parquet, dynamics/, analysis/)
+        result.json                     # eval metrics; written last: its presence marks the run finished
+    compare/<a>__vs__<b>/seed-<s>/      # `soi compare` outputs (transitions, heatmaps/, stats.json)
+    summary.json                        # seed means/stds of eval metrics, SOI shares, comparison stats
+
+Re-running on the same ``out`` resumes: runs with a ``result.json`` are not retrained (a run whose settings
+changed since is an error), and an unfinished run directory is cleared and trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soi._io import write_json
+from soi.config.study import StudyConfig
+from soi.errors import SoiError
+
+RESULT_FILE = "result.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+
+
+def run_dir_of(out: Path, run: str, seed: int) -> Path:
+    """``out/runs/<run>/seed-<seed>``."""
+    return out / "runs" / run / f"seed-{seed}"
+
+
+def compare_dir_of(out: Path, a: str, b: str, seed: int) -> Path:
+    """``out/compare/<a>__vs__<b>/seed-<seed>``."""
+    return out / "compare" / f"{a}__vs__{b}" / f"seed-{seed}"
+
+
+class _Data:
+    """Loads and caches the study's splits."""
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def eval_split_name(self, key: str) -> str:
+        ds = self.config.datasets[key]
+        if ds.eval_split:
+            return ds.eval_split
+        from soi.data.registry import dataset_dir, read_info
+
+        splits = read_info(dataset_dir(ds.name, self.config.data_dir))["splits"]
+        for name in ("test", "validation"):
+            if name in splits:
+                return name
+        raise SoiError(f"datasets.{key}: dataset {ds.name!r} has no test or validation split; set eval_split")
+
+    def get(self, key: str, which: str) -> Any:
+        """The ``train`` or ``eval`` split of dataset ``key`` (subsampled with ``data_seed``)."""
+        if (key, which) not in self._cache:
+            from soi.data import load_split
+
+            ds = self.config.datasets[key]
+            split = "train" if which == "train" else self.eval_split_name(key)
+            n = ds.n_train if which == "train" else ds.n_eval
+            try:
+                loaded = load_split(ds.name, split, data_dir=self.config.data_dir, n=n, seed=self.config.data_seed)
+            except SoiError as exc:
+                raise SoiError(f"datasets.{key}: {exc}") from None
+            if loaded.labels is None:
+                raise SoiError(f"datasets.{key}: {ds.name!r} is generative; studies need classification data")
+            self._cache[key, which] = loaded
+        return self._cache[key, which]
+
+
+def _fingerprint(config: StudyConfig, run: str, seed: int) -> str:
+    """Hash of everything that determines one run's training and evaluation."""
+    spec = config.run(run)
+    keys = sorted(set(spec.train) | set(config.eval.ood))
+    blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
+            "max_length": config.max_length, "train": config.train.model_dump(),
+            "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
+            "datasets": {k: config.datasets[k].model_dump() for k in keys}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
+    from soi.train import macro_f1
+
+    n = int(gold.size)
+    return {"accuracy": float((pred == gold).mean()) if n else 0.0,
+            "macro_f1": macro_f1(gold, pred) if n else 0.0, "n": n}
+
+
+def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, labels: Mapping[str, list[str]],
+                  run_keys: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Eval results per eval set (in-distribution of each trained dataset, OOD sets with a matching head)."""
+    from soi._arrow import to_numpy
+    from soi.train import predict
+
+    out: dict[str, Any] = {}
+    skipped: list[str] = []
+    sets = [(k, "in-distribution") for k in run_keys] + [(k, "ood") for k in config.eval.ood]
+    for key, kind in sets:
+        ds = config.datasets[key]
+        task = ds.head
+        if task not in labels:
+            continue
+        split = data.get(key, "eval")
+        if list(split.labels) != list(labels[task]):
+            skipped.append(f"{key}: labels {list(split.labels)} differ from head {task!r}'s {labels[task]}")
+            continue
+        pred, gold = predict(model, tokenizer, split, task, max_length=config.max_length)
+        entry = {"dataset": ds.name, "split": split.split, "task": task, "kind": kind}
+        entry |= _metrics(pred, gold)
+        langs = np.asarray(to_numpy(split.table["language"]).astype(str))
+        entry["languages"] = {str(lang): _metrics(pred[langs == lang], gold[langs == lang])
+                              for lang in sorted(set(langs.tolist()))}
+        out[key] = entry
+    return out, skipped
+
+
+def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str, run: str, seed: int,
+               run_dir: Path, progress: bool) -> dict[str, Any]:
+    import torch
+
+    from soi.record import DynamicsRecorder
+    from soi.store import RunMeta
+    from soi.train import MultiHeadClassifier, run_examples, train
+
+    spec = config.run(run)
+    tasks: dict[str, list[Any]] = {}
+    for key in spec.train:
+        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train"))
+    examples, labels = run_examples(tasks)
+    if run_dir.exists():  # an interrupted run: start it again from scratch
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    torch.manual_seed(seed)  # head initialisation
+    model = MultiHeadClassifier(model_path, {t: len(v) for t, v in labels.items()})
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    meta = RunMeta(tasks=labels, model=config.model, setting=spec.setting, seed=seed,
+                   extra={"study": config.name, "run": run, "train": list(spec.train)})
+    rec = DynamicsRecorder(run_dir, meta, examples=examples, keep_logits=config.recording.keep_logits)
+    t = config.train
+    res = train(model, tokenizer, tasks, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_length=config.max_length, seed=seed,
+                sampling=t.sampling, temperature=t.temperature, recorder=rec, progress=progress)
+    rec.close()
+    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, list(spec.train))
+    result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
+              "fingerprint": _fingerprint(config, run, seed), "train_datasets": list(spec.train),
+              "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
+              "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals, "eval_skipped": skipped,
+              "elapsed_s": round(time.perf_counter() - start, 3)}
+    write_json(run_dir / RESULT_FILE, result)  # last, atomically: marks the run finished
+    return result
+
+
+def _newer(path: Path, *than: Path) -> bool:
+    return path.is_file() and all(path.stat().st_mtime >= t.stat().st_mtime for t in than)
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "values": [float(v) for v in arr]}
+
+
+def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict[str, Any]]],
+               analyses: dict[str, dict[int, dict[str, Any]]], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    runs: dict[str, Any] = {}
+    for spec in config.runs:
+        per_seed = [results[spec.name][s] for s in config.seeds]
+        evals: dict[str, Any] = {}
+        for key in per_seed[0]["eval"]:
+            rows = [r["eval"][key] for r in per_seed if key in r["eval"]]
+            first = rows[0]
+            evals[key] = {"dataset": first["dataset"], "split": first["split"], "task": first["task"],
+                          "kind": first["kind"], "n": first["n"],
+                          "accuracy": _mean_std([r["accuracy"] for r in rows]),
+                          "macro_f1": _mean_std([r["macro_f1"] for r in rows]),
+                          "languages": {lang: {"n": m["n"],
+                                               "accuracy": _mean_std([r["languages"][lang]["accuracy"] for r in rows]),
+                                               "macro_f1": _mean_std([r["languages"][lang]["macro_f1"] for r in rows])}
+                                        for lang, m in first["languages"].items()}}
+        shares: dict[str, dict[str, dict[str, float]]] = {}
+        sums = [analyses[spec.name][s] for s in config.seeds]
+        for gkey, groups in sums[0]["groups"].items():
+            shares[gkey] = {}
+            for gname in groups:
+                vals = [s["groups"][gkey][gname]["shares"] for s in sums if gname in s["groups"].get(gkey, {})]
+                shares[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
+        runs[spec.name] = {"setting": spec.setting, "train": list(spec.train), "seeds": list(config.seeds),
+                           "dirs": [str(run_dir_of(out, spec.name, s)) for s in config.seeds],
+                           "eval": evals, "soi_shares": shares,
+                           "train_accuracy_final": _mean_std([s["groups"]["all"]["all"]["final_accuracy"]
+                                                              for s in sums])}
+    return {"study": config.name, "model": config.model, "seeds": list(config.seeds), "data_seed": config.data_seed,
+            "out": str(out), "runs": runs, "comparisons": comparisons}
+
+
+def _comparison_entry(stats: dict[str, Any], a: str, b: str, seed: int, path: Path) -> dict[str, Any]:
+    groups = []
+    for g in stats["groups"]:
+        changes = sorted(g["share_change"].items(), key=lambda kv: -abs(kv[1]["observed"]))
+        groups.append({"key": g["key"], "group": g["group"], "n_shared": g["n_shared"],
+                       "accuracy_a": g["accuracy_a"], "accuracy_b": g["accuracy_b"],
+                       "mcnemar_p": g["mcnemar"]["p_value"], "mcnemar_method": g["mcnemar"]["method"],
+                       "biggest_share_changes": [
+                           {"category": c, "change": v["observed"], "lo": v["lo"], "hi": v["hi"],
+                            "significant": v["significant"]} for c, v in changes[:3] if v["observed"] != 0]})
+    return {"a": a, "b": b, "seed": seed, "dir": str(path), "n_shared": stats["n_shared"],
+            "n_only_a": stats["n_only_a"], "n_only_b": stats["n_only_b"], "groups": groups}
+
+
+def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a study into ``out_dir``; returns the ``summary.json`` content.
+
+    ``progress`` shows progress bars and prints the result tables (rich); ``False`` is silent.
+    """
+    if not isinstance(config, StudyConfig):
+        config = StudyConfig.from_yaml(config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SoiError("--out exists and is not a directory", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+
+    from rich.console import Console
+
+    console = Console(highlight=False, quiet=not progress)
+    from transformers import AutoTokenizer
+
+    from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
+    from soi.analysis.per_example import analyze_run
+    from soi.cli.compare import compare
+    from soi.model import resolve_model
+    from soi.store.meta import ANALYSIS_DIR
+
+    data = _Data(config)
+    model_path = resolve_model(config.model)
+    tokenizer = None
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    total = len(config.runs) * len(config.seeds)
+    i = 0
+    for spec in config.runs:
+        results[spec.name] = {}
+        for seed in config.seeds:
+            i += 1
+            rdir = run_dir_of(out, spec.name, seed)
+            done = rdir / RESULT_FILE
+            if done.is_file():
+                result = json.loads(done.read_text(encoding="utf-8"))
+                if result.get("fingerprint") != _fingerprint(config, spec.name, seed):
+                    raise SoiError(f"run {spec.name!r} seed {seed} was trained with different settings; "
+                                   "use a new --out (or delete that run directory)", path=rdir)
+                console.print(f"[{i}/{total}] {spec.name} seed {seed}: done already, skipped")
+            else:
+                console.print(f"[{i}/{total}] training {spec.name} ({spec.setting}: {', '.join(spec.train)}) "
+                              f"seed {seed}")
+                if tokenizer is None:
+                    tokenizer = AutoTokenizer.from_pretrained(model_path)
+                result = _train_one(config, data, tokenizer, model_path, spec.name, seed, rdir, progress)
+            results[spec.name][seed] = result
+
+    analyses: dict[str, dict[int, dict[str, Any]]] = {}
+    for spec in config.runs:
+        analyses[spec.name] = {}
+        for seed in config.seeds:
+            rdir = run_dir_of(out, spec.name, seed)
+            summary_path = rdir / ANALYSIS_DIR / ANALYSIS_SUMMARY
+            if _newer(summary_path, rdir / RESULT_FILE):
+                analyses[spec.name][seed] = json.loads(summary_path.read_text(encoding="utf-8"))
+            else:
+                analyses[spec.name][seed] = analyze_run(rdir).summary
+
+    comparisons = []
+    for c in config.comparisons():
+        for seed in config.seeds:
+            ra, rb = run_dir_of(out, c.a, seed), run_dir_of(out, c.b, seed)
+            cdir = compare_dir_of(out, c.a, c.b, seed)
+            if not _newer(cdir / "stats.json", ra / RESULT_FILE, rb / RESULT_FILE):
+                sink = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
+                with sink:
+                    compare(run_a=ra, run_b=rb, out=cdir, group_by=list(c.group_by) or ["none"], late_fraction=0.5,
+                            n_boot=2000, seed=seed, label_a=c.a, label_b=c.b)
+            stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
+            comparisons.append(_comparison_entry(stats, c.a, c.b, seed, cdir))
+
+    summary = _summarise(config, out, results, analyses, comparisons)
+    write_json(out / SUMMARY_FILE, summary)
+    if progress:
+        print_summary(summary, console)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console: Any) -> None:
+    """Rich tables: eval metrics, overall SOI shares, comparisons."""
+    from rich.table import Table
+
+    pm = "\u00b1"
+    table = Table(title=f"{summary['study']}: evaluation (mean {pm} std over seeds {summary['seeds']})")
+    for col in ("run", "setting", "eval set", "kind", "n", "accuracy", "macro-F1"):
+        table.add_column(col, justify="right" if col in ("n", "accuracy", "macro-F1") else "left")
+    for name, run in summary["runs"].items():
+        for key, ev in run["eval"].items():
+            a, f = ev["accuracy"], ev["macro_f1"]
+            table.add_row(name, run["setting"], key, ev["kind"], str(ev["n"]), f"{a['mean']:.3f} {pm} {a['std']:.3f}",
+                          f"{f['mean']:.3f} {pm} {f['std']:.3f}")
+    console.print(table)
+
+    runs = summary["runs"]
+    cats = list(next(iter(runs.values()))["soi_shares"]["all"]["all"]) if runs else []
+    table = Table(title="SOI shares of the training examples (all, seed mean)")
+    table.add_column("run")
+    for c in cats:
+        table.add_column(c, justify="right")
+    for name, run in runs.items():
+        shares = run["soi_shares"]["all"]["all"]
+        table.add_row(name, *(f"{100 * shares[c]:.1f}%" for c in cats))
+    console.print(table)
+
+    if summary["comparisons"]:
+        table = Table(title="single \u2192 multi comparisons (shared examples)")
+        for col in ("a \u2192 b", "seed", "group", "n", "acc a \u2192 b", "McNemar p", "biggest share changes"):
+            table.add_column(col)
+        for comp in summary["comparisons"]:
+            for g in comp["groups"]:
+                changes = ", ".join(f"{x['category']} {100 * x['change']:+.1f}pp{'*' if x['significant'] else ''}"
+                                    for x in g["biggest_share_changes"][:2]) or "-"
+                table.add_row(f"{comp['a']} \u2192 {comp['b']}", str(comp["seed"]),
+                              "all" if g["key"] == "all" else f"{g['key']}={g['group']}", str(g["n_shared"]),
+                              f"{g['accuracy_a']:.3f} \u2192 {g['accuracy_b']:.3f}", f"{g['mcnemar_p']:.2g}", changes)
+        console.print(table)
+    console.print(f"wrote {summary['out']}/summary.json")

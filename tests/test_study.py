@@ -1,0 +1,190 @@
+"""soi.config / soi.study: the study YAML, the end-to-end runner (train -> analyse -> compare -> summary), resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import torch
+import yaml
+from transformers import BertConfig, BertModel
+
+from soi.config import StudyConfig
+from soi.errors import SoiError
+from soi.store import RunMeta
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hf_common import data_dir, tokenizer
+
+pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+
+
+def study_dict(model: str) -> dict:
+    return {
+        "name": "tiny",
+        "model": model,
+        "data_dir": str(data_dir()),
+        "seeds": [0],
+        "data_seed": 3,
+        "max_length": 32,
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "sampling": "proportional"},
+        "datasets": {
+            "sst2": {"name": "sst2", "task": "sentiment", "n_train": 16, "n_eval": 16},
+            "mr": {"name": "mr", "task": "sentiment", "n_train": 16, "n_eval": 16},
+            "cr": {"name": "cr", "task": "sentiment", "n_eval": 16},
+        },
+        "runs": [
+            {"name": "sst2-only", "setting": "single", "train": ["sst2"]},
+            {"name": "mr-only", "setting": "single", "train": ["mr"]},
+            {"name": "sentiment-ms", "setting": "multi-source", "train": ["sst2", "mr"]},
+        ],
+        "eval": {"ood": ["cr"]},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def study(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    from soi.study import run_study
+
+    root = tmp_path_factory.mktemp("study")
+    yml = root / "study.yaml"
+    yml.write_text(yaml.safe_dump(study_dict(tiny_model)))
+    out = root / "out"
+    summary = run_study(StudyConfig.from_yaml(yml), out, progress=False)
+    return yml, out, summary
+
+
+def test_runs_written_and_loadable(study: tuple[Path, Path, dict]) -> None:
+    from soi.store import load_dynamics
+
+    _, out, _ = study
+    for run, setting in (("sst2-only", "single"), ("mr-only", "single"), ("sentiment-ms", "multi-source")):
+        rdir = out / "runs" / run / "seed-0"
+        meta = RunMeta.load(rdir)
+        assert meta.setting == setting and meta.seed == 0 and meta.tasks == {"sentiment": ["negative", "positive"]}
+        dyn = load_dynamics(rdir)
+        assert dyn.n_examples == (32 if setting == "multi-source" else 16) and dyn.n_checkpoints == 2
+        result = json.loads((rdir / "result.json").read_text())
+        assert set(result["eval"]) == ({"sst2", "mr", "cr"} if setting != "single" else {run[:-5], "cr"})
+        assert result["eval"]["cr"]["kind"] == "ood"
+        for ev in result["eval"].values():
+            assert 0.0 <= ev["accuracy"] <= 1.0 and 0.0 <= ev["macro_f1"] <= 1.0 and ev["n"] == 16
+            assert set(ev["languages"]) == {"en"}
+        assert (rdir / "analysis" / "summary.json").is_file()
+        assert (rdir / "analysis" / "per_example.parquet").is_file()
+
+
+def test_compare_and_summary(study: tuple[Path, Path, dict]) -> None:
+    _, out, summary = study
+    for a in ("sst2-only", "mr-only"):
+        cdir = out / "compare" / f"{a}__vs__sentiment-ms" / "seed-0"
+        stats = json.loads((cdir / "stats.json").read_text())
+        assert stats["n_shared"] == 16  # data_seed fixes the subsample: the multi run holds the same 16 ids
+        assert list(cdir.glob("heatmaps/*.png"))
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert set(summary["runs"]) == {"sst2-only", "mr-only", "sentiment-ms"}
+    ms = summary["runs"]["sentiment-ms"]
+    assert ms["setting"] == "multi-source"
+    assert set(ms["eval"]) == {"sst2", "mr", "cr"}
+    assert 0.0 <= ms["eval"]["cr"]["accuracy"]["mean"] <= 1.0 and ms["eval"]["cr"]["accuracy"]["std"] == 0.0
+    assert set(ms["soi_shares"]["source"]) == {"sst2", "mr"}
+    assert abs(sum(ms["soi_shares"]["all"]["all"].values()) - 1.0) < 1e-9
+    assert {(c["a"], c["b"], c["seed"]) for c in summary["comparisons"]} == {
+        ("sst2-only", "sentiment-ms", 0), ("mr-only", "sentiment-ms", 0)}
+    group = summary["comparisons"][0]["groups"][0]
+    assert group["key"] == "all" and 0.0 <= group["mcnemar_p"] <= 1.0
+
+
+def test_rerun_skips_finished_runs(study: tuple[Path, Path, dict]) -> None:
+    from soi.study import run_study
+
+    yml, out, summary = study
+    results = sorted(out.glob("runs/*/seed-0/result.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    parts = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed-0/dynamics/*.parquet")}
+    again = run_study(StudyConfig.from_yaml(yml), out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed-0/dynamics/*.parquet")} == parts
+    assert again["runs"] == summary["runs"]
+    # changed training settings on the same --out: refuse rather than mix results
+    changed = yaml.safe_load(yml.read_text())
+    changed["train"]["lr"] = 5e-4
+    with pytest.raises(SoiError, match="different settings"):
+        run_study(StudyConfig.from_dict(changed), out, progress=False)
+
+
+def test_cli_run_quiet_resumes(study: tuple[Path, Path, dict]) -> None:
+    from typer.testing import CliRunner
+
+    from soi.cli.main import app
+
+    yml, out, _ = study
+    res = CliRunner().invoke(app, ["run", str(yml), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == ""
+
+
+def _error(tmp_path: Path, data: dict) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SoiError) as exc:
+        StudyConfig.from_yaml(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda d: d["runs"][1].update(train=["sst3"]), "study.yaml: runs[1].train[0]: unknown dataset 'sst3'"),
+    (lambda d: d["datasets"]["mr"].update(name="nope"), "study.yaml: datasets.mr.name: unknown dataset 'nope'"),
+    (lambda d: d["train"].update(sampling="random"), "study.yaml: train.sampling: "),
+    (lambda d: d["train"].update(epochs=0), "study.yaml: train.epochs: "),
+    (lambda d: d.update(seeds=[]), "study.yaml: seeds: "),
+    (lambda d: d["datasets"]["sst2"].update(n_trian=5), "study.yaml: datasets.sst2.n_trian: unknown field"),
+    (lambda d: d["runs"][0].update(setting="dual"), "study.yaml: runs[0].setting: "),
+    (lambda d: d["runs"][0].update(train=["sst2", "mr"]), "study.yaml: runs[0].train: a single-setting run"),
+    (lambda d: d["eval"].update(ood=["sst2"]), "study.yaml: eval.ood[0]: dataset 'sst2' is trained on"),
+    (lambda d: d.update(recording={"mode": "eval-pass"}), "study.yaml: recording: mode 'eval-pass' is not yet"),
+    (lambda d: d.update(compare=[{"a": "sst2-only", "b": "x"}]), "study.yaml: compare[0].b: unknown run 'x'"),
+    (lambda d: d.pop("model"), "study.yaml: model: field required"),
+])
+def test_config_errors_name_the_field(tmp_path: Path, edit, expected: str) -> None:
+    data = study_dict("some/model")
+    edit(data)
+    assert _error(tmp_path, data).startswith(expected)
+
+
+def test_config_defaults(tmp_path: Path) -> None:
+    data = study_dict("minilm-l6")
+    del data["train"], data["seeds"]
+    data["data_dir"] = os.path.relpath(data_dir(), tmp_path)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = StudyConfig.from_yaml(path)
+    assert cfg.seeds == [0] and cfg.train.epochs == 3 and cfg.recording.mode == "train-pass"
+    assert Path(cfg.data_dir).resolve() == data_dir().resolve()
+    assert cfg.datasets["cr"].head == "sentiment"
+    assert [(c.a, c.b) for c in cfg.comparisons()] == [("sst2-only", "sentiment-ms"), ("mr-only", "sentiment-ms")]
+    assert StudyConfig.from_dict({**data, "datasets": {"x": {"name": "sst2"}},
+                                  "runs": [{"name": "r", "setting": "single", "train": ["x"]}],
+                                  "eval": {}}).datasets["x"].head == "sst2"
+    with pytest.raises(SoiError, match="study file not found"):
+        StudyConfig.from_yaml(tmp_path / "missing.yaml")
