@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -23,3 +24,11 @@ def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
         bits = np.frombuffer(col.buffers()[1], dtype=np.uint8)
         return np.unpackbits(bits, bitorder="little", count=col.offset + len(col))[col.offset:].astype(bool)
     return col.to_numpy(zero_copy_only=False)
+
+
+def first_duplicate(values: pa.Array | pa.ChunkedArray) -> object | None:
+    """A value occurring more than once (None when all are distinct); hashes once when there is none."""
+    if len(pc.unique(values)) == len(values):
+        return None
+    counts = pc.value_counts(values)
+    return counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()

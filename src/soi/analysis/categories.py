@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from soi.analysis import expr
-from soi.analysis.metrics import _check_2d, first_correct
+from soi.analysis.metrics import _check_2d, correctness, first_correct, forgetting_events
 from soi.errors import SoiError
 
 SOI_CATEGORIES: tuple[str, ...] = (
@@ -64,14 +64,8 @@ def soi_categories(correct: np.ndarray, *, late_fraction: float = 0.5) -> np.nda
      'never_learned']
     """
     c = _check_2d(correct, "correct").astype(bool, copy=False)
-    e = c.shape[1]
-    events = np.zeros(c.shape[0], np.int64)
-    n_correct = np.zeros(c.shape[0], np.int64)
-    for j in range(e):
-        n_correct += c[:, j]
-        if j + 1 < e:
-            events += c[:, j] & ~c[:, j + 1]
-    return categories_from_stats(first_correct(c), events, n_correct, c[:, -1], e, late_fraction=late_fraction)
+    return categories_from_stats(first_correct(c), forgetting_events(c), correctness(c), c[:, -1], c.shape[1],
+                                 late_fraction=late_fraction)
 
 
 def categories_from_stats(first_correct: np.ndarray, forgetting_events: np.ndarray, correctness: np.ndarray,

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from soi._arrow import first_duplicate
 from soi.analysis.categories import SOI_CATEGORIES
 from soi.errors import SoiError
 from soi.store.reader import tag_codes
@@ -372,9 +373,8 @@ def _ids(table: pa.Table, label: str) -> pa.Array:
     ids = table["example_id"].combine_chunks().cast(pa.string())
     if ids.null_count:
         raise SoiError(f"run {label}: column 'example_id' has {ids.null_count} null value(s)")
-    if len(ids) and pc.count_distinct(ids).as_py() != len(ids):
-        counts = pc.value_counts(ids)
-        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    dup = first_duplicate(ids) if len(ids) else None
+    if dup is not None:
         raise SoiError(f"run {label}: duplicate example_id {dup!r}")
     return ids
 

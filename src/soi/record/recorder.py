@@ -271,16 +271,21 @@ class DynamicsRecorder:
     def _partial_dir(self) -> Path:
         return dynamics_dir(self.run_dir, self.mode) / PARTIAL_DIR
 
-    def _clear_partials(self, checkpoint: int | None = None, *, above_step: int | None = None) -> None:
+    def _my_partials(self) -> list[tuple[int, int, Path]]:
+        """(checkpoint, step, path) of this rank's partial files."""
         folder = self._partial_dir()
         if not folder.is_dir():
-            return
-        for path in folder.iterdir():
+            return []
+        out = []
+        for path in sorted(folder.iterdir()):
             m = _PARTIAL_RE.match(path.name)
-            if not m or int(m.group(2)) != self.rank:
-                continue
-            if (checkpoint is not None and int(m.group(1)) == checkpoint) or \
-                    (above_step is not None and int(m.group(3)) > above_step):
+            if m and int(m.group(2)) == self.rank:
+                out.append((int(m.group(1)), int(m.group(3)), path))
+        return out
+
+    def _clear_partials(self, checkpoint: int | None = None, *, above_step: int | None = None) -> None:
+        for ckpt, saved_step, path in self._my_partials():
+            if (checkpoint is not None and ckpt == checkpoint) or (above_step is not None and saved_step > above_step):
                 path.unlink(missing_ok=True)
 
     def save_partial(self, step: int) -> Path:
@@ -296,9 +301,8 @@ class DynamicsRecorder:
         name = f"ckpt-{self.checkpoint:06d}.rank-{self.rank:04d}.step-{step:012d}.parquet"
         path = self._partial_dir() / name
         write_parquet(path, table)
-        for old in self._partial_dir().iterdir():  # older partials of this checkpoint are now superseded
-            m = _PARTIAL_RE.match(old.name)
-            if m and old != path and int(m.group(1)) == self.checkpoint and int(m.group(2)) == self.rank:
+        for ckpt, _, old in self._my_partials():  # older partials of this checkpoint are now superseded
+            if ckpt == self.checkpoint and old != path:
                 old.unlink(missing_ok=True)
         return path
 
@@ -310,11 +314,9 @@ class DynamicsRecorder:
         """
         folder = dynamics_dir(self.run_dir, self.mode)
         partial = None
-        if self._partial_dir().is_dir():
-            for path in sorted(self._partial_dir().iterdir()):
-                m = _PARTIAL_RE.match(path.name)
-                if m and int(m.group(2)) == self.rank and int(m.group(3)) == step:
-                    partial = (int(m.group(1)), path)
+        for ckpt, saved_step, path in self._my_partials():
+            if saved_step == step:
+                partial = (ckpt, path)
         done = set()  # checkpoints completed at or before `step` (by any rank)
         if folder.is_dir():
             for path in folder.iterdir():

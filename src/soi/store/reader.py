@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from soi._arrow import to_numpy
+from soi._arrow import first_duplicate, to_numpy
 from soi._io import TMP_PREFIX
 from soi.errors import SoiError
 from soi.store.meta import EXAMPLES_FILE, PART_RE, RunMeta, dynamics_dir
@@ -46,11 +46,15 @@ def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 
 
 def _check_unique_ids(table: pa.Table, path: Path) -> None:
-    ids = table["example_id"]
-    if len(pc.unique(ids)) != table.num_rows:
-        counts = pc.value_counts(ids)
-        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    dup = first_duplicate(table["example_id"])
+    if dup is not None:
         raise SoiError(f"duplicate example_id {dup!r}", path=path)
+
+
+def _labels_per_example(table: pa.Table, meta: RunMeta) -> np.ndarray:
+    """Number of classes of each example's task (int64, shape (N,))."""
+    codes, names = tag_codes(table, "task")
+    return np.asarray([meta.num_labels(t) for t in names], np.int64)[codes]
 
 
 def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_unique: bool = True) -> pa.Table:
@@ -78,9 +82,8 @@ def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_uni
     unknown = sorted(set(names) - set(meta.tasks))
     if unknown:
         raise SoiError(f"task {unknown[0]!r} is not in run.json tasks {sorted(meta.tasks)}", path=path)
-    limit = np.asarray([meta.num_labels(t) for t in names], np.int64)[codes] if n else gold
-    bad = np.flatnonzero((gold < 0) | (gold >= limit))
-    if bad.size:
+    bad = np.flatnonzero((gold < 0) | (gold >= _labels_per_example(table, meta))) if n else []
+    if len(bad):
         task = names[codes[bad[0]]]
         raise SoiError(f"gold label {int(gold[bad[0]])} of example {ids[int(bad[0])].as_py()!r} out of range "
                        f"for task {task!r} ({meta.num_labels(task)} labels)", path=path)
@@ -248,8 +251,7 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     examples = read_examples(run_dir, meta, check_unique=False)
     gold = to_numpy(examples["gold"]).astype(np.int16)
     n = examples.num_rows
-    task_codes, task_names = tag_codes(examples, "task")
-    n_labels = np.asarray([meta.num_labels(t) for t in task_names], np.int16)[task_codes] if n else gold
+    n_labels = _labels_per_example(examples, meta)
     parts = list_parts(run_dir, mode)
     ckpts = sorted(parts)[: max_checkpoints or None]
     e = len(ckpts)
