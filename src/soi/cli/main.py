@@ -10,6 +10,7 @@ from soi.cli import analyze as _analyze
 from soi.cli import cartography as _cartography
 from soi.cli import compare as _compare
 from soi.cli import demo as _demo
+from soi.cli import report as _report
 from soi.cli import run as _run
 from soi.cli import select as _select
 from soi.errors import SoiError
@@ -32,6 +33,7 @@ app.command("compare")(_compare.compare)
 app.command("select")(_select.select)
 app.command("demo")(_demo.demo)
 app.command("run")(_run.run)
+app.command("report")(_report.report)
 import_app.command("cartography")(_cartography.import_cartography)
 export_app.command("cartography")(_cartography.export_cartography)
 

@@ -1,0 +1,234 @@
+"""Static PNG copies of the report's main figures (matplotlib, Agg), for papers.
+
+Drawn from the same collected data as the HTML page (:func:`soi.report.data.collect`): data maps (one per
+run name, first seed; Swayamdipta et al., 2020), SOI share bars, transition heatmaps (via
+:func:`soi.report.heatmap.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soi._io import atomic_path
+from soi.report.data import decode_column
+from soi.report.heatmap import DPI, transition_heatmap
+
+CAT_COLOURS = ["#1a9850", "#91cf60", "#d9b310", "#fc8d59", "#d73027", "#6a3d9a"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _safe(name: str) -> str:
+    return _UNSAFE.sub("_", str(name)).strip("_") or "_"
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def datamap_figure(conf: np.ndarray, var: np.ndarray, cat: np.ndarray, categories: list[str], title: str,
+                   path: Path) -> Path:
+    """Variability (x) vs confidence (y), coloured by SOI category; hexbin density above 20,000 points."""
+    fig = _figure(5.6, 4.4)
+    ax = fig.add_subplot()
+    if conf.size > 20_000:
+        hb = ax.hexbin(var, conf, gridsize=60, bins="log", cmap="Greys", mincnt=1,
+                       extent=(0, max(0.5, var.max()), 0, 1))
+        fig.colorbar(hb, ax=ax, shrink=0.8).set_label("examples (log)")
+        for c, name in enumerate(categories):  # category centroids on top of the density
+            sel = cat == c
+            if sel.any():
+                ax.scatter(var[sel].mean(), conf[sel].mean(), s=60, color=CAT_COLOURS[c % 6], edgecolor="black",
+                           label=f"{name} (mean)", zorder=3)
+    else:
+        size = 6 if conf.size < 3000 else 2
+        for c, name in enumerate(categories):
+            sel = cat == c
+            if sel.any():
+                ax.scatter(var[sel], conf[sel], s=size, color=CAT_COLOURS[c % 6], alpha=0.6, linewidths=0,
+                           label=name, rasterized=True)
+    ax.set_xlim(0, max(0.5, float(var.max()) if var.size else 0.5))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("variability")
+    ax.set_ylabel("confidence")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, markerscale=2, loc="lower right", frameon=True)
+    return _save(fig, path)
+
+
+def shares_figure(settings: list[dict[str, Any]], key: str, categories: list[str], path: Path) -> Path | None:
+    """Stacked horizontal SOI share bars per setting (and group)."""
+    rows = []
+    groups = sorted({g for st in settings for g in st["shares"].get(key, {})})
+    for g in groups:
+        for st in settings:
+            sh = st["shares"].get(key, {}).get(g)
+            if sh is not None:
+                rows.append((st["name"] if key == "all" else f"{g} · {st['name']}", np.asarray(sh, float)))
+    if not rows:
+        return None
+    fig = _figure(8.5, max(2.2, 0.9 + 0.3 * len(rows)))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    left = np.zeros(len(rows))
+    for c, name in enumerate(categories):
+        vals = np.array([r[1][c] for r in rows])
+        ax.barh(y, vals, left=left, color=CAT_COLOURS[c % 6], label=name, height=0.8)
+        left += vals
+    ax.set_yticks(y, labels=[r[0] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
+    ax.set_title("SOI shares" + ("" if key == "all" else f" per {key}"), fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+def eval_figure(settings: list[dict[str, Any]], path: Path) -> Path | None:
+    """Accuracy per run and eval set: mean over seeds with a ± std bar (in-distribution blue, OOD orange)."""
+    items = [(k, st["name"], st["eval"][k]) for st in settings for k in st.get("eval", {})]
+    items.sort(key=lambda t: t[0])
+    if not items:
+        return None
+    fig = _figure(6.5, 0.8 + 0.28 * len(items))
+    ax = fig.add_subplot()
+    y = np.arange(len(items))[::-1]
+    for yi, (_k, _name, e) in zip(y, items, strict=True):
+        acc = e.get("accuracy") or {}
+        colour = "#e16f24" if e.get("kind") == "ood" else "#0969da"
+        ax.errorbar(acc.get("mean", np.nan), yi, xerr=acc.get("std") or 0, fmt="o", color=colour, capsize=3)
+    ax.set_yticks(y, labels=[f"{k} · {n}" for k, n, _ in items], fontsize=8)
+    ax.set_xlabel("accuracy (mean ± std over seeds; orange = OOD)")
+    return _save(fig, path)
+
+
+def two_stage_figure(exp: dict[str, Any], path: Path) -> Path | None:
+    """Forest plot of a two-stage experiment: accuracy with 95% CI per arm and eval set."""
+    items = []
+    for arm, a in (exp.get("arms") or {}).items():
+        for key, e in (a.get("eval") or {}).items():
+            m = e.get("accuracy")
+            if m and m.get("mean") is not None:
+                items.append((key, arm, a.get("kind"), m))
+    items.sort(key=lambda t: t[0])
+    if not items:
+        return None
+    colours = {"soi": "#cf222e", "random": "#57606a", "full": "#0969da", "stage1": "#8250df"}
+    fig = _figure(6.5, 0.9 + 0.28 * len(items))
+    ax = fig.add_subplot()
+    y = np.arange(len(items))[::-1]
+    for yi, (_key, _arm, kind, m) in zip(y, items, strict=True):
+        ci = m.get("ci95") or [m["mean"], m["mean"]]
+        ax.errorbar(m["mean"], yi, xerr=[[m["mean"] - ci[0]], [ci[1] - m["mean"]]], fmt="s",
+                    color=colours.get(kind, "black"), capsize=3)
+    ax.set_yticks(y, labels=[f"{k} · {a}" for k, a, _, _ in items], fontsize=8)
+    ax.set_xlabel("accuracy (mean, 95% CI over seeds)")
+    ax.set_title(f"two-stage: {exp.get('name', '')}", fontsize=10)
+    return _save(fig, path)
+
+
+def _score(v: Any) -> float:
+    if v is None:
+        return np.nan
+    return float(v["mean"] if isinstance(v, dict) else v)
+
+
+def transfer_figure(task: str, t: dict[str, Any], path: Path) -> Path | None:
+    """Per-language score vs k (seen solid, unseen dashed) and a language x k heatmap."""
+    ks = [str(k) for k in t.get("ks", [])]
+    scores = t.get("scores") or {}
+    seen, unseen = list(t.get("seen") or []), list(t.get("unseen") or [])
+    langs = [x for x in seen if x in scores] + [x for x in unseen if x in scores]
+    langs += [x for x in scores if x not in langs]
+    if not ks or not langs:
+        return None
+    mat = np.array([[_score(scores[lang].get(k)) for k in ks] for lang in langs])
+    fig = _figure(10, 0.8 + max(3.2, 0.3 * len(langs)))
+    ax, hm = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    for i, lang in enumerate(langs):
+        ax.plot(range(len(ks)), mat[i], marker="o", linestyle="--" if lang in unseen else "-",
+                label=lang + (" (unseen)" if lang in unseen else ""))
+    ax.set_xticks(range(len(ks)), labels=ks)
+    ax.set_xlabel("k")
+    ax.set_ylabel(t.get("metric", "score"))
+    ax.set_title(f"{task}: score vs k", fontsize=10)
+    ax.legend(fontsize=7, ncols=2)
+    im = hm.imshow(mat, cmap="Blues", aspect="auto")
+    hm.set_xticks(range(len(ks)), labels=[f"k={k}" for k in ks], fontsize=8)
+    hm.set_yticks(range(len(langs)), labels=[x + (" *" if x in unseen else "") for x in langs], fontsize=8)
+    finite = mat[np.isfinite(mat)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(len(langs)):
+        for j in range(len(ks)):
+            if np.isfinite(mat[i, j]):
+                hm.text(j, i, f"{mat[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                        color="white" if mat[i, j] > mid else "black")
+    hm.set_title("language x k (* unseen)", fontsize=10)
+    fig.colorbar(im, ax=hm, shrink=0.8)
+    return _save(fig, path)
+
+
+def write_figures(src: Path, data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Draw every static figure of the collected report data into ``out_dir``; returns the paths written."""
+    written: list[Path] = []
+    cats = data["categories"]
+    ex = data["examples"]
+    cols = ex["columns"]
+    if ex["n"]:
+        run_col = decode_column(cols["run"])
+        conf, var = decode_column(cols["confidence"]), decode_column(cols["variability"])
+        soi = decode_column(cols["soi"])
+        seen: set[str] = set()
+        for r in data["runs"]:
+            if r["name"] in seen or not r["n_shown"]:
+                continue
+            seen.add(r["name"])
+            sel = run_col == r["id"]
+            title = f"data map: {r['name']}" + (f" (seed {r['seed']})" if r["seed"] is not None else "")
+            title += f", n = {int(sel.sum()):,}"
+            written.append(datamap_figure(conf[sel], var[sel], soi[sel], cats, title,
+                                          out_dir / f"datamap_{_safe(r['name'])}.png"))
+    settings = [s for s in data["settings"] if s["shares"].get("all")]
+    if settings:
+        for key in ("all", *data.get("group_keys", [])):
+            p = shares_figure(settings, key, cats, out_dir / f"soi_shares_{key}.png")
+            if p:
+                written.append(p)
+    for c in data["comparisons"]:
+        g = next((g for g in c["groups"] if g["key"] == "all"), c["groups"][0] if c["groups"] else None)
+        if g is None:
+            continue
+        stem = f"transitions_{_safe(c['a'])}__vs__{_safe(c['b'])}" + (f"_seed-{c['seed']}" if c["seed"] is not None
+                                                                      else "")
+        written.append(transition_heatmap(np.asarray(g["counts"]), c["categories"],
+                                          title=f"{c['label_a']} \u2192 {c['label_b']}: all shared examples",
+                                          label_a=c["label_a"], label_b=c["label_b"], path=out_dir / f"{stem}.png",
+                                          significant=g["significant"], share_change=g["change"],
+                                          level=c.get("level") or 0.95))
+    with_eval = [s for s in data["settings"] if s.get("eval")]
+    if with_eval:
+        p = eval_figure(with_eval, out_dir / "eval.png")
+        if p:
+            written.append(p)
+    for exp in (data.get("two_stage") or {}).get("experiments", []) or []:
+        p = two_stage_figure(exp, out_dir / f"two_stage_{_safe(exp.get('name', 'experiment'))}.png")
+        if p:
+            written.append(p)
+    for task, t in (data.get("transfer") or {}).items():
+        p = transfer_figure(task, t, out_dir / f"transfer_{_safe(task)}.png")
+        if p:
+            written.append(p)
+    return written
