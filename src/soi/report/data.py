@@ -388,7 +388,7 @@ def read_traces(run_dir: Path, rows: np.ndarray, n: int) -> np.ndarray | None:
 
 
 def _texts(table: pa.Table, rows: np.ndarray, limit: int) -> list[str] | None:
-    cols = [c for c in ("text", "text_pair") if c in table.column_names]
+    cols = [c for c in ("text", "text_pair") if c in table.column_names and table[c].null_count < table.num_rows]
     if not cols:
         return None
     parts = [table[c].take(pa.array(rows)).to_pylist() for c in cols]

@@ -575,7 +575,7 @@
     const cols = [["run", "run", null], ["id", "id", "id"], ["task", "task", null], ["language", "lang", null], ["gold", "gold", null],
       ["soi", "SOI", "soi"], ["correct", "final", "correct"], ["confidence", "conf.", "confidence"], ["variability", "var.", "variability"],
       ["correctness_frac", "corr.", "correctness_frac"], ["forgetting_events", "forget", "forgetting_events"], ["aum", "AUM", "aum"],
-      ["mean_loss", "loss", "mean_loss"], ["trace", "p(gold) trace", null], ["text", "text", null]];
+      ["mean_loss", "loss", "mean_loss"], ["trace", "p(gold) trace", null]].concat(EX.text ? [["text", "text", null]] : []);
     const thead = el("tr");
     const ths = {};
     for (const [key, label, sortKey] of cols) {
@@ -668,7 +668,7 @@
         tr.append(el("td", {text: C.correct[i] ? "✓" : "✗", cls: C.correct[i] ? "ok" : "bad"}));
         for (const m of D.metrics) tr.append(el("td", {cls: "num", text: m === "forgetting_events" ? String(C[m][i]) : fmt(C[m][i])}));
         tr.append(el("td", null, [spark(i)]));
-        tr.append(el("td", {cls: "text", text: EX.text ? EX.text[i] : ""}));
+        if (EX.text) tr.append(el("td", {cls: "text", text: EX.text[i]}));
         frag.append(tr);
       }
       tbody.append(frag);
