@@ -43,6 +43,18 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
 
 
+def tiny_encoder(path: str | Path, seed: int = 0) -> str:
+    """Save a tiny random BERT encoder (2 layers, hidden 32) with MiniLM's tokenizer into ``path``."""
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    tokenizer().save_pretrained(path)
+    return str(path)
+
+
 def sst2_rows(n: int, split: str = "train") -> list[dict[str, Any]]:
     """The first ``n`` rows of SST-2 (canonical JSONL), label as index."""
     labels = json.loads((data_dir() / "sst2" / "info.json").read_text())["labels"]

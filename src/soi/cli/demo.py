@@ -1,4 +1,4 @@
-"""``soi demo``: the end-to-end example (record -> analyze -> compare -> select) on embedded defaults."""
+"""``soi demo``: run a packaged study end to end (train, record, analyse, compare) on embedded defaults."""
 
 from __future__ import annotations
 
@@ -11,23 +11,61 @@ import typer
 from soi.cli._common import console
 from soi.errors import SoiError
 
-STUDIES = ("synthetic",)
+DEFAULT_STUDY = "multitask"
+
+
+def _names() -> list[str]:
+    from soi.study.packaged import packaged_studies
+
+    return [*packaged_studies(), "synthetic"]
 
 
 def demo(
-    study: Annotated[str, typer.Option(help=f"Which packaged study to run: {', '.join(STUDIES)}.")] = "synthetic",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("soi-demo"),
-    n: Annotated[int, typer.Option(help="Examples per run (synthetic study).", min=10)] = 3000,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    study: Annotated[str, typer.Option(help="Packaged study: multitask, multisource, multilingual, ... "
+                                            "(--list shows all), or 'synthetic' (simulated dynamics, no training).")
+                     ] = DEFAULT_STUDY,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (re-running resumes).")] = Path("soi-demo"),
+    n_train: Annotated[int | None, typer.Option(help="Cap every dataset's training examples (a quicker run).",
+                                                min=1)] = None,
+    n_eval: Annotated[int | None, typer.Option(help="Cap every dataset's evaluation examples.", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.", min=1)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the packaged studies and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+    n: Annotated[int, typer.Option(help="Examples per run (synthetic study only).", min=10)] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed (synthetic study only).")] = 0,
 ) -> None:
     """Run a packaged study end to end and write every output under --out.
 
-    The ``synthetic`` study simulates training dynamics for a single-setting and a multi-setting run of
-    the same three tasks (no model is trained), then analyses both, compares them (SOI transitions,
-    heatmaps, McNemar, bootstrap CIs) and selects a stage-2 subset.
+    The packaged studies are the SOI paper's experiment at demo size (each <= 10 minutes on 2 CPU cores, models
+    and data offline): single-setting runs and the multi-setting run, dynamics recorded every epoch, evaluation
+    (in-distribution, OOD, per language), SOI analysis, single -> multi transitions, summary.json and tables.
+    Data come from $SOI_DATA_DIR (or ./data). --n-train/--n-eval/--epochs shrink a study for a quick check.
     """
-    if study not in STUDIES:
-        raise SoiError(f"--study: unknown study {study!r}; choose one of {', '.join(STUDIES)}")
+    from soi.study.packaged import describe, packaged_studies, run_study_file
+
+    studies = packaged_studies()
+    if list_:
+        for name, path in studies.items():
+            console.print(f"[bold]{name}[/bold]: {describe(path)}")
+        console.print("[bold]synthetic[/bold]: simulated dynamics for a single and a multi-setting run (no training)")
+        return
+    if study == "synthetic":
+        _synthetic(out, n, seed)
+        return
+    if study not in studies:
+        raise SoiError(f"--study: unknown study {study!r}; choose one of {', '.join(_names())}")
+    start = time.perf_counter()
+    if not quiet:
+        console.print(f"[bold]soi demo --study {study}[/bold]: {describe(studies[study])}")
+    run_study_file(studies[study], out, progress=not quiet,
+                   overrides={"n_train": n_train, "n_eval": n_eval, "epochs": epochs})
+    if not quiet:
+        console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: summary.json, summary.md, "
+                      "tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), compare/ (transitions, heatmaps)")
+
+
+def _synthetic(out: Path, n: int, seed: int) -> None:
+    """Simulated dynamics for a single- and a multi-setting run of three tasks: analyse, compare, select."""
     from soi.analysis.per_example import analyze_run
     from soi.cli.analyze import print_summary
     from soi.cli.compare import compare

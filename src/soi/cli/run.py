@@ -19,9 +19,8 @@ def run(
     Writes into --out: runs/<run>/seed-<s>/ (run directories with result.json and analysis/),
     compare/<a>__vs__<b>/seed-<s>/ (transitions, heatmaps, stats.json) and summary.json.
     Finished runs (those with result.json) are skipped, so re-running resumes an interrupted study.
+    A study with ``type: generative`` is a cross-lingual generative (SFT) study (docs/generative.md).
     """
-    from soi.config import StudyConfig
-    from soi.study import run_study
+    from soi.study.packaged import run_study_file
 
-    config = StudyConfig.from_yaml(study)
-    run_study(config, out, progress=not quiet)
+    run_study_file(study, out, progress=not quiet)

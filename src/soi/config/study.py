@@ -39,9 +39,9 @@ class TrainSpec(_Model):
 
 
 class RecordingSpec(_Model):
-    """How dynamics are recorded (only ``train-pass`` is supported by the runner)."""
+    """How dynamics are recorded: from the training forward pass, or a no-grad pass after each epoch."""
 
-    mode: Literal["train-pass"] = "train-pass"
+    mode: Literal["train-pass", "eval-pass"] = "train-pass"
     keep_logits: bool = False
 
 
@@ -53,6 +53,7 @@ class DatasetSpec(_Model):
     n_train: int | float | None = None
     n_eval: int | float | None = None
     eval_split: str | None = None  # default: test, else validation
+    labels: list[str] | None = Field(None, min_length=1, description="keep only rows with these labels")
 
     @field_validator("n_train", "n_eval")
     @classmethod
@@ -71,12 +72,60 @@ class DatasetSpec(_Model):
         return self.task or self.name
 
 
+class KGrid(_Model):
+    """"Fixed set + k examples of each other language": one run per ``k`` (``k = 0`` is zero-shot)."""
+
+    datasets: list[str] = Field(min_length=1, description="dataset keys that get k training examples each")
+    k: list[int] = Field(min_length=1, description="the grid of k values (>= 0, distinct)")
+
+    @field_validator("k")
+    @classmethod
+    def _grid(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"k must be distinct integers >= 0, got {v}")
+        return sorted(v)
+
+
 class RunSpec(_Model):
-    """One training run (repeated per seed)."""
+    """One training run (repeated per seed).
+
+    ``k_grid`` expands the run into one run per k, named ``<name>-k<k>``: ``train`` is the fixed set, each
+    dataset in ``k_grid.datasets`` adds ``k`` training examples (seeded, nested: the k=16 examples are part of
+    the k=64 ones) and is always evaluated, so ``k = 0`` measures zero-shot transfer.
+    """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     setting: Setting
     train: list[str] = Field(min_length=1)
+    n_train: dict[str, int | float] = Field(default_factory=dict,
+                                            description="per-run override of datasets.<key>.n_train")
+    eval: list[str] = Field(default_factory=list, description="extra eval sets of this run (e.g. zero-shot languages)")
+    k_grid: KGrid | None = None
+    k: int | None = Field(None, ge=0, description="set by k_grid expansion: the run's k")
+    family: str | None = Field(None, description="set by k_grid expansion: the name of the k_grid run")
+
+    @field_validator("n_train")
+    @classmethod
+    def _sizes(cls, v: dict[str, int | float]) -> dict[str, int | float]:
+        for key, n in v.items():
+            DatasetSpec._positive(n)  # same rule as datasets.<key>.n_train
+            if isinstance(n, bool):
+                raise ValueError(f"{key}: expected a size, got {n}")
+        return v
+
+    def expand(self) -> list[RunSpec]:
+        """The runs this spec stands for: itself, or one run per k of ``k_grid``."""
+        if self.k_grid is None:
+            return [self]
+        runs = []
+        for k in self.k_grid.k:
+            extra = [d for d in self.k_grid.datasets if d not in self.train]
+            train = list(self.train) + (extra if k else [])
+            sizes = dict(self.n_train) | ({d: k for d in self.k_grid.datasets} if k else {})
+            evals = list(self.eval) + [d for d in extra if not k and d not in self.eval]
+            runs.append(self.model_copy(update={"name": f"{self.name}-k{k}", "train": train, "n_train": sizes,
+                                                "eval": evals, "k_grid": None, "k": k, "family": self.name}))
+        return runs
 
 
 class EvalSpec(_Model):
@@ -116,13 +165,6 @@ class StudyConfig(_Model):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
 
-    @field_validator("recording", mode="before")
-    @classmethod
-    def _eval_pass(cls, v: Any) -> Any:
-        if isinstance(v, dict) and v.get("mode") == "eval-pass":
-            raise ValueError("mode 'eval-pass' is not yet supported by the study runner; use 'train-pass'")
-        return v
-
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:
         names = _known_datasets(self.data_dir)
@@ -131,14 +173,23 @@ class StudyConfig(_Model):
                 raise _FieldError(f"datasets.{key}.name",
                                   f"unknown dataset {ds.name!r}; known: {', '.join(sorted(names))}")
         seen: set[str] = set()
+        expanded: list[RunSpec] = []
         for i, run in enumerate(self.runs):
-            if run.name in seen:
-                raise _FieldError(f"runs[{i}].name", f"duplicate run name {run.name!r}")
-            seen.add(run.name)
-            for j, key in enumerate(run.train):
+            refs = [(f"train[{j}]", k) for j, k in enumerate(run.train)]
+            refs += [(f"eval[{j}]", k) for j, k in enumerate(run.eval)]
+            refs += [(f"n_train.{k}", k) for k in run.n_train]
+            refs += [(f"k_grid.datasets[{j}]", k) for j, k in enumerate(run.k_grid.datasets if run.k_grid else [])]
+            for where, key in refs:
                 if key not in self.datasets:
-                    raise _FieldError(f"runs[{i}].train[{j}]", f"unknown dataset {key!r}; the datasets section "
+                    raise _FieldError(f"runs[{i}].{where}", f"unknown dataset {key!r}; the datasets section "
                                       f"has: {', '.join(self.datasets)}")
+            if run.k_grid is not None and run.setting == "single":
+                raise _FieldError(f"runs[{i}].k_grid", "a k grid adds datasets, so the setting cannot be 'single'")
+            for sub in run.expand():
+                if sub.name in seen:
+                    raise _FieldError(f"runs[{i}].name", f"duplicate run name {sub.name!r}")
+                seen.add(sub.name)
+                expanded.append(sub)
             if len(set(run.train)) != len(run.train):
                 raise _FieldError(f"runs[{i}].train", f"dataset listed twice: {run.train}")
             if run.setting == "single" and len(run.train) != 1:
@@ -147,6 +198,7 @@ class StudyConfig(_Model):
             real = [self.datasets[k].name for k in run.train]
             if len(set(real)) != len(real):
                 raise _FieldError(f"runs[{i}].train", "two keys name the same dataset (example ids would clash)")
+        object.__setattr__(self, "runs", expanded)  # k grids become one run per k
         trained = {k for r in self.runs for k in r.train}
         for j, key in enumerate(self.eval.ood):
             if key not in self.datasets:
@@ -197,26 +249,37 @@ class StudyConfig(_Model):
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
         """Read and validate a study YAML file (relative ``data_dir`` and ``model`` paths resolve against it)."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise SoiError("study file not found", path=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            raise SoiError(f"{where}invalid YAML ({getattr(exc, 'problem', None) or exc})", path=path) from None
-        if isinstance(data, dict):
-            data = dict(data)
-            base = path.resolve().parent
-            if isinstance(data.get("data_dir"), str) and not Path(data["data_dir"]).expanduser().is_absolute():
-                data["data_dir"] = str(base / data["data_dir"])
-            model = data.get("model")
-            if isinstance(model, str) and model.startswith(".") and (base / model).exists():
-                data["model"] = str((base / model).resolve())
-        return cls.from_dict(data, source=path.name)
+        data = read_yaml(path)
+        return cls.from_dict(resolve_relative(data, path) if isinstance(data, dict) else data, source=path.name)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a one-line :class:`SoiError` naming the line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SoiError("study file not found", path=path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise SoiError(f"{where}invalid YAML ({getattr(exc, 'problem', None) or exc})", path=path) from None
+
+
+def resolve_relative(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A copy of a study mapping whose relative ``data_dir`` (and ``./model`` path) resolve against ``path``'s
+    folder."""
+    data = dict(data)
+    base = Path(path).resolve().parent
+    if isinstance(data.get("data_dir"), str) and not Path(data["data_dir"]).expanduser().is_absolute():
+        data["data_dir"] = str(base / data["data_dir"])
+    model = data.get("model")
+    if isinstance(model, str) and model.startswith(".") and (base / model).exists():
+        data["model"] = str((base / model).resolve())
+    return data
 
 
 class _FieldError(ValueError):

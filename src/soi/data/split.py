@@ -126,6 +126,23 @@ class Split:
         langs = tuple(x for x in self.languages if x in wanted) or tuple(wanted)
         return replace(self, table=table, languages=langs)
 
+    def keep_labels(self, labels: Iterable[str]) -> Split:
+        """Rows whose label is one of ``labels``; the label list shrinks to those (canonical order kept) and
+        ``gold`` is re-indexed, e.g. airline's negative/positive rows next to binary sentiment datasets."""
+        if self.labels is None:
+            raise SoiError(f"{self.name} is a generative dataset: it has no labels to keep")
+        wanted = [str(x) for x in labels]
+        unknown = [x for x in wanted if x not in self.labels]
+        if unknown:
+            raise SoiError(f"{self.name}: unknown labels {unknown}; the dataset has {list(self.labels)}")
+        kept = tuple(x for x in self.labels if x in wanted)
+        table = self.table.filter(pc.is_in(self.table.column("label"), value_set=pa.array(kept, pa.string())))
+        remap = np.full(len(self.labels), -1, np.int32)
+        remap[[self.labels.index(x) for x in kept]] = np.arange(len(kept), dtype=np.int32)
+        gold = pa.array(remap[np.asarray(table.column("gold").to_numpy(), np.int64)], table.schema.field("gold").type)
+        table = table.set_column(table.schema.get_field_index("gold"), "gold", gold)
+        return replace(self, table=table, labels=kept)
+
     def select_parallel(self, parallel_ids: Iterable[str]) -> Split:
         """Rows whose ``parallel_id`` is in ``parallel_ids`` (file order kept)."""
         value_set = pa.array(list(parallel_ids), pa.string())

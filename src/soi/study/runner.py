@@ -64,28 +64,33 @@ class _Data:
                 return name
         raise SoiError(f"datasets.{key}: dataset {ds.name!r} has no test or validation split; set eval_split")
 
-    def get(self, key: str, which: str) -> Any:
-        """The ``train`` or ``eval`` split of dataset ``key`` (subsampled with ``data_seed``)."""
-        if (key, which) not in self._cache:
+    def get(self, key: str, which: str, n: int | float | None = None) -> Any:
+        """The ``train`` or ``eval`` split of dataset ``key``, subsampled with ``data_seed`` to ``n`` rows
+        (default: the dataset's ``n_train`` / ``n_eval``). Subsamples are nested: a smaller ``n`` is a subset."""
+        ds = self.config.datasets[key]
+        if n is None:
+            n = ds.n_train if which == "train" else ds.n_eval
+        if (key, which, n) not in self._cache:
             from soi.data import load_split
 
-            ds = self.config.datasets[key]
             split = "train" if which == "train" else self.eval_split_name(key)
-            n = ds.n_train if which == "train" else ds.n_eval
             try:
-                loaded = load_split(ds.name, split, data_dir=self.config.data_dir, n=n, seed=self.config.data_seed)
+                loaded = load_split(ds.name, split, data_dir=self.config.data_dir)
+                if loaded.labels is None:
+                    raise SoiError(f"{ds.name!r} is generative; studies need classification data")
+                if ds.labels is not None:
+                    loaded = loaded.keep_labels(ds.labels)
             except SoiError as exc:
                 raise SoiError(f"datasets.{key}: {exc}") from None
-            if loaded.labels is None:
-                raise SoiError(f"datasets.{key}: {ds.name!r} is generative; studies need classification data")
-            self._cache[key, which] = loaded
-        return self._cache[key, which]
+            loaded = loaded.subsample(n, self.config.data_seed) if n is not None else loaded
+            self._cache[key, which, n] = loaded
+        return self._cache[key, which, n]
 
 
 def _fingerprint(config: StudyConfig, run: str, seed: int) -> str:
     """Hash of everything that determines one run's training and evaluation."""
     spec = config.run(run)
-    keys = sorted(set(spec.train) | set(config.eval.ood))
+    keys = sorted(set(spec.train) | set(spec.eval) | set(config.eval.ood))
     blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
             "max_length": config.max_length, "train": config.train.model_dump(),
             "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
@@ -102,14 +107,16 @@ def _metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
 
 
 def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, labels: Mapping[str, list[str]],
-                  run_keys: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Eval results per eval set (in-distribution of each trained dataset, OOD sets with a matching head)."""
+                  run: Any) -> tuple[dict[str, Any], list[str]]:
+    """Eval results per eval set: in-distribution (each trained dataset), transfer (the run's ``eval`` sets,
+    e.g. languages it saw few or no examples of) and OOD (``eval.ood``), where the run has a matching head."""
     from soi._arrow import to_numpy
     from soi.train import predict
 
     out: dict[str, Any] = {}
     skipped: list[str] = []
-    sets = [(k, "in-distribution") for k in run_keys] + [(k, "ood") for k in config.eval.ood]
+    sets = ([(k, "in-distribution") for k in run.train] + [(k, "transfer") for k in run.eval]
+            + [(k, "ood") for k in config.eval.ood])
     for key, kind in sets:
         ds = config.datasets[key]
         task = ds.head
@@ -140,7 +147,7 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
     spec = config.run(run)
     tasks: dict[str, list[Any]] = {}
     for key in spec.train:
-        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train"))
+        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train", spec.n_train.get(key)))
     examples, labels = run_examples(tasks)
     if run_dir.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(run_dir)
@@ -149,14 +156,16 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
     model = MultiHeadClassifier(model_path, {t: len(v) for t, v in labels.items()})
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     meta = RunMeta(tasks=labels, model=config.model, setting=spec.setting, seed=seed,
-                   extra={"study": config.name, "run": run, "train": list(spec.train)})
+                   recording_mode=config.recording.mode,
+                   extra={"study": config.name, "run": run, "train": list(spec.train), "k": spec.k})
     rec = DynamicsRecorder(run_dir, meta, examples=examples, keep_logits=config.recording.keep_logits)
     t = config.train
     res = train(model, tokenizer, tasks, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                 weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_length=config.max_length, seed=seed,
-                sampling=t.sampling, temperature=t.temperature, recorder=rec, progress=progress)
+                sampling=t.sampling, temperature=t.temperature, recorder=rec, record_mode=config.recording.mode,
+                progress=progress)
     rec.close()
-    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, list(spec.train))
+    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, spec)
     result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
               "fingerprint": _fingerprint(config, run, seed), "train_datasets": list(spec.train),
               "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
@@ -200,7 +209,8 @@ def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict
             for gname in groups:
                 vals = [s["groups"][gkey][gname]["shares"] for s in sums if gname in s["groups"].get(gkey, {})]
                 shares[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
-        runs[spec.name] = {"setting": spec.setting, "train": list(spec.train), "seeds": list(config.seeds),
+        runs[spec.name] = {"setting": spec.setting, "train": list(spec.train), "k": spec.k, "family": spec.family,
+                           "n_train": results[spec.name][config.seeds[0]]["n_train"], "seeds": list(config.seeds),
                            "dirs": [str(run_dir_of(out, spec.name, s)) for s in config.seeds],
                            "eval": evals, "soi_shares": shares,
                            "train_accuracy_final": _mean_std([s["groups"]["all"]["all"]["final_accuracy"]
@@ -299,6 +309,9 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
 
     summary = _summarise(config, out, results, analyses, comparisons)
     write_json(out / SUMMARY_FILE, summary)
+    from soi.study.tables import write_tables
+
+    write_tables(summary, out)
     if progress:
         print_summary(summary, console)
     return summary

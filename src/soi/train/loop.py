@@ -31,6 +31,7 @@ from soi.record.recorder import DynamicsRecorder
 
 Sampling = Literal["proportional", "temperature", "uniform"]
 SAMPLINGS = ("proportional", "temperature", "uniform")
+RecordMode = Literal["train-pass", "eval-pass"]
 
 
 # ---------------------------------------------------------------------------------------------- tokenisation
@@ -186,11 +187,35 @@ def linear_warmup(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@torch.no_grad()
+def eval_pass(model: nn.Module, encoded: Mapping[str, Encoded], recorder: DynamicsRecorder, *,
+              offsets: Mapping[str, int], pad_id: int, device: torch.device | str, batch_size: int = 64) -> None:
+    """Record every example of every task from a no-grad, eval-mode forward pass (length-sorted batches).
+
+    The ``eval-pass`` recording mode: the numbers describe the model at the checkpoint, without dropout,
+    rather than the drifting model of the training pass (cartography's train-pass convention).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        for task, enc in encoded.items():
+            order = np.argsort([len(x) for x in enc.input_ids], kind="stable")
+            for i in range(0, len(order), batch_size):
+                pos = order[i: i + batch_size]
+                batch = collate(enc, pos, pad_id, device)
+                labels = batch.pop("labels")
+                idx = torch.as_tensor(pos.astype(np.int64) + offsets[task], device=device)
+                recorder.update(idx, model(**batch, task=task), labels)
+    finally:
+        model.train(was_training)
+
+
 def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]], *, epochs: int = 3,
           batch_size: int = 16, lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
           max_length: int = 128, seed: int = 0, sampling: Sampling = "proportional", temperature: float = 2.0,
           recorder: DynamicsRecorder | None = None, idx_offsets: Mapping[str, int] | None = None,
           max_grad_norm: float | None = 1.0, device: torch.device | str | None = None,
+          record_mode: RecordMode = "train-pass", max_steps: int | None = None,
           progress: bool = False) -> TrainResult:
     """Fine-tune ``model`` (a :class:`~soi.train.MultiHeadClassifier`) on ``{task: [splits]}``.
 
@@ -199,11 +224,20 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
     steps) and decay, gradient clipping at ``max_grad_norm``. Seeded: ``torch.manual_seed(seed)`` (dropout) and
     a NumPy generator for shuffles and task order, so a CPU run is deterministic.
 
-    With ``recorder``: ``recorder.update(global idx, logits, labels)`` for every batch (train-pass) and
-    ``recorder.end_checkpoint(step=...)`` after each epoch. Global idx = ``idx_offsets[task]`` + the row's
+    With ``recorder``: ``recorder.update(global idx, logits, labels)`` for every batch (``record_mode=
+    "train-pass"``, cartography's convention) or, with ``"eval-pass"``, for every example in a no-grad eval-mode
+    pass after each epoch (:func:`eval_pass`); then ``recorder.end_checkpoint(step=...)`` after each epoch.
+    Global idx = ``idx_offsets[task]`` + the row's
     position in the task's concatenated splits; the default offsets (:func:`task_offsets`) match
     :func:`run_examples`.
+
+    ``max_steps`` stops after that many optimizer steps (the LR schedule ends there): the last epoch is then a
+    prefix of its shuffled batch order, i.e. a without-replacement fraction of the data. Its train-pass rows
+    cover only part of the examples, so no checkpoint is written for it (``recorder.close()`` drops them); with
+    ``"eval-pass"`` it is checkpointed like a full epoch.
     """
+    if max_steps is not None and max_steps < 1:
+        raise SoiError(f"max_steps must be >= 1, got {max_steps}")
     if not tasks:
         raise SoiError("train needs at least one task")
     heads = getattr(model, "num_labels", None)
@@ -224,7 +258,7 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     per_epoch = sum(math.ceil(n / batch_size) for n in sizes.values())
-    total = per_epoch * epochs
+    total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
     scheduler = linear_warmup(optimizer, total, int(warmup_ratio * total))
     result = TrainResult()
@@ -238,7 +272,11 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
     model.train()
     try:
         for _ in range(epochs):
+            if result.steps >= total:  # max_steps reached
+                break
             schedule = epoch_schedule(sizes, batch_size, rng, sampling=sampling, temperature=temperature)
+            truncated = result.steps + len(schedule) > total
+            schedule = schedule[: total - result.steps]
             losses, counts = [], dict.fromkeys(sizes, 0)
             for task, pos in schedule:
                 batch = collate(encoded[task], pos, pad_id, device)
@@ -254,14 +292,16 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
                 result.steps += 1
                 counts[task] += 1
                 losses.append(loss.detach())
-                if recorder is not None:
+                if recorder is not None and record_mode == "train-pass":
                     idx = torch.as_tensor(pos.astype(np.int64) + offsets[task], device=device)
                     recorder.update(idx, logits, labels)
                 if bar is not None:
                     bar.advance(bar_task)
             result.epoch_loss.append(float(torch.stack(losses).mean()) if losses else float("nan"))
             result.batches.append(counts)
-            if recorder is not None:
+            if recorder is not None and (not truncated or record_mode == "eval-pass"):
+                if record_mode == "eval-pass":
+                    eval_pass(model, encoded, recorder, offsets=offsets, pad_id=pad_id, device=device)
                 recorder.end_checkpoint(step=result.steps)
     finally:
         if bar is not None:
@@ -269,5 +309,5 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
     return result
 
 
-__all__ = ["SAMPLINGS", "Encoded", "Sampling", "TrainResult", "collate", "encode", "epoch_schedule",
-           "linear_warmup", "pad_id_of", "run_examples", "task_offsets", "train"]
+__all__ = ["SAMPLINGS", "Encoded", "RecordMode", "Sampling", "TrainResult", "collate", "encode", "epoch_schedule",
+           "eval_pass", "linear_warmup", "pad_id_of", "run_examples", "task_offsets", "train"]
