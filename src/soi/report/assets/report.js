@@ -566,7 +566,7 @@
       };
       ranges.append(el("label", null, [METRIC_LABELS[m] + " ", mk("min"), " – ", mk("max")]));
     }
-    s.append(el("details", null, [el("summary", {text: "metric ranges"}), ranges]));
+    s.append(el("details", null, [el("summary", {text: "metric ranges", id: "ranges-toggle"}), ranges]));
     const count = el("span", {id: "browser-count", "data-count": "0"});
     const pageInfo = el("span", {id: "browser-page"});
     const prev = el("button", {text: "◀ previous", id: "browser-prev", onclick: () => { if (st.page > 0) { st.page--; render(); } }});
