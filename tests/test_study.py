@@ -137,9 +137,12 @@ def test_cli_run_quiet_resumes(study: tuple[Path, Path, dict]) -> None:
     from soi.cli.main import app
 
     yml, out, _ = study
+    assert not (out / "report.html").exists()  # run_study (the Python API) writes no report
     res = CliRunner().invoke(app, ["run", str(yml), "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert res.output.strip() == ""
+    html = (out / "report.html").read_text(encoding="utf-8")  # soi run does
+    assert "sst2-only" in html and "sentiment-ms" in html
 
 
 def _error(tmp_path: Path, data: dict) -> str:

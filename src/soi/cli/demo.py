@@ -60,8 +60,8 @@ def demo(
     run_study_file(studies[study], out, progress=not quiet,
                    overrides={"n_train": n_train, "n_eval": n_eval, "epochs": epochs})
     if not quiet:
-        console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: summary.json, summary.md, "
-                      "tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), compare/ (transitions, heatmaps)")
+        console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: report.html, summary.md, "
+                      "summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), compare/, figures/")
 
 
 def _synthetic(out: Path, n: int, seed: int) -> None:
@@ -95,5 +95,8 @@ def _synthetic(out: Path, n: int, seed: int) -> None:
                                                      "never_learned"], seed=seed, source_run=str(runs["single"]))
     save(selection, out / "selection")
     console.print(f"\nstage-2 selection from the single run: {describe(selection)}")
-    console.print(f"\ndone in {time.perf_counter() - start:.1f} s; outputs under {out}/: runs/*/analysis/, "
-                  f"compare/ (transitions, heatmaps/, stats.json), selection/")
+    from soi.report import write_report
+
+    write_report(out)
+    console.print(f"\ndone in {time.perf_counter() - start:.1f} s; outputs under {out}/: report.html, "
+                  f"runs/*/analysis/, compare/ (transitions, heatmaps/, stats.json), selection/")

@@ -64,11 +64,25 @@ def is_generative(data: dict[str, Any]) -> bool:
 
 
 def run_study_file(path: str | Path, out: str | Path, *, progress: bool = True,
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) the study in ``path`` into ``out``, whichever its type; returns the summary.
+                   overrides: dict[str, Any] | None = None, report: bool = True) -> dict[str, Any]:
+    """Run (or resume) the study in ``path`` into ``out``, whichever its type, then write ``out/report.html``
+    (``report=False``: no report); returns the summary.
 
     ``overrides``: :func:`scale` keyword arguments (classification studies only).
     """
+    summary = _run(path, out, progress=progress, overrides=overrides)
+    if report:
+        from soi.report import write_report
+
+        html = write_report(out)
+        if progress:
+            from rich.console import Console
+
+            Console(highlight=False).print(f"wrote {html} (open it in a browser; figures/ has PNG copies)")
+    return summary
+
+
+def _run(path: str | Path, out: str | Path, *, progress: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
     path = Path(path)
     data = read_study(path)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
