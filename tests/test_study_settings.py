@@ -210,3 +210,17 @@ def test_demo_cli_errors_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert res.exit_code == 0 and "multilingual" in res.output and "synthetic" in res.output
     res = CliRunner().invoke(app, ["demo", "--study", "nope"])
     assert res.exit_code != 0 and "unknown study 'nope'" in str(res.exception)
+
+
+def test_k_grid_transfer_summary(ml_study: tuple[Path, dict]) -> None:
+    """summary["transfer"][family]: accuracy per language against k, gains against k = 0 (hand-checked)."""
+    _, summary = ml_study
+    t = summary["transfer"]["en+fa"]
+    runs = summary["runs"]
+    assert t["metric"] == "accuracy" and t["ks"] == [0, 8] and t["seen"] == ["fa"] and t["unseen"] == []
+    for lang, key in (("fa", "fa"), ("en", "en")):
+        for k in (0, 8):
+            want = runs[f"en+fa-k{k}"]["eval"][key]["languages"][lang]["accuracy"]["mean"]
+            assert t["scores"][lang][str(k)]["mean"] == pytest.approx(want)
+        assert t["gain"][lang]["8"] == pytest.approx(t["scores"][lang]["8"]["mean"] - t["scores"][lang]["0"]["mean"])
+    assert t["seen_mean"]["8"] == pytest.approx(t["scores"]["fa"]["8"]["mean"])

@@ -215,8 +215,51 @@ def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict
                            "eval": evals, "soi_shares": shares,
                            "train_accuracy_final": _mean_std([s["groups"]["all"]["all"]["final_accuracy"]
                                                               for s in sums])}
-    return {"study": config.name, "model": config.model, "seeds": list(config.seeds), "data_seed": config.data_seed,
-            "out": str(out), "runs": runs, "comparisons": comparisons}
+    summary = {"study": config.name, "model": config.model, "seeds": list(config.seeds),
+               "data_seed": config.data_seed, "out": str(out), "runs": runs, "comparisons": comparisons}
+    transfer = _transfer(config, results)
+    if transfer:
+        summary["transfer"] = transfer
+    return summary
+
+
+def _transfer(config: StudyConfig, results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Cross-lingual transfer of every ``k_grid`` family (metric: accuracy per eval language).
+
+    Seen languages: those of the datasets that get k examples; unseen: the languages of the family's other
+    transfer eval sets; the fixed set's language gets scores and gains but no group mean (as in
+    :func:`soi.gen.transfer.transfer_summary`).
+    """
+    from soi.gen.transfer import transfer_summary
+
+    out: dict[str, Any] = {}
+    families: dict[str, list[Any]] = {}
+    for spec in config.runs:
+        if spec.family is not None:
+            families.setdefault(spec.family, []).append(spec)
+    for family, specs in families.items():
+        base = next(s for s in specs if s.k == 0) if any(s.k == 0 for s in specs) else None
+        if base is None:
+            continue  # gains need k = 0
+        k_keys = {d for s in specs if s.k for d in s.train if d not in base.train}
+        scores: dict[str, dict[int, list[float]]] = {}
+        seen: set[str] = set()
+        unseen: set[str] = set()
+        pairs = [(key, lang) for key, ev in results[base.name][config.seeds[0]]["eval"].items()
+                 for lang in ev["languages"]]
+        twice = {lang for _, lang in pairs if sum(lang == x for _, x in pairs) > 1}
+        for spec in specs:
+            for seed in config.seeds:
+                for key, ev in results[spec.name][seed]["eval"].items():
+                    for lang, m in ev["languages"].items():
+                        name = f"{key}/{lang}" if lang in twice else lang  # one curve per eval set and language
+                        scores.setdefault(name, {}).setdefault(int(spec.k or 0), []).append(m["accuracy"])
+                        if key in k_keys:
+                            seen.add(name)
+                        elif key not in base.train:
+                            unseen.add(name)
+        out[family] = transfer_summary(scores, seen=sorted(seen), unseen=sorted(unseen - seen), metric="accuracy")
+    return out
 
 
 def _comparison_entry(stats: dict[str, Any], a: str, b: str, seed: int, path: Path) -> dict[str, Any]:
