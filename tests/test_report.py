@@ -324,7 +324,8 @@ def test_json_round_trips_and_keeps_the_texts(report: Path, data: dict[str, Any]
 def test_figures_written(study: Path, data: dict[str, Any]) -> None:
     names = sorted(Path(f).name for f in data["figures"])
     assert names == ["datamap_multi.png", "datamap_single-a.png", "eval.png", "soi_shares_all.png",
-                     "soi_shares_language.png", "soi_shares_task.png", "transfer_gsm.png",
+                     "soi_shares_language.png", "soi_shares_task.png", "transfer_gsm_curves.png",
+                     "transfer_gsm_heatmap.png",
                      "transitions_single-a__vs__multi_seed-0.png", "transitions_single-a__vs__multi_seed-1.png",
                      "two_stage_forgettable-stage2.png"]
     for f in data["figures"]:
@@ -370,6 +371,28 @@ def test_demo_layout_without_summary(tmp_path: Path) -> None:
     assert [(c["a"], c["b"], c["dir"]) for c in d["comparisons"]] == [("single", "multi", "compare")]
     assert d["group_keys"] == ["task"]  # source == task and one language: not repeated
     assert not (tmp_path / "figures").exists()
+
+
+def transfer_only_study(root: Path) -> Path:
+    """A generative study's shape: runs without recorded dynamics, a transfer section."""
+    root.mkdir(parents=True)
+    (root / "runs" / "mix-k8" / "seed-0").mkdir(parents=True)  # a run folder without run.json
+    summary = {"study": "gen", "model": "tiny", "seeds": [0], "out": str(root),
+               "runs": {"mix-k8": {"setting": "multi-lingual", "k": 8, "seeds": [0],
+                                   "dirs": [str(root / "runs" / "mix-k8" / "seed-0")],
+                                   "eval": {"gsm-sw": {"exact_match": {"mean": 0.2, "std": 0.0, "values": [0.2]}}}}},
+               "comparisons": [], "transfer": TRANSFER}
+    (root / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return root
+
+
+def test_study_without_dynamics(tmp_path: Path) -> None:
+    out = write_report(transfer_only_study(tmp_path / "gen"))
+    d = read_report_data(out)
+    assert d["runs"] == [] and d["examples"]["n"] == 0 and d["comparisons"] == []
+    assert d["notes"] == ["run mix-k8 seed 0: no recorded dynamics (no run.json)"]
+    assert d["settings"][0]["eval"]["gsm-sw"]["exact_match"]["mean"] == 0.2
+    assert sorted(Path(f).name for f in d["figures"]) == ["transfer_gsm_curves.png", "transfer_gsm_heatmap.png"]
 
 
 def test_run_dir_out_option_and_figures_beside_it(sim_run: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from soi.report import read_report_data, write_report
-from test_report import XSS, build_study
+from test_report import XSS, build_study, transfer_only_study
 
 REQUIRED = os.environ.get("SOI_REQUIRE_BROWSER") == "1"
 INK_DIFF = 40
@@ -258,17 +258,23 @@ def test_example_text_is_shown_literally(loaded: Loaded) -> None:
     assert loaded.requests == [loaded.requests[0]]  # the <img src=x> in the text never loaded
 
 
-def test_demo_directory_and_a_single_run(browser: Any, tmp_path: Path, sim_run: Path) -> None:
-    """``soi demo``'s layout (no summary.json) and one run directory analysed on the fly both render."""
+def test_demo_directory_a_single_run_and_a_study_without_dynamics(browser: Any, tmp_path: Path,
+                                                                   sim_run: Path) -> None:
+    """``soi demo``'s layout (no summary.json), one run directory analysed on the fly, and a generative-style
+    study without dynamics all render without errors."""
     cmd = ["demo", "--study", "synthetic", "--out", str(tmp_path / "demo"), "--n", "300"]
     proc = subprocess.run([sys.executable, "-m", "soi.cli.main", *cmd], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for target in (write_report(tmp_path / "demo", figures=False), write_report(sim_run, figures=False)):
+    targets = [write_report(tmp_path / "demo", figures=False), write_report(sim_run, figures=False),
+               write_report(transfer_only_study(tmp_path / "gen"), figures=False)]
+    expected = [{"datamap", "shares", "transitions"}, {"datamap", "shares"}, {"transfer-curves", "transfer-heatmap"}]
+    for target, want in zip(targets, expected, strict=True):
         got = open_report(browser, target)
         try:
             assert got.errors == []
             assert got.requests == [target.resolve().as_uri()]
-            assert "datamap" in figure_names(got.page) and "shares" in figure_names(got.page)
+            assert set(figure_names(got.page)) == want
             assert blank_figures(got.page) == []
+            assert got.page.query_selector(".error") is None
         finally:
             got.page.close()

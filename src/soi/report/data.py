@@ -256,9 +256,12 @@ def _study_layout(root: Path, summary: dict[str, Any]) -> Layout:
         for i, seed in enumerate(seeds):
             recorded = dirs[i] if i < len(dirs) else None
             found = _resolve(root, root / "runs" / name / f"seed-{seed}", recorded)
-            if found is None or not (found / "run.json").is_file():
+            if found is None:
                 if run.get("dirs") is not None:
                     notes.append(f"run {name} seed {seed}: run directory not found")
+                continue
+            if not (found / "run.json").is_file():
+                notes.append(f"run {name} seed {seed}: no recorded dynamics (no run.json)")
                 continue
             runs.append(RunSource(str(name), int(seed), found))
     comps: list[CompareSource] = []

@@ -2,7 +2,8 @@
 
 Drawn from the same collected data as the HTML page (:func:`soi.report.data.collect`): data maps (one per
 run name, first seed; Swayamdipta et al., 2020), SOI share bars, transition heatmaps (via
-:func:`soi.report.heatmap.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves.
+:func:`soi.report.heatmap.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves and
+heatmaps (via :func:`soi.gen.transfer.plot_transfer`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def shares_figure(settings: list[dict[str, Any]], key: str, categories: list[str
 
 def eval_figure(settings: list[dict[str, Any]], path: Path) -> Path | None:
     """Accuracy per run and eval set: mean over seeds with a ± std bar (in-distribution blue, OOD orange)."""
-    items = [(k, st["name"], st["eval"][k]) for st in settings for k in st.get("eval", {})]
+    def has_accuracy(e: Any) -> bool:
+        acc = e.get("accuracy") if isinstance(e, dict) else None
+        return isinstance(acc, dict) and isinstance(acc.get("mean"), int | float)
+
+    items = [(k, st["name"], e) for st in settings for k, e in st.get("eval", {}).items() if has_accuracy(e)]
     items.sort(key=lambda t: t[0])
     if not items:
         return None
@@ -107,9 +112,9 @@ def eval_figure(settings: list[dict[str, Any]], path: Path) -> Path | None:
     ax = fig.add_subplot()
     y = np.arange(len(items))[::-1]
     for yi, (_k, _name, e) in zip(y, items, strict=True):
-        acc = e.get("accuracy") or {}
+        acc = e["accuracy"]
         colour = "#e16f24" if e.get("kind") == "ood" else "#0969da"
-        ax.errorbar(acc.get("mean", np.nan), yi, xerr=acc.get("std") or 0, fmt="o", color=colour, capsize=3)
+        ax.errorbar(acc["mean"], yi, xerr=acc.get("std") or 0, fmt="o", color=colour, capsize=3)
     ax.set_yticks(y, labels=[f"{k} · {n}" for k, n, _ in items], fontsize=8)
     ax.set_xlabel("accuracy (mean ± std over seeds; orange = OOD)")
     return _save(fig, path)
@@ -137,47 +142,6 @@ def two_stage_figure(exp: dict[str, Any], path: Path) -> Path | None:
     ax.set_yticks(y, labels=[f"{k} · {a}" for k, a, _, _ in items], fontsize=8)
     ax.set_xlabel("accuracy (mean, 95% CI over seeds)")
     ax.set_title(f"two-stage: {exp.get('name', '')}", fontsize=10)
-    return _save(fig, path)
-
-
-def _score(v: Any) -> float:
-    if v is None:
-        return np.nan
-    return float(v["mean"] if isinstance(v, dict) else v)
-
-
-def transfer_figure(task: str, t: dict[str, Any], path: Path) -> Path | None:
-    """Per-language score vs k (seen solid, unseen dashed) and a language x k heatmap."""
-    ks = [str(k) for k in t.get("ks", [])]
-    scores = t.get("scores") or {}
-    seen, unseen = list(t.get("seen") or []), list(t.get("unseen") or [])
-    langs = [x for x in seen if x in scores] + [x for x in unseen if x in scores]
-    langs += [x for x in scores if x not in langs]
-    if not ks or not langs:
-        return None
-    mat = np.array([[_score(scores[lang].get(k)) for k in ks] for lang in langs])
-    fig = _figure(10, 0.8 + max(3.2, 0.3 * len(langs)))
-    ax, hm = fig.subplots(1, 2, width_ratios=[1.3, 1])
-    for i, lang in enumerate(langs):
-        ax.plot(range(len(ks)), mat[i], marker="o", linestyle="--" if lang in unseen else "-",
-                label=lang + (" (unseen)" if lang in unseen else ""))
-    ax.set_xticks(range(len(ks)), labels=ks)
-    ax.set_xlabel("k")
-    ax.set_ylabel(t.get("metric", "score"))
-    ax.set_title(f"{task}: score vs k", fontsize=10)
-    ax.legend(fontsize=7, ncols=2)
-    im = hm.imshow(mat, cmap="Blues", aspect="auto")
-    hm.set_xticks(range(len(ks)), labels=[f"k={k}" for k in ks], fontsize=8)
-    hm.set_yticks(range(len(langs)), labels=[x + (" *" if x in unseen else "") for x in langs], fontsize=8)
-    finite = mat[np.isfinite(mat)]
-    mid = float(finite.mean()) if finite.size else 0.0
-    for i in range(len(langs)):
-        for j in range(len(ks)):
-            if np.isfinite(mat[i, j]):
-                hm.text(j, i, f"{mat[i, j]:.3g}", ha="center", va="center", fontsize=7,
-                        color="white" if mat[i, j] > mid else "black")
-    hm.set_title("language x k (* unseen)", fontsize=10)
-    fig.colorbar(im, ax=hm, shrink=0.8)
     return _save(fig, path)
 
 
@@ -228,7 +192,7 @@ def write_figures(src: Path, data: dict[str, Any], out_dir: Path) -> list[Path]:
         if p:
             written.append(p)
     for task, t in (data.get("transfer") or {}).items():
-        p = transfer_figure(task, t, out_dir / f"transfer_{_safe(task)}.png")
-        if p:
-            written.append(p)
+        from soi.gen.transfer import plot_transfer
+
+        written.extend(plot_transfer(t, out_dir, _safe(task)))
     return written

@@ -35,7 +35,7 @@
     const e = document.createElementNS(SVGNS, tag);
     if (attrs) for (const k in attrs) {
       const v = attrs[k];
-      if (v === null || v === undefined) continue;
+      if (v === null || v === undefined || (typeof v === "number" && !Number.isFinite(v))) continue;
       if (k === "text") e.textContent = v; else e.setAttribute(k, v);
     }
     if (children) for (const c of children) if (c) e.append(c);
@@ -194,25 +194,32 @@
   function evalBlock(settings) {
     const wrap = el("div");
     wrap.append(el("h3", {text: "Evaluation (in-distribution and OOD)"}));
-    const rows = [], langRows = [];
+    const rows = [], langRows = [], other = [];
     for (const st of settings) for (const key in st.eval) {
       const e = st.eval[key];
+      if (!hasMean(e.accuracy) && !hasMean(e.macro_f1)) {
+        for (const [path, v] of leaves(e, "")) other.push([st.name, key, path, v]);
+        continue;
+      }
       rows.push([st.name, key, e.kind || "–", e.n, mstd(e.accuracy), mstd(e.macro_f1)]);
       for (const lang in (e.languages || {})) {
         const l = e.languages[lang];
         langRows.push([st.name, key, lang, l.n, mstd(l.accuracy), mstd(l.macro_f1)]);
       }
     }
-    let metric = "accuracy";
-    const fig = figure("eval", "Evaluation by run and eval set (dot = mean, bar = ± std over seeds)");
-    const holder = el("div");
-    const draw = () => { holder.textContent = ""; holder.append(evalChart(settings, metric)); };
-    wrap.append(el("div", {cls: "controls"}, [labelled("metric", select([["accuracy", "accuracy"], ["macro_f1", "macro-F1"]],
-      metric, (v) => { metric = v; draw(); }))]));
-    fig.append(holder);
-    draw();
-    wrap.append(fig);
-    wrap.append(table(["run", "eval set", "kind", "n", "accuracy", "macro-F1"], rows, {num: [3, 4, 5], id: "eval-table"}));
+    if (rows.length) {
+      let metric = "accuracy";
+      const fig = figure("eval", "Evaluation by run and eval set (dot = mean, bar = ± std over seeds)");
+      const holder = el("div");
+      const draw = () => { holder.textContent = ""; holder.append(evalChart(settings, metric)); };
+      wrap.append(el("div", {cls: "controls"}, [labelled("metric", select([["accuracy", "accuracy"], ["macro_f1", "macro-F1"]],
+        metric, (v) => { metric = v; draw(); }))]));
+      fig.append(holder);
+      draw();
+      wrap.append(fig);
+      wrap.append(table(["run", "eval set", "kind", "n", "accuracy", "macro-F1"], rows, {num: [3, 4, 5], id: "eval-table"}));
+    }
+    if (other.length) wrap.append(table(["run", "eval set", "value", "mean ± std"], other, {num: [3], id: "eval-other-table"}));
     if (langRows.length) {
       const det = el("details", null, [el("summary", {text: "per language (" + langRows.length + " rows)"})]);
       det.append(table(["run", "eval set", "language", "n", "accuracy", "macro-F1"], langRows, {num: [3, 4, 5]}));
@@ -220,11 +227,22 @@
     }
     return wrap;
   }
+  function hasMean(m) { return m !== null && typeof m === "object" && Number.isFinite(m.mean); }
+  function leaves(obj, prefix) {
+    // numeric leaves of a result object: numbers and {mean, std} pairs, as [path, text]
+    const out = [];
+    if (typeof obj === "number") out.push([prefix, fmt(obj)]);
+    else if (hasMean(obj)) out.push([prefix, mstd(obj)]);
+    else if (obj && typeof obj === "object" && !Array.isArray(obj)) {
+      for (const k in obj) if (k !== "values") out.push(...leaves(obj[k], prefix ? prefix + "." + k : k));
+    }
+    return out;
+  }
   function evalChart(settings, metric) {
     const items = [];
     const evalKeys = [];
     for (const st of settings) for (const k in st.eval) if (!evalKeys.includes(k)) evalKeys.push(k);
-    for (const k of evalKeys) for (const st of settings) if (st.eval[k]) items.push({k: k, st: st, e: st.eval[k]});
+    for (const k of evalKeys) for (const st of settings) if (st.eval[k] && hasMean(st.eval[k][metric])) items.push({k: k, st: st, e: st.eval[k]});
     const rowH = 18, left = 250, W = 420, top = 10, H = items.length * rowH + evalKeys.length * 6;
     const svg = sv("svg", {width: left + W + 30, height: top + H + 36});
     let lo = 1, hi = 0;
@@ -886,6 +904,6 @@
   add("examples", "Examples", browser);
   add("figures", "Figures", figuresList);
   app.append(header(), nav(), ...parts);
-  window.__soiReport = {ready: true, renderMs: performance.now() - T0, examples: EX.n};
+  window.__soiReport = {ready: true, renderMs: performance.now() - T0, readyAt: performance.now(), examples: EX.n};
   document.body.dataset.rendered = "1";
 })();

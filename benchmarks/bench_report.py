@@ -1,0 +1,121 @@
+"""Benchmark `soi report`: build time and HTML size for N examples x E checkpoints, and the page in chromium.
+
+Prints one JSON object. Usage::
+
+    python benchmarks/bench_report.py                    # 100,000 x 10 (simulated, analysed), 3 builds
+    python benchmarks/bench_report.py --n 20000 --repeats 1
+
+Build: ``write_report`` on one analysed simulated run (3 tasks x 2 languages, no text), median of
+``--repeats`` builds without figures, plus one build with the PNG figures. Browser (when chromium and
+Playwright are found, as in tests/test_report_browser.py): navigation start to the page's "rendered" mark
+(``window.__soiReport.readyAt``: JSON parsed, columns decoded, every section drawn), median of
+``--browser-repeats`` fresh page loads, and the time of three interactions on all N examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def find_chromium() -> str | None:
+    if os.environ.get("SOI_CHROMIUM"):
+        return os.environ["SOI_CHROMIUM"]
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+INTERACT = """() => {
+  const t = {};
+  const fire = (id, value) => {
+    const s = document.getElementById(id); s.value = value; s.dispatchEvent(new Event('change'));
+  };
+  let t0 = performance.now(); fire('filter-soi', '4'); t.filter_category_ms = performance.now() - t0;
+  t0 = performance.now(); document.querySelector('#browser-table th[data-col=confidence]').click();
+  t.sort_confidence_ms = performance.now() - t0;
+  t0 = performance.now(); fire('datamap-key', document.getElementById('datamap-key').options[1].value);
+  t.datamap_per_group_ms = performance.now() - t0;
+  t.matching = +document.getElementById('browser-count').dataset.count;
+  return t;
+}"""
+
+
+def browser_figures(html: Path, repeats: int) -> dict:
+    exe = find_chromium()
+    if exe is None:
+        return {"browser": "no chromium found"}
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"browser": "playwright not installed"}
+    loads, renders = [], []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True)
+        for _ in range(repeats):
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(html.resolve().as_uri())
+            page.wait_for_function("window.__soiReport && window.__soiReport.ready", timeout=120_000)
+            info = page.evaluate("window.__soiReport")
+            loads.append(info["readyAt"] / 1000)
+            renders.append(info["renderMs"] / 1000)
+            last = page
+        interactions = last.evaluate(INTERACT)
+        version = b.version
+        b.close()
+    return {"browser": f"chromium {version} (headless)", "load_to_rendered_s": round(statistics.median(loads), 3),
+            "load_to_rendered_s_all": [round(x, 3) for x in loads],
+            "script_s": round(statistics.median(renders), 3),
+            "interactions_ms": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in interactions.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--checkpoints", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--browser-repeats", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None, help="Also copy the report here.")
+    args = ap.parse_args()
+
+    from soi.analysis.per_example import analyze_run
+    from soi.report import write_report
+    from soi.simulate import simulate_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = simulate_run(Path(tmp) / "run", n=args.n, checkpoints=args.checkpoints, classes=3, seed=0,
+                           groups={"task": ["a", "b", "c"], "language": ["en", "de"]})
+        analyze_run(run)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            html = write_report(run, figures=False)
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        write_report(run, Path(tmp) / "with-figures" / "report.html", figures=True)
+        with_figures = time.perf_counter() - t0
+        size = html.stat().st_size
+        result = {
+            "benchmark": "report", "n": args.n, "checkpoints": args.checkpoints,
+            "build_s": round(statistics.median(times), 3), "build_s_all": [round(x, 3) for x in times],
+            "build_with_figures_s": round(with_figures, 3),
+            "html_bytes": size, "html_mb": round(size / 1e6, 2), "bytes_per_example": round(size / args.n, 1),
+        }
+        result |= browser_figures(html, args.browser_repeats)
+        if args.keep:
+            shutil.copyfile(html, args.keep)
+    result |= {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": sys.platform}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
