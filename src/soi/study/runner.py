@@ -293,6 +293,7 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
 
     console = Console(highlight=False, quiet=not progress)
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
     from soi.analysis.per_example import analyze_run
@@ -300,6 +301,9 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     from soi.model import resolve_model
     from soi.store.meta import ANALYSIS_DIR
 
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()  # quiet means quiet: no "Loading weights" bars either
     data = _Data(config)
     model_path = resolve_model(config.model)
     tokenizer = None
@@ -357,6 +361,8 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     write_tables(summary, out)
     if progress:
         print_summary(summary, console)
+    if bars:
+        hf_logging.enable_progress_bar()
     return summary
 
 
