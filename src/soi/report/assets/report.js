@@ -96,7 +96,7 @@
       if (it.line) {
         const s = sv("svg", {width: 26, height: 10});
         s.append(sv("line", {x1: 1, y1: 5, x2: 25, y2: 5, stroke: it.colour, "stroke-width": 2,
-          "stroke-dasharray": it.dash ? "4 3" : null}));
+          "stroke-dasharray": it.dash || null}));
         span.append(s);
       } else if (it.marker !== undefined) {
         const s = sv("svg", {width: 12, height: 12});
@@ -707,6 +707,7 @@
       s.append(el("h3", {text: ex.name}));
       s.append(el("p", {cls: "help", text: "from run " + ex.from_run + "; rule: " + ex.rule + "; stage 2: " + ex.stage2_epochs +
         " epoch(s), " + ex.stage2_steps + " step(s)"}));
+      for (const note of (ex.notes || [])) s.append(el("p", {cls: "small", text: note}));
       let metric = "accuracy";
       const holder = el("div");
       const draw = () => { holder.textContent = ""; holder.append(forest(ex, metric, xi)); };
@@ -806,11 +807,12 @@
     return s;
   }
   function transferLangs(t) {
+    // languages outside seen/unseen (e.g. the fixed English set) first, as soi.gen.transfer orders them
     const seen = t.seen || [], unseen = t.unseen || [];
     const all = Object.keys(t.scores || {});
-    const order = seen.filter((l) => all.includes(l)).concat(unseen.filter((l) => all.includes(l)));
-    for (const l of all) if (!order.includes(l)) order.push(l);
-    return order.map((l) => ({lang: l, unseen: unseen.includes(l)}));
+    const order = all.filter((l) => !seen.includes(l) && !unseen.includes(l))
+      .concat(seen.filter((l) => all.includes(l)), unseen.filter((l) => all.includes(l)));
+    return order.map((l) => ({lang: l, unseen: unseen.includes(l), kind: seen.includes(l) ? "seen" : unseen.includes(l) ? "unseen" : "other"}));
   }
   function scoreOf(t, lang, k) {
     const v = (t.scores[lang] || {})[k];
@@ -841,10 +843,11 @@
       const col = SERIES[li % SERIES.length];
       const pts = [];
       ks.forEach((k, j) => { const v = scoreOf(t, l.lang, k); if (v !== null) pts.push([x(j), y(v), k, v]); });
+      const dash = l.kind === "unseen" ? "5 4" : l.kind === "other" ? "1.5 3" : null;
       if (pts.length > 1) svg.append(sv("polyline", {points: pts.map((p) => p[0] + "," + p[1]).join(" "), fill: "none", stroke: col,
-        "stroke-width": 2, "stroke-dasharray": l.unseen ? "5 4" : null}));
+        "stroke-width": 2, "stroke-dasharray": dash}));
       for (const p of pts) svg.append(titled(sv("circle", {cx: p[0], cy: p[1], r: 3, fill: col}), l.lang + " at k = " + p[2] + ": " + fmt(p[3])));
-      items.push({line: true, colour: col, dash: l.unseen, label: l.lang + (l.unseen ? " (unseen)" : "")});
+      items.push({line: true, colour: col, dash: dash, label: l.lang + " (" + l.kind + ")"});
     });
     fig.append(svg, legend(items));
     return fig;
@@ -852,7 +855,7 @@
   function transferHeatmap(task, t, value) {
     const ks = (t.ks || []).map(String), langs = transferLangs(t);
     const fig = figure("transfer-heatmap", task + ": " + (value === "score" ? "score" : "gain") + " per language and k");
-    const cellW = 58, cellH = 24, left = 110, top = 22;
+    const cellW = 58, cellH = 24, left = 130, top = 22;
     const val = (l, k) => value === "score" ? scoreOf(t, l, k) : ((t.gain || {})[l] || {})[k];
     let lo = Infinity, hi = -Infinity;
     for (const l of langs) for (const k of ks) { const v = val(l.lang, k); if (v !== null && v !== undefined) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
@@ -862,7 +865,7 @@
     svg.append(sv("rect", {x: left, y: top, width: ks.length * cellW, height: langs.length * cellH, fill: "none", stroke: "none", "data-plot": "1"}));
     ks.forEach((k, j) => svg.append(svgText(left + j * cellW + cellW / 2, top - 6, "k = " + k, {"text-anchor": "middle", "font-size": 10})));
     langs.forEach((l, i) => {
-      svg.append(svgText(left - 6, top + i * cellH + cellH / 2 + 4, l.lang + (l.unseen ? " (unseen)" : ""), {"text-anchor": "end",
+      svg.append(svgText(left - 6, top + i * cellH + cellH / 2 + 4, l.lang + " (" + l.kind + ")", {"text-anchor": "end",
         "font-style": l.unseen ? "italic" : null}));
       ks.forEach((k, j) => {
         const v = val(l.lang, k), tt = v === null || v === undefined ? 0 : (v - lo) / (hi - lo);
