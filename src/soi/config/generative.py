@@ -1,0 +1,264 @@
+"""The generative (cross-lingual SFT) study YAML: ``type: generative`` at the top level.
+
+>>> cfg = GenerativeStudyConfig.from_yaml("crosslingual.yaml")   # doctest: +SKIP
+
+Tasks (math / instruction / summarization), a ``mixture:`` section (fixed English ``english_n``, ``k`` examples per
+seen language for each ``k`` of the grid, unseen languages evaluated only), SFT training settings, generation
+settings, and runs (one task = single, several = multi-task). Every problem is a one-line
+:class:`~soi.errors.SoiError` naming the file and the field path, as in :mod:`soi.config.study`. See
+``docs/generative.md`` for the schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from soi.config.study import _FieldError, _first_error
+from soi.errors import SoiError
+
+TaskKind = Literal["math", "instruction", "summarization"]
+METRICS = {"math": ("exact_match",), "instruction": ("rouge_l", "chrf", "language_fidelity"),
+           "summarization": ("rouge_l", "chrf", "language_fidelity")}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Model):
+    """One pool source: a registered dataset (or a data-spec YAML path), a split, an optional language filter."""
+
+    dataset: str = Field(min_length=1)
+    split: str = Field(min_length=1)
+    languages: list[str] | None = Field(None, min_length=1)
+    origin: Literal["local", "hub"] = "local"
+
+
+class MixtureFields(_Model):
+    """The ``mixture:`` section (all optional in a task's own ``mixture:``, which overrides the study's)."""
+
+    english: str | None = Field(None, min_length=2)
+    english_n: int | None = Field(None, ge=0)
+    seen: list[str] | None = None
+    unseen: list[str] | None = None
+    k: list[int] | None = Field(None, min_length=1)
+    n_eval: int | None = Field(None, ge=1)
+    n_validation: int | None = Field(None, ge=0)
+    parallel_train: bool | None = None
+    response_template: str | None = None
+
+    @field_validator("k")
+    @classmethod
+    def _grid(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(x < 0 for x in v) or len(set(v)) != len(v)):
+            raise ValueError(f"k must be distinct integers >= 0, got {v}")
+        if v is not None and 0 not in v:
+            raise ValueError(f"k must include 0 (the English-only baseline of the transfer metrics), got {v}")
+        return None if v is None else sorted(v)
+
+    @field_validator("response_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                v.format(answer="1")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"must be a str.format template using only {{answer}}: {exc}") from None
+        return v
+
+
+MIXTURE_DEFAULTS: dict[str, Any] = {"english": "en", "english_n": 0, "seen": [], "unseen": [], "k": [0],
+                                    "n_eval": 50, "n_validation": 0, "parallel_train": False,
+                                    "response_template": "#### {answer}"}
+
+
+class TaskSpec(_Model):
+    """One task: its kind (metrics), its pools (defaults for ``math`` and ``instruction``), mixture overrides."""
+
+    kind: TaskKind | None = None
+    train: list[SourceSpec] | None = None
+    validation: list[SourceSpec] | None = None
+    eval: list[SourceSpec] | None = None
+    metric: str | None = Field(None, description="the metric of the transfer curves (default: the kind's first)")
+    mixture: MixtureFields = Field(default_factory=MixtureFields)
+
+
+class LoraSpec(_Model):
+    """LoRA adapters (PEFT) instead of full fine-tuning."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = None
+
+
+class TrainingSpec(_Model):
+    """SFT settings: constant learning rate, a checkpoint every ``checkpoint_every`` steps."""
+
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    lr_schedule: Literal["constant"] = "constant"
+    checkpoint_every: int = Field(50, ge=1)
+    max_length: int = Field(512, ge=16)
+    lora: LoraSpec | None = None
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainingSpec:
+        if self.epochs is None and self.max_steps is None:
+            object.__setattr__(self, "epochs", 1)
+        return self
+
+
+class GenerationSpec(_Model):
+    """Greedy decoding for evaluation."""
+
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class RunSpec(_Model):
+    """One run: the tasks trained together (one = single-task, several = multi-task), repeated per k and seed."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    tasks: list[str] = Field(min_length=1)
+
+    @property
+    def setting(self) -> str:
+        return "single" if len(self.tasks) == 1 else "multi-task"
+
+
+class GenerativeStudyConfig(_Model):
+    """A whole generative study (see ``docs/generative.md``)."""
+
+    type: Literal["generative"]
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="alias (smollm2-135m, gemma3-270m, ...), local path or hub id")
+    data_dir: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data_seed: int = 0
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    mixture: MixtureFields = Field(default_factory=MixtureFields)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    runs: list[RunSpec] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerativeStudyConfig:
+        for key, task in self.tasks.items():
+            if task.kind is None and key not in METRICS:
+                raise _FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "
+                                  f"{key!r}")
+            kind = self.kind(key)
+            if task.metric is not None and task.metric not in METRICS[kind]:
+                raise _FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(METRICS[kind])}; "
+                                  f"got {task.metric!r}")
+            if kind == "summarization" and (task.train is None or task.eval is None):
+                raise _FieldError(f"tasks.{key}", "summarization has no offline data: give train and eval sources "
+                                  "(e.g. a data spec YAML over XLSum files; see docs/generative.md)")
+            mix = self.task_mixture(key)
+            langs = [mix["english"], *mix["seen"], *mix["unseen"]]
+            if len(set(langs)) != len(langs):
+                raise _FieldError(f"tasks.{key}.mixture", f"the English, seen and unseen languages overlap: {langs}")
+            if max(mix["k"]) > 0 and not mix["seen"]:
+                raise _FieldError(f"tasks.{key}.mixture.seen", "k > 0 needs at least one seen language")
+        ks = {key: self.task_mixture(key)["k"] for key in self.tasks}
+        seen_runs: set[str] = set()
+        for i, run in enumerate(self.run_list()):
+            if run.name in seen_runs:
+                raise _FieldError(f"runs[{i}].name", f"duplicate run name {run.name!r}")
+            seen_runs.add(run.name)
+            for j, key in enumerate(run.tasks):
+                if key not in self.tasks:
+                    raise _FieldError(f"runs[{i}].tasks[{j}]", f"unknown task {key!r}; the tasks section has: "
+                                      f"{', '.join(self.tasks)}")
+            if len(set(run.tasks)) != len(run.tasks):
+                raise _FieldError(f"runs[{i}].tasks", f"task listed twice: {run.tasks}")
+            grids = {tuple(ks[t]) for t in run.tasks}
+            if len(grids) > 1:
+                raise _FieldError(f"runs[{i}].tasks", f"the tasks of a multi-task run need one k grid, got "
+                                  f"{sorted(grids)}")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def kind(self, task: str) -> str:
+        """The task's kind: ``kind`` or the task key (math / instruction / summarization)."""
+        return self.tasks[task].kind or task
+
+    def metric(self, task: str) -> str:
+        """The task's transfer metric."""
+        return self.tasks[task].metric or METRICS[self.kind(task)][0]
+
+    def task_mixture(self, task: str) -> dict[str, Any]:
+        """The effective mixture fields of ``task`` (defaults < study ``mixture:`` < the task's ``mixture:``)."""
+        out = dict(MIXTURE_DEFAULTS)
+        for layer in (self.mixture, self.tasks[task].mixture):
+            out |= {k: v for k, v in layer.model_dump().items() if v is not None}
+        return out
+
+    def run_list(self) -> list[RunSpec]:
+        """``runs``, or by default one single-task run per task (named after the task)."""
+        return list(self.runs) if self.runs is not None else [RunSpec(name=t, tasks=[t]) for t in self.tasks]
+
+    def ks(self, run: RunSpec) -> list[int]:
+        """The k grid of a run (shared by its tasks)."""
+        return list(self.task_mixture(run.tasks[0])["k"])
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | Path = "<study>") -> GenerativeStudyConfig:
+        """Validate a parsed mapping; errors name ``source`` and the field path."""
+        if not isinstance(data, dict):
+            raise SoiError(f"the study must be a mapping, got {type(data).__name__}", path=source)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SoiError(_first_error(exc), path=source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GenerativeStudyConfig:
+        """Read and validate a study YAML (relative ``data_dir``, ``./model`` and ``./spec.yaml`` sources resolve
+        against its folder)."""
+        from soi.config.study import read_yaml, resolve_relative
+
+        path = Path(path)
+        data = read_yaml(path)
+        if isinstance(data, dict):
+            data = resolve_relative(data, path)
+            data = _resolve_sources(data, path.resolve().parent)
+        return cls.from_dict(data, source=path.name)
+
+
+def _resolve_sources(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative data-spec paths (``dataset: ./xlsum.yaml``) absolute."""
+    tasks = data.get("tasks")
+    if not isinstance(tasks, dict):
+        return data
+    out_tasks = {}
+    for key, task in tasks.items():
+        if isinstance(task, dict):
+            task = dict(task)
+            for role in ("train", "validation", "eval"):
+                if isinstance(task.get(role), list):
+                    task[role] = [_resolve_one(s, base) for s in task[role]]
+        out_tasks[key] = task
+    return {**data, "tasks": out_tasks}
+
+
+def _resolve_one(source: Any, base: Path) -> Any:
+    if isinstance(source, dict) and isinstance(source.get("dataset"), str):
+        ds = source["dataset"]
+        if ds.lower().endswith((".yaml", ".yml")) and not Path(ds).expanduser().is_absolute():
+            return {**source, "dataset": str(base / ds)}
+    return source

@@ -1,0 +1,406 @@
+"""The generative (cross-lingual SFT) study runner: ``soi run FILE`` / ``soi demo`` for ``type: generative`` YAMLs.
+
+For every run x k x seed: build the task mixtures (:mod:`soi.gen.mixture`), fine-tune the causal LM on the
+English set plus ``k`` examples per seen language (:func:`soi.gen.sft.train_sft`, dynamics recorded into the run
+directory), keep the checkpoint with the lowest validation loss, evaluate per language by greedy decoding (math:
+exact match of the final number; instruction / summarization: ROUGE-L, chrF and response-language fidelity), then
+compute the transfer metrics (:mod:`soi.gen.transfer`) and write the summary, CSV tables and figures.
+
+Layout under ``out``::
+
+    config.json                           # the validated study config
+    runs/<run>-k<k>/seed-<s>/             # one fine-tuning run (a soi run directory when dynamics are recorded)
+        mixture.json                      # the mixture manifest: ids per task / language / split, counts, sources
+        predictions.jsonl                 # one line per eval row: prediction and per-example scores
+        result.json                       # written last: its presence marks the run finished
+    tables/scores.csv, tables/transfer.csv, tables/transfer_groups.csv
+    figures/transfer_<key>_curves.png, figures/transfer_<key>_heatmap.png
+    summary.json                          # + summary["transfer"]
+
+Re-running on the same ``out`` resumes: finished runs are kept (a run whose settings changed is an error), an
+unfinished run directory is cleared and trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soi._io import write_json, write_text
+from soi.config.generative import METRICS, GenerativeStudyConfig, RunSpec
+from soi.errors import SoiError
+from soi.gen.mixture import Mixture, MixtureSpec, PoolSource, build_mixture
+
+RESULT_FILE = "result.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+MIXTURE_FILE = "mixture.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+TABLES_DIR = "tables"
+FIGURES_DIR = "figures"
+
+
+def run_name(run: str, k: int) -> str:
+    """The name of run ``run`` at ``k``: ``<run>-k<k>``."""
+    return f"{run}-k{k}"
+
+
+def run_dir_of(out: Path, run: str, k: int, seed: int) -> Path:
+    """``out/runs/<run>-k<k>/seed-<seed>``."""
+    return Path(out) / "runs" / run_name(run, k) / f"seed-{seed}"
+
+
+# ------------------------------------------------------------------------------------------------ mixtures
+def default_sources(kind: str, mix: Mapping[str, Any]) -> dict[str, list[PoolSource]]:
+    """Offline pools per task kind: math = gsm8k (English) + mgsm (other languages); instruction = oasst_fr."""
+    seen = tuple(mix["seen"])
+    if kind == "math":
+        langs = (mix["english"], *mix["seen"], *mix["unseen"])
+        return {"train": [PoolSource("gsm8k", "train"), *([PoolSource("mgsm", "test", seen)] if seen else [])],
+                "validation": [PoolSource("gsm8k", "validation"),
+                               *([PoolSource("mgsm", "test", seen)] if seen else [])],
+                "eval": [PoolSource("mgsm", "test", langs)]}
+    if kind == "instruction":
+        return {"train": [PoolSource("oasst_fr", "train")], "validation": [PoolSource("oasst_fr", "validation")],
+                "eval": [PoolSource("oasst_fr", "validation")]}
+    raise SoiError(f"no offline data for {kind!r} tasks: give train and eval sources")
+
+
+def mixture_spec(config: GenerativeStudyConfig, task: str) -> MixtureSpec:
+    """The :class:`MixtureSpec` of one task (effective mixture fields, the task's pools or the defaults)."""
+    mix = config.task_mixture(task)
+    spec = config.tasks[task]
+    defaults = default_sources(config.kind(task), mix) if None in (spec.train, spec.validation, spec.eval) else {}
+
+    def pools(role: str) -> tuple[PoolSource, ...]:
+        given = getattr(spec, role)
+        if given is None:
+            return tuple(defaults.get(role, ()))
+        return tuple(PoolSource(s.dataset, s.split, None if s.languages is None else tuple(s.languages), s.origin)
+                     for s in given)
+
+    return MixtureSpec(seen=tuple(mix["seen"]), unseen=tuple(mix["unseen"]), ks=tuple(mix["k"]),
+                       train=pools("train"), validation=pools("validation"), eval=pools("eval"),
+                       english=mix["english"], english_n=mix["english_n"], n_eval=mix["n_eval"],
+                       n_validation=mix["n_validation"], seed=config.data_seed,
+                       parallel_train=mix["parallel_train"], response_template=mix["response_template"])
+
+
+def build_mixtures(config: GenerativeStudyConfig, source: str = "<study>") -> dict[str, Mixture]:
+    """Build every task's mixture; problems are one-line errors naming ``source`` and ``tasks.<task>``."""
+    out = {}
+    for task in config.tasks:
+        try:
+            out[task] = build_mixture(mixture_spec(config, task), data_dir=config.data_dir, task=task,
+                                      where="mixture")
+        except SoiError as exc:
+            raise SoiError(f"tasks.{task}: {exc}", path=source) from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def study_languages(config: GenerativeStudyConfig) -> list[str]:
+    """Every language of the study (English, seen, unseen over all tasks), in first-mention order."""
+    langs: list[str] = []
+    for task in config.tasks:
+        mix = config.task_mixture(task)
+        for x in (mix["english"], *mix["seen"], *mix["unseen"]):
+            if x not in langs:
+                langs.append(x)
+    return langs
+
+
+def score_examples(kind: str, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str],
+                   candidates: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-example scores: math ``exact_match``; otherwise ``rouge_l`` (F), ``chrf`` and ``language_fidelity``."""
+    from soi.gen import metrics
+
+    if kind == "math":
+        return {"exact_match": metrics.exact_match(predictions, [r["answer"] for r in rows]).astype(np.float64)}
+    from soi.gen.langid import language_fidelity
+
+    refs = [r["response"] or "" for r in rows]
+    return {"rouge_l": metrics.rouge_l_f(predictions, refs), "chrf": metrics.chrf(predictions, refs),
+            "language_fidelity": language_fidelity(predictions, [r["language"] for r in rows],
+                                                   candidates).astype(np.float64)}
+
+
+def aggregate(kind: str, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str],
+              per_example: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """One language's scores: means of the per-example scores, chrF at corpus level (Popović 2015)."""
+    from soi.gen.metrics import corpus_chrf
+
+    out = {m: float(np.mean(v)) if len(v) else 0.0 for m, v in per_example.items()}
+    if kind != "math":
+        out["chrf"] = corpus_chrf(predictions, [r["response"] or "" for r in rows])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- running
+def _fingerprint(config: GenerativeStudyConfig, run: RunSpec, k: int, seed: int) -> str:
+    """Hash of everything that determines one run's training and evaluation."""
+    blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
+            "training": config.training.model_dump(), "generation": config.generation.model_dump(),
+            "tasks": {t: {"spec": config.tasks[t].model_dump(), "mixture": config.task_mixture(t)}
+                      for t in run.tasks},
+            "run": run.model_dump(), "k": k, "seed": seed, "languages": study_languages(config)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, model: Any,
+              tokenizer: Any, rdir: Path, progress: bool) -> dict[str, Any]:
+    from soi.gen.sft import generate
+
+    candidates = study_languages(config)
+    evals: dict[str, Any] = {}
+    lines = []
+    for task in run.tasks:
+        kind = config.kind(task)
+        rows = mixtures[task].eval_rows()
+        preds = generate(model, tokenizer, [r["prompt"] for r in rows],
+                         max_new_tokens=config.generation.max_new_tokens, batch_size=config.generation.batch_size,
+                         max_length=config.training.max_length, progress=progress)
+        per_ex = score_examples(kind, rows, preds, candidates)
+        langs = np.array([r["language"] for r in rows])
+        by_lang = {}
+        for lang in dict.fromkeys(langs.tolist()):
+            idx = np.flatnonzero(langs == lang)
+            sub_rows = [rows[i] for i in idx]
+            scores = aggregate(kind, sub_rows, [preds[i] for i in idx], {m: v[idx] for m, v in per_ex.items()})
+            by_lang[lang] = {"n": int(idx.size)} | scores
+        evals[task] = {"kind": kind, "metrics": list(METRICS[kind]), "languages": by_lang}
+        for i, r in enumerate(rows):
+            lines.append(json.dumps({"task": task, "id": r["id"], "language": r["language"], "prediction": preds[i],
+                                     "reference": r["answer"] if kind == "math" else r["response"]}
+                                    | {m: float(v[i]) for m, v in per_ex.items()}, ensure_ascii=False))
+    write_text(rdir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
+    return evals
+
+
+def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
+               model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
+    from soi.gen.sft import load_causal_lm, train_sft
+
+    if rdir.exists():  # an interrupted run: start it again from scratch
+        shutil.rmtree(rdir)
+    rdir.mkdir(parents=True)
+    start = time.perf_counter()
+    write_json(rdir / MIXTURE_FILE, {t: mixtures[t].manifest(k) for t in run.tasks})
+    train_rows = [r for t in run.tasks for r in mixtures[t].train_rows(k)]
+    val_rows = [r for t in run.tasks for r in mixtures[t].validation_rows()]
+    t = config.training
+    info: dict[str, Any] = {"n_train": len(train_rows), "n_validation": len(val_rows)}
+    if train_rows:
+        res = train_sft(model_path, train_rows, rdir, validation=val_rows or None, epochs=t.epochs,
+                        max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr, checkpoint_every=t.checkpoint_every,
+                        max_length=t.max_length, lora=None if t.lora is None else t.lora.model_dump(),
+                        dtype=t.dtype, seed=seed, select_best=bool(val_rows), progress=progress,
+                        meta_extra={"study": config.name, "run": run.name, "k": k, "tasks": list(run.tasks)},
+                        model_name=config.model)
+        model, tokenizer = res.model, res.tokenizer
+        info |= {"steps": res.steps, "best_step": res.best_step, "validation_loss": res.validation_loss,
+                 "train_loss": res.train_loss}
+    else:  # nothing to train on (english_n = 0, k = 0): the base model is the k = 0 baseline
+        model, tokenizer = load_causal_lm(model_path, dtype=t.dtype)
+        info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": []}
+    evals = _evaluate(config, mixtures, run, model, tokenizer, rdir, progress)
+    result = {"study": config.name, "run": run.name, "setting": run.setting, "tasks": list(run.tasks), "k": k,
+              "seed": seed, "model": config.model, "fingerprint": _fingerprint(config, run, k, seed),
+              "n_train_by_language": {task: mixtures[task].manifest(k)["counts"]["train"] for task in run.tasks},
+              **info, "eval": evals, "elapsed_s": round(time.perf_counter() - start, 3)}
+    write_json(rdir / RESULT_FILE, result)  # last, atomically: marks the run finished
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- summary
+def _mean_std(values: Sequence[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "values": [float(v) for v in arr]}
+
+
+def transfer_keys(config: GenerativeStudyConfig) -> dict[tuple[str, str], str]:
+    """``{(run, task): key of summary["transfer"]}``: the task name, or ``<run>:<task>`` when several runs train
+    the task (e.g. single-task vs multi-task)."""
+    runs = config.run_list()
+    count = {t: sum(t in r.tasks for r in runs) for t in config.tasks}
+    return {(r.name, t): (t if count[t] == 1 else f"{r.name}:{t}") for r in runs for t in r.tasks}
+
+
+def _group(lang: str, mix: Mapping[str, Any]) -> str:
+    return "seen" if lang in mix["seen"] else "unseen" if lang in mix["unseen"] else "english"
+
+
+def summarise(config: GenerativeStudyConfig, out: Path,
+              results: Mapping[tuple[str, int, int], Mapping[str, Any]]) -> dict[str, Any]:
+    """``summary.json`` content from the per-(run, k, seed) results (see docs/generative.md)."""
+    from soi.gen.transfer import transfer_summary
+
+    runs: dict[str, Any] = {}
+    transfer: dict[str, Any] = {}
+    keys = transfer_keys(config)
+    for run in config.run_list():
+        ks = config.ks(run)
+        for k in ks:
+            per_seed = [results[run.name, k, s] for s in config.seeds]
+            evals: dict[str, Any] = {}
+            for task in run.tasks:
+                mix = config.task_mixture(task)
+                first = per_seed[0]["eval"][task]
+                langs = {}
+                for lang, m in first["languages"].items():
+                    langs[lang] = {"n": m["n"], "group": _group(lang, mix)} | {
+                        metric: _mean_std([r["eval"][task]["languages"][lang][metric] for r in per_seed])
+                        for metric in first["metrics"]}
+                evals[task] = {"kind": first["kind"], "metric": config.metric(task), "metrics": first["metrics"],
+                               "languages": langs}
+            runs[run_name(run.name, k)] = {
+                "setting": run.setting, "run": run.name, "k": k, "tasks": list(run.tasks),
+                "seeds": list(config.seeds), "dirs": [str(run_dir_of(out, run.name, k, s)) for s in config.seeds],
+                "n_train": per_seed[0]["n_train_by_language"], "eval": evals,
+                "best_step": [r.get("best_step") for r in per_seed], "steps": [r.get("steps") for r in per_seed]}
+        for task in run.tasks:
+            mix, metric = config.task_mixture(task), config.metric(task)
+            scores = {lang: {k: [results[run.name, k, s]["eval"][task]["languages"][lang][metric]
+                                 for s in config.seeds] for k in ks}
+                      for lang in results[run.name, ks[0], config.seeds[0]]["eval"][task]["languages"]}
+            transfer[keys[run.name, task]] = transfer_summary(scores, seen=mix["seen"], unseen=mix["unseen"],
+                                                              metric=metric)
+    return {"study": config.name, "type": "generative", "model": config.model, "seeds": list(config.seeds),
+            "data_seed": config.data_seed, "out": str(out), "runs": runs, "comparisons": [],
+            "transfer": transfer, "transfer_runs": {key: {"run": r, "task": t} for (r, t), key in keys.items()}}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """``tables/scores.csv`` (run x k x task x language, every metric's seed mean/std), ``tables/transfer.csv``
+    (per transfer key, language and k: score, gain, relative gain, gain per 100) and ``tables/transfer_groups.csv``
+    (seen / unseen means and their gap)."""
+    scores, trans, groups = [], [], []
+    for name, run in summary["runs"].items():
+        for task, ev in run["eval"].items():
+            for lang, m in ev["languages"].items():
+                row = {"run": run["run"], "k": run["k"], "task": task, "language": lang, "group": m["group"],
+                       "n": m["n"]}
+                for metric in ev["metrics"]:
+                    row[f"{metric}_mean"] = round(m[metric]["mean"], 6)
+                    row[f"{metric}_std"] = round(m[metric]["std"], 6)
+                scores.append(row)
+        del name
+    for key, t in summary["transfer"].items():
+        for lang in t["scores"]:
+            group = "seen" if lang in t["seen"] else "unseen" if lang in t["unseen"] else "english"
+            for k in t["ks"]:
+                s = str(k)
+                trans.append({"key": key, "metric": t["metric"], "language": lang, "group": group, "k": k,
+                              "score_mean": round(t["scores"][lang][s]["mean"], 6),
+                              "score_std": round(t["scores"][lang][s]["std"], 6), "gain": round(t["gain"][lang][s], 6),
+                              "relative_gain": _round(t["relative_gain"][lang][s]),
+                              "gain_per_100": _round(t["gain_per_100"][lang][s])})
+        for k in t["ks"]:
+            s = str(k)
+            groups.append({"key": key, "metric": t["metric"], "k": k, "seen_mean": _round(t["seen_mean"][s]),
+                           "unseen_mean": _round(t["unseen_mean"][s]), "gap": _round(t["gap"][s])})
+    paths = {}
+    for name, rows in (("scores", scores), ("transfer", trans), ("transfer_groups", groups)):
+        paths[name] = out / TABLES_DIR / f"{name}.csv"
+        write_text(paths[name], _csv(rows))
+    return paths
+
+
+def _round(v: float | None) -> float | str:
+    return "" if v is None else round(v, 6)
+
+
+def print_summary(summary: Mapping[str, Any], console: Any) -> None:
+    """One rich table per transfer key: language x k scores (seed mean), seen/unseen means and the gap."""
+    from rich.table import Table
+
+    for key, t in summary["transfer"].items():
+        table = Table(title=f"{summary['study']}: {key} ({t['metric']}, mean over seeds {summary['seeds']})")
+        table.add_column("language")
+        table.add_column("group")
+        for k in t["ks"]:
+            table.add_column(f"k={k}", justify="right")
+        for lang in t["scores"]:
+            group = "seen" if lang in t["seen"] else "unseen" if lang in t["unseen"] else "english"
+            table.add_row(lang, group, *(f"{t['scores'][lang][str(k)]['mean']:.3f}" for k in t["ks"]))
+        for label, field in (("seen mean", "seen_mean"), ("unseen mean", "unseen_mean"), ("gap", "gap")):
+            vals = [t[field][str(k)] for k in t["ks"]]
+            if any(v is not None for v in vals):
+                table.add_row(label, "", *("-" if v is None else f"{v:.3f}" for v in vals))
+        console.print(table)
+    console.print(f"wrote {summary['out']}/summary.json, tables/, figures/")
+
+
+def run_generative_study(config_or_path: GenerativeStudyConfig | str | Path, out_dir: str | Path, *,
+                         progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a generative study into ``out_dir``; returns the ``summary.json`` content."""
+    if isinstance(config_or_path, GenerativeStudyConfig):
+        config, source = config_or_path, "<study>"
+    else:
+        config, source = GenerativeStudyConfig.from_yaml(config_or_path), Path(config_or_path).name
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SoiError("--out exists and is not a directory", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+
+    from rich.console import Console
+
+    from soi.model import resolve_model
+
+    console = Console(highlight=False, quiet=not progress)
+    mixtures = build_mixtures(config, source)
+    model_path = resolve_model(config.model)
+    results: dict[tuple[str, int, int], dict[str, Any]] = {}
+    todo = [(run, k, s) for run in config.run_list() for k in config.ks(run) for s in config.seeds]
+    for i, (run, k, seed) in enumerate(todo, 1):
+        rdir = run_dir_of(out, run.name, k, seed)
+        done = rdir / RESULT_FILE
+        label = f"[{i}/{len(todo)}] {run.name} ({', '.join(run.tasks)}) k={k} seed {seed}"
+        if done.is_file():
+            result = json.loads(done.read_text(encoding="utf-8"))
+            if result.get("fingerprint") != _fingerprint(config, run, k, seed):
+                raise SoiError(f"run {run_name(run.name, k)!r} seed {seed} was trained with different settings; "
+                               "use a new --out (or delete that run directory)", path=rdir)
+            console.print(f"{label}: done already, skipped")
+        else:
+            console.print(f"{label}: training")
+            result = _train_one(config, mixtures, run, k, seed, model_path, rdir, progress)
+        results[run.name, k, seed] = result
+
+    summary = summarise(config, out, results)
+    from soi.gen.transfer import plot_transfer
+
+    figures = []
+    for key, t in summary["transfer"].items():
+        figures += [str(p) for p in plot_transfer(t, out / FIGURES_DIR, key.replace(":", "_"))]
+    summary["figures"] = figures
+    write_tables(summary, out)
+    write_json(out / SUMMARY_FILE, summary)
+    if progress:
+        print_summary(summary, console)
+    return summary
+
+
+__all__ = ["GenerativeStudyConfig", "build_mixtures", "mixture_spec", "run_dir_of", "run_generative_study",
+           "summarise", "transfer_keys", "write_tables"]

@@ -1,0 +1,135 @@
+"""Generative study: config errors (one line, field path), summary/transfer/tables from results, end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from soi.config.generative import GenerativeStudyConfig
+from soi.errors import SoiError
+from soi.gen.study import mixture_spec, summarise, transfer_keys, write_tables
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
+needs_shared = pytest.mark.skipif(not (SHARED / "mgsm" / "info.json").is_file(),
+                                  reason=f"shared data not found at {SHARED} (set SOI_DATA_DIR)")
+BASE: dict[str, Any] = {"type": "generative", "name": "t", "model": "m", "tasks": {"math": {}},
+                        "mixture": {"english_n": 8, "seen": ["es"], "unseen": ["de"], "k": [0, 4]}}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**BASE, **changes}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_with(tasks={"qa": {}}), "s.yaml: tasks.qa.kind: set kind (math, instruction or summarization) for task 'qa'"),
+    (_with(mixture={"k": [4, 8]}), "s.yaml: mixture.k: k must include 0"),
+    (_with(mixture={"k": [0, 0]}), "s.yaml: mixture.k: k must be distinct integers >= 0"),
+    (_with(mixture={"k": [0, 8]}), "s.yaml: tasks.math.mixture.seen: k > 0 needs at least one seen language"),
+    (_with(mixture={"seen": ["en"]}), "s.yaml: tasks.math.mixture: the English, seen and unseen languages overlap"),
+    (_with(runs=[{"name": "a", "tasks": ["nope"]}]), "s.yaml: runs[0].tasks[0]: unknown task 'nope'"),
+    (_with(runs=[{"name": "a", "tasks": ["math"]}, {"name": "a", "tasks": ["math"]}]),
+     "s.yaml: runs[1].name: duplicate run name 'a'"),
+    (_with(training={"lr": 0}), "s.yaml: training.lr: Input should be greater than 0"),
+    (_with(training={"lr_schedule": "cosine"}), "s.yaml: training.lr_schedule: Input should be 'constant'"),
+    (_with(training={"lora": {"r": 0}}), "s.yaml: training.lora.r: Input should be greater than or equal to 1"),
+    (_with(extra=1), "s.yaml: extra: unknown field"),
+    (_with(type="classification"), "s.yaml: type: Input should be 'generative'"),
+    (_with(tasks={"math": {"metric": "rouge_l"}}), "s.yaml: tasks.math.metric: math tasks report exact_match"),
+    (_with(tasks={"math": {"train": [{"dataset": "gsm8k"}]}}), "s.yaml: tasks.math.train[0].split: field required"),
+    (_with(tasks={"summarization": {}}), "s.yaml: tasks.summarization: summarization has no offline data"),
+    (_with(mixture={"response_template": "{x}"}), "s.yaml: mixture.response_template: must be a str.format"),
+    (_with(tasks={"math": {}, "instruction": {"mixture": {"k": [0, 2]}}}, runs=[{"name": "mt",
+     "tasks": ["math", "instruction"]}]), "s.yaml: runs[0].tasks: the tasks of a multi-task run need one k grid"),
+    ([1, 2], "s.yaml: the study must be a mapping, got list"),
+])
+def test_config_errors_are_one_line_with_field(data: Any, message: str) -> None:
+    with pytest.raises(SoiError) as info:
+        GenerativeStudyConfig.from_dict(data, source="s.yaml")
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_config_defaults_and_layering(tmp_path: Path) -> None:
+    data = _with(tasks={"math": {"mixture": {"n_eval": 5}}, "instruction": {"mixture": {"english_n": 0,
+                                                                                       "seen": ["fr"]}}})
+    cfg = GenerativeStudyConfig.from_dict(data)
+    assert [(r.name, r.tasks, r.setting) for r in cfg.run_list()] == [("math", ["math"], "single"),
+                                                                       ("instruction", ["instruction"], "single")]
+    assert cfg.task_mixture("math") | {} == {"english": "en", "english_n": 8, "seen": ["es"], "unseen": ["de"],
+                                             "k": [0, 4], "n_eval": 5, "n_validation": 0, "parallel_train": False,
+                                             "response_template": "#### {answer}"}
+    assert cfg.task_mixture("instruction")["seen"] == ["fr"] and cfg.task_mixture("instruction")["english_n"] == 0
+    assert cfg.metric("math") == "exact_match" and cfg.metric("instruction") == "rouge_l"
+    assert cfg.training.epochs == 1 and cfg.training.checkpoint_every == 50 and cfg.training.lr_schedule == "constant"
+    spec = mixture_spec(cfg, "math")
+    assert [s.describe()["dataset"] for s in spec.train] == ["gsm8k", "mgsm"] and spec.train[1].languages == ("es",)
+    assert spec.eval[0].languages == ("en", "es", "de")
+    # relative data-spec paths resolve against the YAML's folder
+    path = tmp_path / "study.yaml"
+    path.write_text("type: generative\nname: s\nmodel: m\ntasks:\n  summarization:\n    train: [{dataset: "
+                    "./xlsum.yaml, split: train}]\n    eval: [{dataset: ./xlsum.yaml, split: test}]\n",
+                    encoding="utf-8")
+    cfg = GenerativeStudyConfig.from_yaml(path)
+    assert cfg.tasks["summarization"].train[0].dataset == str(tmp_path / "xlsum.yaml")
+    assert cfg.metric("summarization") == "rouge_l"
+
+
+def test_packaged_crosslingual_yaml_validates() -> None:
+    cfg = GenerativeStudyConfig.from_yaml(REPO / "src" / "soi" / "studies" / "crosslingual.yaml")
+    assert cfg.model == "smollm2-135m" and cfg.kind("math") == "math"
+    mix = cfg.task_mixture("math")
+    assert mix["seen"] == ["es", "fr"] and mix["unseen"] == ["de", "ja"] and mix["k"][0] == 0
+
+
+def _result(task_langs: dict[str, dict[str, float]], k: int, seed: int, kind: str = "math") -> dict[str, Any]:
+    metrics = ["exact_match"] if kind == "math" else ["rouge_l", "chrf", "language_fidelity"]
+    return {"k": k, "seed": seed, "steps": 3, "best_step": 2, "n_train_by_language": {"math": {"en": 8, "es": k}},
+            "eval": {"math": {"kind": kind, "metrics": metrics,
+                              "languages": {lang: {"n": 10} | {m: v for m in metrics}
+                                            for lang, v in task_langs.items()}}}}
+
+
+def test_summarise_transfer_and_tables(tmp_path: Path) -> None:
+    cfg = GenerativeStudyConfig.from_dict(_with(seeds=[0, 1]))
+    vals = {(0, 0): {"en": 0.5, "es": 0.1, "de": 0.0}, (0, 1): {"en": 0.7, "es": 0.3, "de": 0.2},
+            (4, 0): {"en": 0.6, "es": 0.4, "de": 0.1}, (4, 1): {"en": 0.6, "es": 0.4, "de": 0.1}}
+    results = {("math", k, s): _result(v, k, s) for (k, s), v in vals.items()}
+    summary = summarise(cfg, tmp_path, results)
+    assert list(summary["runs"]) == ["math-k0", "math-k4"]
+    run = summary["runs"]["math-k4"]
+    assert run["k"] == 4 and run["setting"] == "single" and run["seeds"] == [0, 1]
+    assert run["dirs"] == [str(tmp_path / "runs" / "math-k4" / f"seed-{s}") for s in (0, 1)]
+    assert run["eval"]["math"]["languages"]["es"]["exact_match"]["mean"] == pytest.approx(0.4)
+    assert run["eval"]["math"]["languages"]["de"]["group"] == "unseen"
+    t = summary["transfer"]["math"]
+    assert t["ks"] == [0, 4] and t["seen"] == ["es"] and t["unseen"] == ["de"] and t["metric"] == "exact_match"
+    assert t["scores"]["es"]["0"]["values"] == [0.1, 0.3]
+    assert t["gain"]["es"]["4"] == pytest.approx(0.4 - 0.2)
+    assert t["gain"]["de"]["4"] == pytest.approx(0.1 - 0.1)
+    assert t["gap"]["0"] == pytest.approx(0.2 - 0.1) and t["gap"]["4"] == pytest.approx(0.3)
+    assert t["gain_per_100"]["es"]["4"] == pytest.approx(100 * 0.2 / 4)
+    json.dumps(summary, allow_nan=False)
+    paths = write_tables(summary, tmp_path)
+    rows = list(csv.DictReader(paths["transfer"].open(encoding="utf-8")))
+    es4 = next(r for r in rows if r["language"] == "es" and r["k"] == "4")
+    assert float(es4["gain"]) == pytest.approx(0.2) and es4["group"] == "seen" and es4["relative_gain"] == "1.0"
+    groups = list(csv.DictReader(paths["transfer_groups"].open(encoding="utf-8")))
+    assert [float(r["gap"]) for r in groups] == pytest.approx([0.1, 0.3])
+    scores = list(csv.DictReader(paths["scores"].open(encoding="utf-8")))
+    assert len(scores) == 2 * 3 and float(scores[0]["exact_match_mean"]) == pytest.approx(0.6)
+
+
+def test_transfer_keys_single_vs_multi_task() -> None:
+    cfg = GenerativeStudyConfig.from_dict(_with(
+        tasks={"math": {}, "instruction": {"mixture": {"english_n": 0, "seen": ["fr"], "unseen": []}}},
+        runs=[{"name": "m", "tasks": ["math"]}, {"name": "i", "tasks": ["instruction"]},
+              {"name": "mi", "tasks": ["math", "instruction"]}]))
+    assert transfer_keys(cfg) == {("m", "math"): "m:math", ("i", "instruction"): "i:instruction",
+                                  ("mi", "math"): "mi:math", ("mi", "instruction"): "mi:instruction"}
+    assert cfg.run_list()[2].setting == "multi-task"
