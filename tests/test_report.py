@@ -364,9 +364,14 @@ def test_demo_layout_without_summary(tmp_path: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         compare(run_a=a, run_b=b, out=tmp_path / "compare", group_by=None, late_fraction=0.5, n_boot=100, seed=0,
                 label_a=None, label_b=None)
+    broken = tmp_path / "runs" / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text('{"tasks": {"t": ["a"]}}')  # no examples.parquet
     out = write_report(tmp_path, figures=False)
     d = read_report_data(out)
     assert d["kind"] == "runs" and d["study"] == {}
+    assert len(d["notes"]) == 1 and d["notes"][0].startswith("run broken skipped: ")
+    assert "examples.parquet" in d["notes"][0]
     assert [(r["name"], r["setting"]) for r in d["runs"]] == [("single", "single"), ("multi", "multi")]
     assert [(c["a"], c["b"], c["dir"]) for c in d["comparisons"]] == [("single", "multi", "compare")]
     assert d["group_keys"] == ["task"]  # source == task and one language: not repeated

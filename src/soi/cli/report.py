@@ -41,6 +41,8 @@ def report(
     sampled = f" ({ex['n']:,} sampled into the page)" if ex["n"] < ex["n_total"] else ""
     console.print(f"[bold]report[/bold]: {len(data['runs'])} run(s), {len(data['comparisons'])} comparison(s), "
                   f"{ex['n_total']:,} examples{sampled}")
+    for note in data["notes"]:
+        console.print(f"[yellow]note[/yellow]: {note}")
     if data["figures"]:
         console.print(f"wrote {len(data['figures'])} figure(s) to {path.parent / 'figures'}")
     size = path.stat().st_size / 1e6

@@ -502,6 +502,8 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
 
     ``max_examples`` caps the examples embedded for the data maps and the example browser (a seeded sample,
     proportional to run size, when the runs hold more); counts, shares and heatmaps always use every example.
+    In a study or a directory of runs, a run that cannot be read is skipped with a note on the page (a single run
+    directory raises).
     """
     if max_examples < 1:
         raise SoiError(f"--max-examples must be >= 1, got {max_examples}")
@@ -512,7 +514,13 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
     for i, src in enumerate(layout.runs):
         say(f"reading run {i + 1}/{len(layout.runs)}: {src.name}" + (f" seed {src.seed}" if src.seed is not None
                                                                       else ""))
-        loaded.append(load_run(src))
+        try:
+            loaded.append(load_run(src))
+        except SoiError as exc:
+            if layout.kind == "run":
+                raise
+            layout.notes.append(f"run {src.name}" + (f" seed {src.seed}" if src.seed is not None else "")
+                                + f" skipped: {exc}")
     if layout.kind == "runs":  # single-setting runs first, like the rows of a transition matrix
         loaded.sort(key=lambda rd: rd.meta.setting != "single")
     sizes = [rd.table.num_rows for rd in loaded]
