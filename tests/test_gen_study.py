@@ -133,3 +133,123 @@ def test_transfer_keys_single_vs_multi_task() -> None:
     assert transfer_keys(cfg) == {("m", "math"): "m:math", ("i", "instruction"): "i:instruction",
                                   ("mi", "math"): "mi:math", ("mi", "instruction"): "mi:instruction"}
     assert cfg.run_list()[2].setting == "multi-task"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    import torch
+
+    from soi.gen.models import tiny_causal_lm
+
+    torch.set_num_threads(1)
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "lm")
+
+
+def _tiny_study(model: Path, **changes: Any) -> dict[str, Any]:
+    data = {"type": "generative", "name": "tiny", "model": str(model), "data_dir": str(SHARED), "seeds": [0],
+            "tasks": {"math": {}},
+            "mixture": {"english_n": 4, "seen": ["es"], "unseen": ["de"], "k": [0, 2], "n_eval": 3,
+                        "n_validation": 1},
+            "training": {"max_steps": 2, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 1, "max_length": 96},
+            "generation": {"max_new_tokens": 6, "batch_size": 8},
+            "recording": {"probe": 2, "probe_max_new_tokens": 4}}
+    return data | changes
+
+
+@needs_shared
+def test_end_to_end_tiny_math_study(tiny_lm: Path, tmp_path: Path) -> None:
+    from soi.gen.study import run_generative_study
+
+    cfg = GenerativeStudyConfig.from_dict(_tiny_study(tiny_lm))
+    out = tmp_path / "study"
+    summary = run_generative_study(cfg, out, progress=False)
+    saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert saved == json.loads(json.dumps(summary))
+    t = saved["transfer"]["math"]
+    assert t["ks"] == [0, 2] and t["seen"] == ["es"] and t["unseen"] == ["de"] and t["metric"] == "exact_match"
+    assert set(t["scores"]) == {"en", "es", "de"} and set(t["gap"]) == {"0", "2"}
+    for lang in t["scores"]:
+        for k in ("0", "2"):
+            v = t["scores"][lang][k]["mean"]
+            assert v in (0.0, 1 / 3, 2 / 3, 1.0)  # 3 eval items per language
+            assert t["gain"][lang][k] == pytest.approx(v - t["scores"][lang]["0"]["mean"])
+    for k in (0, 2):
+        rdir = out / "runs" / f"math-k{k}" / "seed-0"
+        result = json.loads((rdir / "result.json").read_text(encoding="utf-8"))
+        assert result["steps"] == 2 and result["best_step"] in (1, 2) and set(result["validation_loss"]) == {"1", "2"}
+        assert result["n_train_by_language"] == {"math": {"en": 4, "es": k}}
+        man = json.loads((rdir / "mixture.json").read_text(encoding="utf-8"))["math"]
+        assert man["counts"]["eval"] == {"en": 3, "es": 3, "de": 3} and man["k"] == k
+        preds = [json.loads(x) for x in (rdir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert len(preds) == 9 and {p["language"] for p in preds} == {"en", "es", "de"}
+        es = [p["exact_match"] for p in preds if p["language"] == "es"]
+        assert result["eval"]["math"]["languages"]["es"]["exact_match"] == pytest.approx(sum(es) / 3)
+        assert (rdir / "run.json").is_file() and (rdir / "probe" / "run.json").is_file()  # dynamics recorded
+        shares = saved["runs"][f"math-k{k}"]["soi_shares"]["all"]["all"]
+        assert sum(shares.values()) == pytest.approx(1.0)
+    # eval items are parallel and never trained on
+    man2 = json.loads((out / "runs" / "math-k2" / "seed-0" / "mixture.json").read_text(encoding="utf-8"))["math"]
+    assert not set(man2["ids"]["train"]["es"]) & set(man2["ids"]["eval"]["es"])
+    for name in ("scores", "transfer", "transfer_groups"):
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["transfer_math_curves.png",
+                                                                   "transfer_math_heatmap.png"]
+    # resume: finished runs are not retrained
+    before = (out / "runs" / "math-k2" / "seed-0" / "result.json").stat().st_mtime_ns
+    again = run_generative_study(cfg, out, progress=False)
+    assert again["transfer"] == summary["transfer"]
+    assert (out / "runs" / "math-k2" / "seed-0" / "result.json").stat().st_mtime_ns == before
+    changed = GenerativeStudyConfig.from_dict(_tiny_study(tiny_lm, training={"max_steps": 3, "batch_size": 2,
+                                                                              "checkpoint_every": 1}))
+    with pytest.raises(SoiError, match="run 'math-k0' seed 0 was trained with different settings"):
+        run_generative_study(changed, out, progress=False)
+
+
+def _write_toy_summaries(folder: Path) -> Path:
+    """A parallel toy summarization set (en/fr/de) as user files + a data spec YAML."""
+    texts = {"en": ("The {i} cats sleep on the warm red mat all day long.", "{i} cats sleep."),
+             "fr": ("Les {i} chats dorment sur le tapis rouge toute la journée.", "{i} chats dorment."),
+             "de": ("Die {i} Katzen schlafen den ganzen Tag auf der roten Matte.", "{i} Katzen schlafen.")}
+    for split, items in (("train", range(0, 8)), ("test", range(8, 12))):
+        rows = [{"id": f"{split}-{lang}-{i}", "prompt": f"Summarize: {p.format(i=i)}", "response": r.format(i=i),
+                 "language": lang, "parallel_id": f"item-{i}"} for i in items for lang, (p, r) in texts.items()]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = folder / "toy.yaml"
+    spec.write_text("name: toy_sum\ntype: generative\ntask: summarization\nfiles: {train: train.jsonl, test: "
+                    "test.jsonl}\n", encoding="utf-8")
+    return spec
+
+
+def test_end_to_end_user_data_summarization_base_model_at_k0(tiny_lm: Path, tmp_path: Path) -> None:
+    from soi.gen.study import run_generative_study
+
+    _write_toy_summaries(tmp_path)
+    study = tmp_path / "study.yaml"
+    study.write_text(f"""type: generative
+name: toy
+model: {tiny_lm}
+tasks:
+  summarization:
+    train: [{{dataset: ./toy.yaml, split: train}}]
+    eval: [{{dataset: ./toy.yaml, split: test}}]
+mixture: {{english_n: 0, seen: [fr], unseen: [de], k: [0, 2], n_eval: 2}}
+training: {{max_steps: 1, batch_size: 2, checkpoint_every: 1, max_length: 96}}
+generation: {{max_new_tokens: 4}}
+recording: {{enabled: false}}
+""", encoding="utf-8")
+    summary = run_generative_study(study, tmp_path / "out", progress=False)
+    k0 = json.loads((tmp_path / "out" / "runs" / "summarization-k0" / "seed-0" / "result.json").read_text("utf-8"))
+    assert k0["steps"] == 0 and k0["n_train"] == 0 and k0["best_step"] is None  # base model, nothing to train
+    k2 = json.loads((tmp_path / "out" / "runs" / "summarization-k2" / "seed-0" / "result.json").read_text("utf-8"))
+    assert k2["steps"] == 1 and k2["n_train_by_language"] == {"summarization": {"fr": 2}}
+    assert not (tmp_path / "out" / "runs" / "summarization-k2" / "seed-0" / "run.json").exists()  # no dynamics
+    t = summary["transfer"]["summarization"]
+    assert t["metric"] == "rouge_l" and set(t["scores"]) == {"en", "fr", "de"}  # English: eval pool has English rows
+    langs = summary["runs"]["summarization-k2"]["eval"]["summarization"]["languages"]
+    assert set(langs["fr"]) == {"n", "group", "rouge_l", "chrf", "language_fidelity"} and langs["de"]["n"] == 2
+    assert summary["runs"]["summarization-k2"]["soi_shares"] == {}
+    preds = (tmp_path / "out" / "runs" / "summarization-k0" / "seed-0" / "predictions.jsonl").read_text("utf-8")
+    first = json.loads(preds.splitlines()[0])
+    assert set(first) >= {"prediction", "reference", "rouge_l", "chrf", "language_fidelity"}

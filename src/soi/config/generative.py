@@ -103,6 +103,7 @@ class TrainingSpec(_Model):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-4, gt=0)
     lr_schedule: Literal["constant"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps before the constant rate")
     checkpoint_every: int = Field(50, ge=1)
     max_length: int = Field(512, ge=16)
     lora: LoraSpec | None = None
@@ -113,6 +114,16 @@ class TrainingSpec(_Model):
         if self.epochs is None and self.max_steps is None:
             object.__setattr__(self, "epochs", 1)
         return self
+
+
+class RecordingSpec(_Model):
+    """Per-example dynamics at every checkpoint: a teacher-forced pass over the training set, plus greedy decoding
+    of a seeded probe subset scored for answer correctness (``probe: 0`` skips it; ``enabled: false`` records
+    nothing)."""
+
+    enabled: bool = True
+    probe: int = Field(32, ge=0)
+    probe_max_new_tokens: int = Field(128, ge=1)
 
 
 class GenerationSpec(_Model):
@@ -146,6 +157,7 @@ class GenerativeStudyConfig(_Model):
     mixture: MixtureFields = Field(default_factory=MixtureFields)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    recording: RecordingSpec = Field(default_factory=RecordingSpec)
     runs: list[RunSpec] | None = None
 
     @field_validator("seeds")

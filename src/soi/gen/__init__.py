@@ -12,6 +12,13 @@ _LAZY = {
     "GenExample": "soi.gen.sft", "PromptFormat": "soi.gen.sft", "SFTResult": "soi.gen.sft",
     "generate": "soi.gen.sft", "train_sft": "soi.gen.sft",
     "load_causal_lm": "soi.gen.models", "tiny_causal_lm": "soi.gen.models",
+    "Mixture": "soi.gen.mixture", "MixtureSpec": "soi.gen.mixture", "PoolSource": "soi.gen.mixture",
+    "build_mixture": "soi.gen.mixture", "plan_mixture": "soi.gen.mixture",
+    "chrf": "soi.gen.metrics", "corpus_chrf": "soi.gen.metrics", "exact_match": "soi.gen.metrics",
+    "extract_number": "soi.gen.metrics", "rouge_l": "soi.gen.metrics", "rouge_l_f": "soi.gen.metrics",
+    "identify": "soi.gen.langid", "language_fidelity": "soi.gen.langid",
+    "plot_transfer": "soi.gen.transfer", "transfer_summary": "soi.gen.transfer",
+    "GenerativeStudyConfig": "soi.config.generative", "run_generative_study": "soi.gen.study",
 }
 
 __all__ = sorted(_LAZY)

@@ -77,7 +77,9 @@ def mixture_spec(config: GenerativeStudyConfig, task: str) -> MixtureSpec:
     """The :class:`MixtureSpec` of one task (effective mixture fields, the task's pools or the defaults)."""
     mix = config.task_mixture(task)
     spec = config.tasks[task]
-    defaults = default_sources(config.kind(task), mix) if None in (spec.train, spec.validation, spec.eval) else {}
+    kind = config.kind(task)
+    needs = None in (spec.train, spec.eval) or (spec.validation is None and kind in ("math", "instruction"))
+    defaults = default_sources(kind, mix) if needs else {}
 
     def pools(role: str) -> tuple[PoolSource, ...]:
         given = getattr(spec, role)
@@ -148,9 +150,9 @@ def _fingerprint(config: GenerativeStudyConfig, run: RunSpec, k: int, seed: int)
     """Hash of everything that determines one run's training and evaluation."""
     blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
             "training": config.training.model_dump(), "generation": config.generation.model_dump(),
-            "tasks": {t: {"spec": config.tasks[t].model_dump(), "mixture": config.task_mixture(t)}
-                      for t in run.tasks},
-            "run": run.model_dump(), "k": k, "seed": seed, "languages": study_languages(config)}
+            "recording": config.recording.model_dump(), "run": run.model_dump(), "k": k, "seed": seed,
+            "tasks": {t: {"spec": config.tasks[t].model_dump(), "mixture": config.task_mixture(t)} for t in run.tasks},
+            "languages": study_languages(config)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -166,7 +168,7 @@ def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], ru
         rows = mixtures[task].eval_rows()
         preds = generate(model, tokenizer, [r["prompt"] for r in rows],
                          max_new_tokens=config.generation.max_new_tokens, batch_size=config.generation.batch_size,
-                         max_length=config.training.max_length, progress=progress)
+                         max_length=config.training.max_length, dtype=config.training.dtype, progress=progress)
         per_ex = score_examples(kind, rows, preds, candidates)
         langs = np.array([r["language"] for r in rows])
         by_lang = {}
@@ -186,7 +188,8 @@ def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], ru
 
 def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
                model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
-    from soi.gen.sft import load_causal_lm, train_sft
+    from soi.gen.models import load_causal_lm
+    from soi.gen.sft import train_sft
 
     if rdir.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(rdir)
@@ -195,28 +198,51 @@ def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], r
     write_json(rdir / MIXTURE_FILE, {t: mixtures[t].manifest(k) for t in run.tasks})
     train_rows = [r for t in run.tasks for r in mixtures[t].train_rows(k)]
     val_rows = [r for t in run.tasks for r in mixtures[t].validation_rows()]
-    t = config.training
+    t, rec = config.training, config.recording
     info: dict[str, Any] = {"n_train": len(train_rows), "n_validation": len(val_rows)}
     if train_rows:
-        res = train_sft(model_path, train_rows, rdir, validation=val_rows or None, epochs=t.epochs,
-                        max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr, checkpoint_every=t.checkpoint_every,
-                        max_length=t.max_length, lora=None if t.lora is None else t.lora.model_dump(),
-                        dtype=t.dtype, seed=seed, select_best=bool(val_rows), progress=progress,
-                        meta_extra={"study": config.name, "run": run.name, "k": k, "tasks": list(run.tasks)},
-                        model_name=config.model)
+        res = train_sft(model_path, train_rows, rdir if rec.enabled else None, validation=val_rows or None,
+                        epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr,
+                        warmup_steps=t.warmup_steps, checkpoint_every=t.checkpoint_every, max_length=t.max_length,
+                        lora=None if t.lora is None else t.lora.model_dump(exclude_none=True), dtype=t.dtype,
+                        seed=seed, select_best=bool(val_rows), probe=rec.probe or None, probe_seed=config.data_seed,
+                        probe_max_new_tokens=rec.probe_max_new_tokens, eval_batch_size=config.generation.batch_size,
+                        model_name=config.model, setting=run.setting, progress=progress,
+                        meta_extra={"study": config.name, "run": run_name(run.name, k), "family": run.name, "k": k,
+                                    "train_tasks": list(run.tasks)})
         model, tokenizer = res.model, res.tokenizer
-        info |= {"steps": res.steps, "best_step": res.best_step, "validation_loss": res.validation_loss,
-                 "train_loss": res.train_loss}
-    else:  # nothing to train on (english_n = 0, k = 0): the base model is the k = 0 baseline
+        info |= {"steps": res.steps, "best_step": res.best_step,
+                 "validation_loss": {str(s): v for s, v in res.validation_loss.items()},
+                 "train_loss": res.train_loss, "train_tokens": res.train_tokens,
+                 "train_seconds": round(res.train_seconds, 3), "tokens_per_second": round(res.tokens_per_second, 1),
+                 "dynamics": rec.enabled}
+    else:  # nothing to train on (english_n = 0 and k = 0): the base model is the k = 0 baseline
         model, tokenizer = load_causal_lm(model_path, dtype=t.dtype)
-        info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": []}
+        info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": [], "dynamics": False}
+    t_eval = time.perf_counter()
     evals = _evaluate(config, mixtures, run, model, tokenizer, rdir, progress)
+    info["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
     result = {"study": config.name, "run": run.name, "setting": run.setting, "tasks": list(run.tasks), "k": k,
               "seed": seed, "model": config.model, "fingerprint": _fingerprint(config, run, k, seed),
               "n_train_by_language": {task: mixtures[task].manifest(k)["counts"]["train"] for task in run.tasks},
               **info, "eval": evals, "elapsed_s": round(time.perf_counter() - start, 3)}
     write_json(rdir / RESULT_FILE, result)  # last, atomically: marks the run finished
     return result
+
+
+def _analyse(rdir: Path) -> dict[str, Any] | None:
+    """``soi analyze`` summary of a run directory (cached in its analysis/ folder); ``None`` without dynamics."""
+    from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
+    from soi.analysis.per_example import analyze_run
+    from soi.store.meta import ANALYSIS_DIR
+
+    if not (rdir / "run.json").is_file():
+        return None
+    cached = rdir / ANALYSIS_DIR / ANALYSIS_SUMMARY
+    result = rdir / RESULT_FILE
+    if cached.is_file() and (not result.is_file() or cached.stat().st_mtime >= result.stat().st_mtime):
+        return json.loads(cached.read_text(encoding="utf-8"))
+    return analyze_run(rdir).summary
 
 
 # ------------------------------------------------------------------------------------------------- summary
@@ -238,10 +264,27 @@ def _group(lang: str, mix: Mapping[str, Any]) -> str:
     return "seen" if lang in mix["seen"] else "unseen" if lang in mix["unseen"] else "english"
 
 
-def summarise(config: GenerativeStudyConfig, out: Path,
-              results: Mapping[tuple[str, int, int], Mapping[str, Any]]) -> dict[str, Any]:
-    """``summary.json`` content from the per-(run, k, seed) results (see docs/generative.md)."""
+def _shares(sums: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[str, dict[str, float]]]:
+    """SOI shares per group key / group / category, averaged over the seeds that have an analysis."""
+    have = [s for s in sums if s is not None]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    if not have:
+        return out
+    for gkey, groups in have[0]["groups"].items():
+        out[gkey] = {}
+        for gname in groups:
+            vals = [s["groups"][gkey][gname]["shares"] for s in have if gname in s["groups"].get(gkey, {})]
+            out[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
+    return out
+
+
+def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[str, int, int], Mapping[str, Any]],
+              analyses: Mapping[tuple[str, int, int], Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """``summary.json`` content from the per-(run, k, seed) results and (optional) dynamics analyses
+    ``{(run, k, seed): {"main": soi analyze summary or None, "probe": ...}}`` (see docs/generative.md)."""
     from soi.gen.transfer import transfer_summary
+
+    analyses = analyses or {}
 
     runs: dict[str, Any] = {}
     transfer: dict[str, Any] = {}
@@ -265,7 +308,10 @@ def summarise(config: GenerativeStudyConfig, out: Path,
                 "setting": run.setting, "run": run.name, "k": k, "tasks": list(run.tasks),
                 "seeds": list(config.seeds), "dirs": [str(run_dir_of(out, run.name, k, s)) for s in config.seeds],
                 "n_train": per_seed[0]["n_train_by_language"], "eval": evals,
-                "best_step": [r.get("best_step") for r in per_seed], "steps": [r.get("steps") for r in per_seed]}
+                "best_step": [r.get("best_step") for r in per_seed], "steps": [r.get("steps") for r in per_seed],
+                "soi_shares": _shares([analyses.get((run.name, k, s), {}).get("main") for s in config.seeds]),
+                "probe_soi_shares": _shares([analyses.get((run.name, k, s), {}).get("probe")
+                                             for s in config.seeds])}
         for task in run.tasks:
             mix, metric = config.task_mixture(task), config.metric(task)
             scores = {lang: {k: [results[run.name, k, s]["eval"][task]["languages"][lang][metric]
@@ -388,7 +434,11 @@ def run_generative_study(config_or_path: GenerativeStudyConfig | str | Path, out
             result = _train_one(config, mixtures, run, k, seed, model_path, rdir, progress)
         results[run.name, k, seed] = result
 
-    summary = summarise(config, out, results)
+    analyses = {}
+    for (name, k, seed) in results:
+        rdir = run_dir_of(out, name, k, seed)
+        analyses[name, k, seed] = {"main": _analyse(rdir), "probe": _analyse(rdir / "probe")}
+    summary = summarise(config, out, results, analyses)
     from soi.gen.transfer import plot_transfer
 
     figures = []
