@@ -364,6 +364,7 @@ class SFTResult:
     train_tokens: int = 0  # non-padding tokens (prompt + response) in the training forward passes
     response_tokens: int = 0  # tokens carrying a loss
     train_seconds: float = 0.0  # optimizer steps only (no checkpoint passes)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
     seconds: float = 0.0
     n_truncated: int = 0
     run_dir: Path | None = None
@@ -540,7 +541,8 @@ def train_sft(
                 res.train_tokens += int(lengths[rows].sum())
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
-                res.train_seconds += time.perf_counter() - t0
+                res.step_seconds.append(time.perf_counter() - t0)
+                res.train_seconds += res.step_seconds[-1]
                 if bar is not None:
                     bar.advance(bar_task)
                 if res.steps % checkpoint_every == 0 or res.steps == total:
@@ -587,6 +589,7 @@ def _checkpoint(model: Any, tokenizer: Any, fmt: PromptFormat, enc: Encoded, val
     """Validation loss, dynamics (teacher-forced pass + probe generations) and the history entry of one checkpoint."""
     from soi.gen.record import score_sequences
 
+    t0 = time.perf_counter()
     entry: dict[str, Any] = {"checkpoint": len(res.history), "step": res.steps, "epoch": epoch,
                              "train_loss": train_loss, "lr": lr}
     with _eval_mode(model):
@@ -598,6 +601,7 @@ def _checkpoint(model: Any, tokenizer: Any, fmt: PromptFormat, enc: Encoded, val
         if recorder is not None:
             recorder.record(model, tokenizer, fmt, enc, step=res.steps, batch_size=eval_bs, dtype=dtype,
                             max_new_tokens=probe_max_new_tokens)
+    entry["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
     res.train_loss.append(train_loss)
     res.history.append(entry)
     return entry
