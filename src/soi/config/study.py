@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from soi.config.two_stage import TwoStageSpec
 from soi.errors import SoiError
 
 SETTINGS = ("single", "multi-task", "multi-source", "multi-lingual")
@@ -157,6 +158,7 @@ class StudyConfig(_Model):
     runs: list[RunSpec] = Field(min_length=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     compare: list[CompareSpec] | None = None
+    two_stage: TwoStageSpec | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -213,6 +215,8 @@ class StudyConfig(_Model):
                                       f"{', '.join(seen)}")
             if c.a == c.b:
                 raise _FieldError(f"compare[{i}]", "a and b are the same run")
+        if self.two_stage is not None and (err := self.two_stage.reference_error(self)) is not None:
+            raise _FieldError(*err)
         return self
 
     # ------------------------------------------------------------------ helpers

@@ -95,6 +95,8 @@ def _fingerprint(config: StudyConfig, run: str, seed: int) -> str:
             "max_length": config.max_length, "train": config.train.model_dump(),
             "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
             "datasets": {k: config.datasets[k].model_dump() for k in keys}}
+    if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
+        blob["weights"] = True  # a two-stage start: a run trained without keeping its weights is not reusable
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -171,6 +173,10 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
               "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
               "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals, "eval_skipped": skipped,
               "elapsed_s": round(time.perf_counter() - start, 3)}
+    if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
+        from soi.study.two_stage import save_weights
+
+        save_weights(model, run_dir)  # stage 2 starts from these
     write_json(run_dir / RESULT_FILE, result)  # last, atomically: marks the run finished
     return result
 
@@ -355,6 +361,10 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
             comparisons.append(_comparison_entry(stats, c.a, c.b, seed, cdir))
 
     summary = _summarise(config, out, results, analyses, comparisons)
+    if config.two_stage is not None:
+        from soi.study.two_stage import run_two_stage
+
+        summary["two_stage"] = run_two_stage(config, out, data, model_path, progress=progress, console=console)
     write_json(out / SUMMARY_FILE, summary)
     from soi.study.tables import write_tables
 
