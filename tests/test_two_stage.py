@@ -364,6 +364,25 @@ def test_summary_schema_and_tables(study: tuple[StudyConfig, Path, dict]) -> Non
     assert "| soi minus |" in (out / "two_stage" / "results.md").read_text()
 
 
+def test_printed_tables(study: tuple[StudyConfig, Path, dict]) -> None:
+    from rich.console import Console
+
+    from soi.study.two_stage import print_two_stage
+
+    _, _, summary = study
+    console = Console(record=True, width=200)
+    print_two_stage(summary["two_stage"], console)
+    text = console.export_text()
+    (exp,) = summary["two_stage"]["experiments"]
+    acc = exp["arms"]["stage1"]["eval"]["cr"]["accuracy"]["mean"]
+    assert f"{100 * acc:.1f} (1 seed)" in text  # one stage-1 model: no interval
+    lo, hi = exp["arms"]["soi"]["eval"]["sst2"]["accuracy"]["ci95"]
+    assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in text
+    assert "two-stage sst2-only/low-conf (bottom 10 by confidence; 6 stage-2 steps" in text
+    rows = [line for line in text.splitlines() if line.startswith("│ random ")]
+    assert len(rows) == 2 + 2  # the arm's rows (2 eval sets) and soi minus random (2 eval sets)
+
+
 def test_rerun_skips_finished_arms(study: tuple[StudyConfig, Path, dict]) -> None:
     from soi.study import run_study
 

@@ -359,7 +359,7 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
                     adir = arm_dir_of(out, from_run, rule.name, arm, seed)
                     fp = _arm_fingerprint(s1_result["fingerprint"], hyper, rule, arm, seed, s1, evals)
                     result = _load_result(adir, fp)
-                    name = f"[two-stage {job}/{n_jobs}] {from_run}/{rule.name} {arm} seed {seed}"
+                    name = f"[{job}/{n_jobs}] two-stage {from_run}/{rule.name}: {arm} arm, seed {seed}"
                     if result is not None:
                         console.print(f"{name}: done already, skipped")
                     else:
@@ -524,18 +524,19 @@ def write_tables(two_stage: Mapping[str, Any], folder: str | Path) -> dict[str, 
 
 def print_two_stage(two_stage: Mapping[str, Any], console: Any) -> None:
     """Rich tables: every arm's accuracy / macro-F1 per eval set, and the paired differences soi - control."""
+    from rich.markup import escape
     from rich.table import Table
 
     for exp in two_stage["experiments"]:
-        table = Table(title=f"two-stage {exp['name']} ({exp['rule']}; {exp['stage2_steps']} stage-2 steps, "
-                            f"seeds {exp['seeds']}): mean [95% CI], %")
+        table = Table(title=escape(f"two-stage {exp['name']} ({exp['rule']}; {exp['stage2_steps']} stage-2 steps, "
+                                   f"seeds {exp['seeds']}): mean [95% CI], %"))
         for col in ("arm", "n train", "eval set", "kind", "accuracy", "macro-F1"):
             table.add_column(col, justify="right" if col in ("n train", "accuracy", "macro-F1") else "left")
         for arm, a in exp["arms"].items():
             for key, ev in a["eval"].items():
                 table.add_row(arm, str(a["n_train"]), key, ev["kind"], _ci(ev["accuracy"]), _ci(ev["macro_f1"]))
         console.print(table)
-        table = Table(title=f"two-stage {exp['name']}: soi minus control, paired by seed (pp, mean [95% CI])")
+        table = Table(title=escape(f"two-stage {exp['name']}: soi minus control, paired by seed (pp, mean [95% CI])"))
         for col in ("control", "eval set", "accuracy", "macro-F1"):
             table.add_column(col, justify="right" if col in ("accuracy", "macro-F1") else "left")
         diffs = {(d["control"], d["eval"], d["metric"]): d for d in exp["differences"]}
@@ -545,7 +546,7 @@ def print_two_stage(two_stage: Mapping[str, Any], console: Any) -> None:
                               _ci(diffs[control, key, "macro_f1"], signed=True))
         console.print(table)
         for note in exp["notes"]:
-            console.print(f"  {note}")
+            console.print(escape(f"  {note}"))
 
 
 __all__ = ["TWO_STAGE_DIR", "WEIGHTS_FILE", "arm_dir_of", "difference_rows", "full_plan", "load_weights", "markdown",
