@@ -45,6 +45,7 @@ from test_train import sentiment, tiny_model
 needs_data = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
 
 RULE = {"name": "low-conf", "metric": "confidence", "bottom": 10}
+MOST = {"name": "most", "metric": "confidence", "bottom": 20}  # 2 * ceil(20/4) = 10 steps > an epoch of 32 rows (8)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -256,14 +257,15 @@ def study(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Stu
         pytest.skip("shared data missing")
     data = study_dict(tiny_bert)
     data["runs"] = data["runs"][:1]  # stage 1: sst2 only
+    data["two_stage"]["rules"].append(dict(MOST))
     cfg = StudyConfig.from_dict(data)
     out = tmp_path_factory.mktemp("two-stage") / "out"
     summary = run_study(cfg, out, progress=False)
     return cfg, out, summary
 
 
-def _arm(out: Path, arm: str, seed: int) -> Path:
-    return out / "two_stage" / "sst2-only" / "low-conf" / arm / f"seed-{seed}"
+def _arm(out: Path, arm: str, seed: int, rule: str = "low-conf") -> Path:
+    return out / "two_stage" / "sst2-only" / rule / arm / f"seed-{seed}"
 
 
 def _ids(run_dir: Path) -> list[str]:
@@ -312,6 +314,15 @@ def test_all_arms_same_optimizer_steps(study: tuple[StudyConfig, Path, dict]) ->
         full = _ids(_arm(out, "full", seed))  # S full batches of distinct stage-1 examples (no repeats)
         assert len(full) == len(set(full)) == 6 * 4
     assert exp["arms"]["full"]["n_train"] == 24 and exp["arms"]["stage1"]["n_train"] == 32
+    # 20 selected: 10 steps are more than one epoch of the 32 stage-1 rows, so `full` trains on all of them with
+    # max_steps; only its complete epoch (8 steps) is a checkpoint
+    most = summary["two_stage"]["experiments"][1]
+    assert most["name"] == "sst2-only/most" and most["stage2_steps"] == 10
+    for arm, n, steps in (("soi", 20, [5, 10]), ("random", 20, [5, 10]), ("full", 32, [8])):
+        rdir = _arm(out, arm, 0, "most")
+        result = json.loads((rdir / "result.json").read_text())
+        assert result["steps"] == 10 and result["n_train"] == n and load_dynamics(rdir).steps.tolist() == steps
+        assert RunMeta.load(rdir).checkpoint_unit == "epoch"
 
 
 def test_stage1_weights_saved_and_reloaded(study: tuple[StudyConfig, Path, dict]) -> None:
@@ -331,7 +342,7 @@ def test_stage1_weights_saved_and_reloaded(study: tuple[StudyConfig, Path, dict]
 def test_summary_schema_and_tables(study: tuple[StudyConfig, Path, dict]) -> None:
     _, out, summary = study
     assert json.loads((out / "summary.json").read_text())["two_stage"] == summary["two_stage"]
-    (exp,) = summary["two_stage"]["experiments"]
+    exp, most = summary["two_stage"]["experiments"]
     assert {"name", "from_run", "rule", "stage2_epochs", "stage2_steps", "arms", "differences"} <= set(exp)
     assert exp["name"] == "sst2-only/low-conf" and exp["rule"] == "bottom 10 by confidence"
     assert exp["stage2_epochs"] == 2 and set(exp["arms"]) == {"soi", "random", "full", "stage1"}
@@ -356,11 +367,12 @@ def test_summary_schema_and_tables(study: tuple[StudyConfig, Path, dict]) -> Non
         ctrl = exp["arms"][d["control"]]["eval"][d["eval"]][d["metric"]]["values"]
         ctrl = ctrl * 2 if d["control"] == "stage1" else ctrl  # both seeds start from the one stage-1 model
         assert d["arm"] == "soi" and d["values"] == pytest.approx([a - b for a, b in zip(soi, ctrl, strict=True)])
+    assert most["arms"]["soi"]["n_train"] == 20 and most["arms"]["full"]["n_train"] == 32
     rows = list(csv.DictReader((out / "two_stage" / "results.csv").open()))
-    assert len(rows) == 4 * 2 * 2 and {r["arm"] for r in rows} == {"soi", "random", "full", "stage1"}
+    assert len(rows) == 2 * 4 * 2 * 2 and {r["arm"] for r in rows} == {"soi", "random", "full", "stage1"}
     row = next(r for r in rows if r["arm"] == "soi" and r["eval"] == "cr" and r["metric"] == "accuracy")
     assert float(row["mean"]) == pytest.approx(exp["arms"]["soi"]["eval"]["cr"]["accuracy"]["mean"])
-    assert len(list(csv.DictReader((out / "two_stage" / "differences.csv").open()))) == 12
+    assert len(list(csv.DictReader((out / "two_stage" / "differences.csv").open()))) == 2 * 12
     assert "| soi minus |" in (out / "two_stage" / "results.md").read_text()
 
 
@@ -373,14 +385,14 @@ def test_printed_tables(study: tuple[StudyConfig, Path, dict]) -> None:
     console = Console(record=True, width=200)
     print_two_stage(summary["two_stage"], console)
     text = console.export_text()
-    (exp,) = summary["two_stage"]["experiments"]
+    exp = summary["two_stage"]["experiments"][0]
     acc = exp["arms"]["stage1"]["eval"]["cr"]["accuracy"]["mean"]
     assert f"{100 * acc:.1f} (1 seed)" in text  # one stage-1 model: no interval
     lo, hi = exp["arms"]["soi"]["eval"]["sst2"]["accuracy"]["ci95"]
     assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in text
     assert "two-stage sst2-only/low-conf (bottom 10 by confidence; 6 stage-2 steps" in text
     rows = [line for line in text.splitlines() if line.startswith("│ random ")]
-    assert len(rows) == 2 + 2  # the arm's rows (2 eval sets) and soi minus random (2 eval sets)
+    assert len(rows) == 2 * (2 + 2)  # the arm's rows (2 eval sets) and soi minus random (2 eval sets)
 
 
 def test_rerun_skips_finished_arms(study: tuple[StudyConfig, Path, dict]) -> None:
@@ -388,7 +400,7 @@ def test_rerun_skips_finished_arms(study: tuple[StudyConfig, Path, dict]) -> Non
 
     cfg, out, summary = study
     results = sorted(out.glob("two_stage/*/*/*/seed-*/result.json"))
-    assert len(results) == 6
+    assert len(results) == 12
     stamps = {p: p.stat().st_mtime_ns for p in results}
     # an interrupted arm (no result.json) is trained again
     victim = _arm(out, "random", 1)

@@ -303,7 +303,7 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
     from soi.analysis.per_example import analyze_run
     from soi.model import resolve_model
     from soi.selection import save
-    from soi.store.meta import ANALYSIS_DIR
+    from soi.store.meta import ANALYSIS_DIR, dynamics_dir
     from soi.study.runner import _Data
 
     out = Path(out)
@@ -377,7 +377,9 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
                                             heads=s1_result["tasks"], train_tasks=train_tasks, arm_dir=adir, arm=arm,
                                             seed=seed, hyper=hyper, epochs=epochs, max_steps=max_steps, unit=unit,
                                             evals=evals, header=header, progress=progress)
-                    if not _newer(adir / ANALYSIS_DIR / ANALYSIS_SUMMARY, adir / RESULT_FILE):
+                    stale = not _newer(adir / ANALYSIS_DIR / ANALYSIS_SUMMARY, adir / RESULT_FILE)
+                    # a full-data fallback shorter than one epoch has no checkpoint to analyse
+                    if stale and any(dynamics_dir(adir).glob("ckpt-*.parquet")):
                         analyze_run(adir)
                     arms[arm]["results"].append(result)
                     arms[arm]["dirs"].append(str(adir))
