@@ -197,6 +197,23 @@ def test_checkpoints_history_and_store(chat, tmp_path):
     assert np.array_equal(probe.p_gold, dyn.p_gold[want]) and np.array_equal(probe.loss, dyn.loss[want])
 
 
+def test_table_input_and_bf16_autocast(tiny_dirs):
+    from soi.gen.sft import as_examples
+
+    table = pa.Table.from_pylist(rows(6))
+    assert as_examples(table) == as_examples(rows(6))
+    assert as_examples(table)[1] == GenExample("ex1", "What is 1 + 1? Think.", "It is 2.", task="math", language="en",
+                                               answer="2")
+    losses = {}
+    for dtype in ("float32", "bfloat16"):  # the GPU code path (bf16 autocast), here on CPU
+        model, tok = load_causal_lm(tiny_dirs["chat"], device="cpu")
+        res = train_sft(model, table, tokenizer=tok, max_steps=1, batch_size=6, checkpoint_every=1, dtype=dtype,
+                        progress=False)
+        losses[dtype] = res.train_loss[0]
+        assert next(res.model.parameters()).dtype == torch.float32  # float32 master weights
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+
+
 def test_warmup_then_constant_lr(chat):
     model, tok = chat
     res = train_sft(model, rows(8), tokenizer=tok, max_steps=6, batch_size=4, lr=0.01, warmup_steps=4,
