@@ -12,16 +12,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch
 import yaml
-from transformers import BertConfig, BertModel
 
 from soi.config import StudyConfig
 from soi.errors import SoiError
 from soi.store import RunMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, tokenizer
+from hf_common import data_dir, tiny_encoder
 
 pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
 
@@ -51,13 +49,7 @@ def study_dict(model: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(path)
-    tokenizer().save_pretrained(path)
-    return str(path)
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

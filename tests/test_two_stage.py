@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import scipy.stats
 import torch
 import yaml
-from transformers import BertConfig, BertModel
 
 from soi.config import StudyConfig
 from soi.errors import SoiError
@@ -39,7 +38,7 @@ from soi.study.two_stage import (
 from soi.train import evaluate, run_examples, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, tokenizer
+from hf_common import data_dir, tiny_encoder, tokenizer
 from test_train import sentiment, tiny_model
 
 needs_data = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
@@ -240,13 +239,7 @@ def test_fingerprint_covers_kept_weights() -> None:
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(path)
-    tokenizer().save_pretrained(path)
-    return str(path)
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
