@@ -56,7 +56,7 @@ def test_plan_never_leaks_and_counts_exact(tables: tuple[pa.Table, pa.Table, pa.
     try:
         plan = plan_mixture(train, val, ev, spec)
     except SoiError as exc:
-        assert str(exc).startswith(("mixture.n_eval", "mixture.n_validation", "mixture.english_n", "mixture.ks"))
+        assert str(exc).startswith(("mixture.n_eval", "mixture.n_validation", "mixture.english_n", "mixture.k:"))
         event("too few rows")
         return
     event("planned")
@@ -113,13 +113,13 @@ def test_plan_parallel_items_share_eval_and_parallel_train() -> None:
 def test_plan_errors_name_the_field() -> None:
     t = _table([(f"{lang}-{i}", lang, f"item-{i}") for i in range(10) for lang in LANGS])
     base = {"seen": ("es",), "unseen": ("de",), "train": _DUMMY, "eval": _DUMMY, "validation": _DUMMY}
-    with pytest.raises(SoiError, match=r"mixture.ks: seen language 'es' has 4 training rows available .* is 5"):
+    with pytest.raises(SoiError, match=r"mixture.k: seen language 'es' has 4 training rows available .* is 5"):
         plan_mixture(t, t, t, MixtureSpec(ks=(0, 5), n_eval=6, **base))
     with pytest.raises(SoiError, match=r"mixture.n_eval: language 'en' has 10 eval rows available, 11 needed"):
         plan_mixture(t, t, t, MixtureSpec(ks=(0,), n_eval=11, **base))
     with pytest.raises(SoiError, match="overlap"):
         MixtureSpec(ks=(0,), seen=("es",), unseen=("es",), train=_DUMMY, eval=_DUMMY)
-    with pytest.raises(SoiError, match=r"mixture\.ks must be distinct non-negative"):
+    with pytest.raises(SoiError, match=r"mixture\.k must be distinct non-negative"):
         MixtureSpec(ks=(0, -1), **base)
 
 

@@ -80,7 +80,7 @@ class MixtureSpec:
         if len(set(langs)) != len(langs):
             raise SoiError(f"mixture: the English, seen and unseen languages overlap: {langs}")
         if not self.ks or any(int(k) < 0 for k in self.ks) or len(set(self.ks)) != len(self.ks):
-            raise SoiError(f"mixture.ks must be distinct non-negative ints, got {list(self.ks)}")
+            raise SoiError(f"mixture.k must be distinct non-negative ints, got {list(self.ks)}")
         for name in ("english_n", "n_eval", "n_validation"):
             if int(getattr(self, name)) < 0:
                 raise SoiError(f"mixture.{name} must be >= 0, got {getattr(self, name)}")
@@ -184,7 +184,7 @@ def plan_mixture(train: pa.Table, validation: pa.Table | None, eval: pa.Table, s
     for lang in spec.seen if kmax > 0 else ():
         free = [(rid, g) for rid, g in tr.get(lang, []) if g not in reserved]
         if len(free) < kmax:
-            raise SoiError(f"mixture.ks: seen language {lang!r} has {len(free)} training rows available (after "
+            raise SoiError(f"mixture.k: seen language {lang!r} has {len(free)} training rows available (after "
                            f"reserving eval/validation items), the largest k is {kmax}")
         salt = "" if spec.parallel_train else f"train:{lang}"
         free.sort(key=lambda x: (_rank(spec.seed, salt, x[1]), x[0]))
