@@ -128,7 +128,8 @@ def plot_transfer_curves(transfer: Mapping[str, Any], path: str | Path, *, title
 
 def plot_transfer_heatmap(transfer: Mapping[str, Any], path: str | Path, *, title: str = "",
                           dpi: int = DPI) -> Path:
-    """Language x ``k`` heatmaps: the score (left) and the gain over ``k = 0`` (right), values annotated."""
+    """Language x ``k`` heatmaps: the score (left, colour scale 0-1) and the gain over ``k = 0`` (right, symmetric
+    scale), values annotated."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -140,18 +141,17 @@ def plot_transfer_heatmap(transfer: Mapping[str, Any], path: str | Path, *, titl
     fig = Figure(figsize=(3.0 + 1.3 * len(ks), 1.2 + 0.45 * len(langs)))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    lim = max(float(np.abs(gain).max()), 1e-9)
+    lim = max(float(np.abs(gain).max()), 0.01)
     for ax, values, name, kwargs in (
-            (axes[0], score, transfer["metric"], {"cmap": "viridis"}),
+            (axes[0], score, transfer["metric"], {"cmap": "viridis", "vmin": 0.0, "vmax": 1.0}),
             (axes[1], gain, "gain over k=0", {"cmap": "RdBu", "vmin": -lim, "vmax": lim})):
         im = ax.imshow(values, aspect="auto", **kwargs)
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set_yticks(range(len(langs)), [x + tag.get(x, "") for x in langs])
         ax.set_xlabel("k per seen language")
         ax.set_title(name, fontsize=10)
-        lo, hi = float(values.min()), float(values.max())
         for (r, c), v in np.ndenumerate(values):
-            dark = v < lo + 0.5 * (hi - lo) if kwargs["cmap"] == "viridis" else abs(v) > 0.6 * lim
+            dark = v < 0.5 if kwargs["cmap"] == "viridis" else abs(v) > 0.6 * lim
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
