@@ -253,3 +253,33 @@ recording: {{enabled: false}}
     preds = (tmp_path / "out" / "runs" / "summarization-k0" / "seed-0" / "predictions.jsonl").read_text("utf-8")
     first = json.loads(preds.splitlines()[0])
     assert set(first) >= {"prediction", "reference", "rouge_l", "chrf", "language_fidelity"}
+
+
+@needs_shared
+def test_end_to_end_multi_task_run(tiny_lm: Path, tmp_path: Path) -> None:
+    from soi.gen.study import run_generative_study
+
+    spec = _write_toy_summaries(tmp_path)
+    data = _tiny_study(tiny_lm, tasks={
+        "math": {},
+        "summarization": {"train": [{"dataset": str(spec), "split": "train"}],
+                          "validation": [{"dataset": str(spec), "split": "train"}],  # carved from the same pool
+                          "eval": [{"dataset": str(spec), "split": "test"}],
+                          "mixture": {"english_n": 2, "seen": ["fr"], "unseen": ["de"], "n_eval": 2}}},
+        runs=[{"name": "both", "tasks": ["math", "summarization"]}], recording={"enabled": False})
+    summary = run_generative_study(GenerativeStudyConfig.from_dict(data), tmp_path / "out", progress=False)
+    assert set(summary["transfer"]) == {"math", "summarization"}
+    assert summary["transfer"]["summarization"]["seen"] == ["fr"] and summary["transfer"]["math"]["seen"] == ["es"]
+    run = summary["runs"]["both-k2"]
+    assert run["setting"] == "multi-task" and run["n_train"] == {"math": {"en": 4, "es": 2},
+                                                                 "summarization": {"en": 2, "fr": 2}}
+    man = json.loads((tmp_path / "out" / "runs" / "both-k2" / "seed-0" / "mixture.json").read_text("utf-8"))
+    summ = man["summarization"]["ids"]
+    assert set(man) == {"math", "summarization"} and summ["train"]["fr"][0].startswith("train-fr")
+    items = {lang: {x.rsplit("-", 1)[1] for x in ids} for lang, ids in summ["validation"].items()}
+    assert not {x.rsplit("-", 1)[1] for ids in summ["train"].values() for x in ids} & set().union(*items.values())
+    result = json.loads((tmp_path / "out" / "runs" / "both-k2" / "seed-0" / "result.json").read_text("utf-8"))
+    assert result["n_train"] == 4 + 2 + 2 + 2 and set(result["eval"]) == {"math", "summarization"}
+    header = (tmp_path / "out" / "tables" / "scores.csv").read_text("utf-8").splitlines()[0].split(",")
+    assert header[-8:] == ["exact_match_mean", "exact_match_std", "rouge_l_mean", "rouge_l_std", "chrf_mean",
+                           "chrf_std", "language_fidelity_mean", "language_fidelity_std"]

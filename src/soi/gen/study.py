@@ -329,8 +329,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    if rows:  # columns: the union over rows (tasks of a multi-task run report different metrics), "" where absent
+        fields = list(dict.fromkeys(f for r in rows for f in r))
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return buf.getvalue()
