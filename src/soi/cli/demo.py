@@ -41,7 +41,7 @@ def demo(
     (in-distribution, OOD, per language), SOI analysis, single -> multi transitions, summary.json and tables.
     Data come from $SOI_DATA_DIR (or ./data). --n-train/--n-eval/--epochs shrink a study for a quick check.
     """
-    from soi.study.packaged import describe, packaged_studies, run_study_file
+    from soi.study.packaged import describe, is_generative, packaged_studies, read_study, run_study_file
 
     studies = packaged_studies()
     if list_:
@@ -60,8 +60,11 @@ def demo(
     run_study_file(studies[study], out, progress=not quiet,
                    overrides={"n_train": n_train, "n_eval": n_eval, "epochs": epochs})
     if not quiet:
-        console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: report.html, summary.md, "
-                      "summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), compare/, figures/")
+        what = ("report.html, summary.json, tables/, figures/, runs/<run>-k<k>/seed-<s>/ (mixture.json, "
+                "predictions.jsonl, dynamics, probe/)" if is_generative(read_study(studies[study])) else
+                "report.html, summary.md, summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), "
+                "compare/, figures/")
+        console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: {what}")
 
 
 def _synthetic(out: Path, n: int, seed: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from soi.config.study import _FieldError, _first_error
+from soi.config.study import Seeds, _FieldError, _first_error
 from soi.errors import SoiError
 
 TaskKind = Literal["math", "instruction", "summarization"]
@@ -151,7 +151,7 @@ class GenerativeStudyConfig(_Model):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1, description="alias (smollm2-135m, gemma3-270m, ...), local path or hub id")
     data_dir: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     data_seed: int = 0
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     mixture: MixtureFields = Field(default_factory=MixtureFields)
@@ -159,13 +159,6 @@ class GenerativeStudyConfig(_Model):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
     runs: list[RunSpec] | None = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> GenerativeStudyConfig:

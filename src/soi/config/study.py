@@ -9,9 +9,9 @@ Every problem is a one-line :class:`~soi.errors.SoiError` naming the file and th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from soi.config.two_stage import TwoStageSpec
 from soi.errors import SoiError
@@ -21,6 +21,15 @@ GROUP_KEYS = ("task", "source", "language")
 
 Setting = Literal["single", "multi-task", "multi-source", "multi-lingual"]
 GroupKey = Literal["task", "source", "language"]
+
+
+def _distinct(v: list[int]) -> list[int]:
+    if len(set(v)) != len(v):
+        raise ValueError(f"seeds must be distinct, got {v}")
+    return v
+
+
+Seeds = Annotated[list[int], AfterValidator(_distinct)]  # distinct training seeds
 
 
 class _Model(BaseModel):
@@ -149,7 +158,7 @@ class StudyConfig(_Model):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1, description="alias (minilm-l6, me5-small), local path or hub id")
     data_dir: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     data_seed: int = 0
     max_length: int = Field(128, ge=8)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -159,13 +168,6 @@ class StudyConfig(_Model):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     compare: list[CompareSpec] | None = None
     two_stage: TwoStageSpec | None = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:

@@ -37,10 +37,10 @@ from soi._io import write_json, write_text
 from soi.config.generative import METRICS, GenerativeStudyConfig, RunSpec
 from soi.errors import SoiError
 from soi.gen.mixture import Mixture, MixtureSpec, PoolSource, build_mixture
+from soi.study.tables import csv_text
 
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
 MIXTURE_FILE = "mixture.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 TABLES_DIR = "tables"
@@ -324,19 +324,6 @@ def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[s
             "transfer": transfer, "transfer_runs": {key: {"run": r, "task": t} for (r, t), key in keys.items()}}
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    if rows:  # columns: the union over rows (tasks of a multi-task run report different metrics), "" where absent
-        fields = list(dict.fromkeys(f for r in rows for f in r))
-        writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
-
-
 def write_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """``tables/scores.csv`` (run x k x task x language, every metric's seed mean/std), ``tables/transfer.csv``
     (per transfer key, language and k: score, gain, relative gain, gain per 100) and ``tables/transfer_groups.csv``
@@ -369,7 +356,7 @@ def write_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
     paths = {}
     for name, rows in (("scores", scores), ("transfer", trans), ("transfer_groups", groups)):
         paths[name] = out / TABLES_DIR / f"{name}.csv"
-        write_text(paths[name], _csv(rows))
+        write_text(paths[name], csv_text(rows))
     return paths
 
 
@@ -405,11 +392,9 @@ def run_generative_study(config_or_path: GenerativeStudyConfig | str | Path, out
         config, source = config_or_path, "<study>"
     else:
         config, source = GenerativeStudyConfig.from_yaml(config_or_path), Path(config_or_path).name
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SoiError("--out exists and is not a directory", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+    from soi.study.runner import prepare_out
+
+    out = prepare_out(out_dir, config)
 
     from rich.console import Console
 

@@ -282,6 +282,16 @@ def _comparison_entry(stats: dict[str, Any], a: str, b: str, seed: int, path: Pa
             "n_only_a": stats["n_only_a"], "n_only_b": stats["n_only_b"], "groups": groups}
 
 
+def prepare_out(out_dir: str | Path, config: Any) -> Path:
+    """Create the study folder ``out_dir`` and write the validated config (a pydantic model) as config.json."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SoiError("--out exists and is not a directory", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+    return out
+
+
 def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a study into ``out_dir``; returns the ``summary.json`` content.
 
@@ -289,11 +299,7 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     """
     if not isinstance(config, StudyConfig):
         config = StudyConfig.from_yaml(config)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SoiError("--out exists and is not a directory", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
+    out = prepare_out(out_dir, config)
 
     from rich.console import Console
 

@@ -48,12 +48,15 @@ def comparison_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                    "largest_change_significant": bool(top and top["significant"])}
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """CSV of ``rows``: the columns are the union of the rows' keys in first-seen order (rows of different
+    kinds may carry different metrics); missing values and ``None`` are empty cells."""
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        fields = list(dict.fromkeys(f for r in rows for f in r))
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
@@ -79,7 +82,7 @@ def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
     paths = {}
     for name, rows in tables.items():
         paths[name] = out / TABLES_DIR / f"{name}.csv"
-        write_text(paths[name], _csv(rows))
+        write_text(paths[name], csv_text(rows))
     md = [f"# {summary['study']}\n", f"model `{summary['model']}`, seeds {summary['seeds']}\n",
           _markdown("Evaluation (seed mean, std)", tables["eval"]),
           _markdown("SOI shares of the training examples (all)",
@@ -90,4 +93,4 @@ def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["comparison_rows", "eval_rows", "share_rows", "write_tables"]
+__all__ = ["comparison_rows", "csv_text", "eval_rows", "share_rows", "write_tables"]

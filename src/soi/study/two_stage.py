@@ -22,9 +22,7 @@ See ``docs/two_stage.md``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import shutil
@@ -40,6 +38,7 @@ from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
 from soi.study.runner import RESULT_FILE, _evaluate_all, _newer, run_dir_of
+from soi.study.tables import csv_text
 
 TWO_STAGE_DIR = "two_stage"
 WEIGHTS_FILE = "model.safetensors"
@@ -474,15 +473,6 @@ def difference_rows(two_stage: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return buf.getvalue()
-
-
 def _ci(s: Mapping[str, Any], scale: float = 100.0, signed: bool = False) -> str:
     fmt = "{:+.1f}" if signed else "{:.1f}"
     text = fmt.format(scale * s["mean"])
@@ -518,8 +508,8 @@ def write_tables(two_stage: Mapping[str, Any], folder: str | Path) -> dict[str, 
     """``results.csv`` (arms), ``differences.csv`` (paired differences) and ``results.md`` under ``folder``."""
     folder = Path(folder)
     paths = {"results": folder / RESULTS_CSV, "differences": folder / DIFFERENCES_CSV, "markdown": folder / RESULTS_MD}
-    write_text(paths["results"], _csv(result_rows(two_stage)))
-    write_text(paths["differences"], _csv(difference_rows(two_stage)))
+    write_text(paths["results"], csv_text(result_rows(two_stage)))
+    write_text(paths["differences"], csv_text(difference_rows(two_stage)))
     write_text(paths["markdown"], markdown(two_stage))
     return paths
 
