@@ -224,3 +224,20 @@ def test_k_grid_transfer_summary(ml_study: tuple[Path, dict]) -> None:
             assert t["scores"][lang][str(k)]["mean"] == pytest.approx(want)
         assert t["gain"][lang]["8"] == pytest.approx(t["scores"][lang]["8"]["mean"] - t["scores"][lang]["0"]["mean"])
     assert t["seen_mean"]["8"] == pytest.approx(t["scores"]["fa"]["8"]["mean"])
+
+
+def test_freeze_embeddings_keeps_word_embeddings(tiny_model: str) -> None:
+    from soi.data import load_split
+    from soi.train import MultiHeadClassifier, train
+
+    split = load_split("sst2", "train", data_dir=data_dir(), n=16, seed=0)
+    for freeze in (True, False):
+        torch.manual_seed(0)
+        model = MultiHeadClassifier(tiny_model, {"sst2": 2}, freeze_embeddings=freeze)
+        words = model.encoder.get_input_embeddings().weight.detach().clone()
+        layer = model.encoder.encoder.layer[0].attention.self.query.weight.detach().clone()
+        train(model, tokenizer(), {"sst2": [split]}, epochs=1, batch_size=8, lr=1e-2, max_length=24)
+        assert torch.equal(model.encoder.get_input_embeddings().weight, words) is freeze
+        assert not torch.equal(model.encoder.encoder.layer[0].attention.self.query.weight, layer)
+    cfg = StudyConfig.from_dict(multitask("m") | {"train": {"freeze_embeddings": True}})
+    assert cfg.train.freeze_embeddings and not StudyConfig.from_dict(multitask("m")).train.freeze_embeddings

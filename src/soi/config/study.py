@@ -46,6 +46,7 @@ class TrainSpec(_Model):
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     sampling: Literal["proportional", "temperature", "uniform"] = "proportional"
     temperature: float = Field(2.0, gt=0)
+    freeze_embeddings: bool = False
 
 
 class RecordingSpec(_Model):

@@ -155,7 +155,8 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
         shutil.rmtree(run_dir)
     start = time.perf_counter()
     torch.manual_seed(seed)  # head initialisation
-    model = MultiHeadClassifier(model_path, {t: len(v) for t, v in labels.items()})
+    model = MultiHeadClassifier(model_path, {t: len(v) for t, v in labels.items()},
+                                freeze_embeddings=config.train.freeze_embeddings)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     meta = RunMeta(tasks=labels, model=config.model, setting=spec.setting, seed=seed,
                    recording_mode=config.recording.mode,

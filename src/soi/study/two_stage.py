@@ -65,7 +65,8 @@ def save_weights(model: Any, run_dir: str | Path) -> Path:
     return path
 
 
-def load_weights(run_dir: str | Path, model_path: str, heads: Mapping[str, int]) -> Any:
+def load_weights(run_dir: str | Path, model_path: str, heads: Mapping[str, int], *,
+                 freeze_embeddings: bool = False) -> Any:
     """A :class:`~soi.train.MultiHeadClassifier` with the stage-1 weights saved by :func:`save_weights`."""
     from safetensors.torch import load_model
 
@@ -75,7 +76,7 @@ def load_weights(run_dir: str | Path, model_path: str, heads: Mapping[str, int])
     if not path.is_file():
         raise SoiError(f"no stage-1 weights ({WEIGHTS_FILE}); delete this run directory so that soi run trains it "
                        "again and keeps them", path=run_dir)
-    model = MultiHeadClassifier(model_path, dict(heads))
+    model = MultiHeadClassifier(model_path, dict(heads), freeze_embeddings=freeze_embeddings)
     load_model(model, str(path))  # strict: every parameter must match
     return model
 
@@ -254,7 +255,8 @@ def _train_arm(config: StudyConfig, data: Any, tokenizer: Any, model_path: str, 
         shutil.rmtree(arm_dir)
     start = time.perf_counter()
     examples, labels = run_examples(train_tasks)
-    model = load_weights(stage1_dir, model_path, {t: len(v) for t, v in heads.items()})
+    model = load_weights(stage1_dir, model_path, {t: len(v) for t, v in heads.items()},
+                         freeze_embeddings=config.train.freeze_embeddings)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     meta = RunMeta(tasks=labels, model=config.model, setting="two-stage", seed=seed,
                    recording_mode=config.recording.mode, checkpoint_unit=unit,  # type: ignore[arg-type]

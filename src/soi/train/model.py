@@ -31,10 +31,13 @@ class MultiHeadClassifier(nn.Module):
     heads : ``{task: number of labels}``
     pooling : ``"cls"`` (first token) or ``"mean"`` (attention-masked mean)
     dropout : dropout before each head
+    freeze_embeddings : keep the encoder's input (word) embeddings fixed. For multilingual encoders with large
+        vocabularies (multilingual-e5-small: 96M of its 118M parameters) this makes a CPU step ~3x faster, and
+        it keeps the embeddings of languages absent from the training data where pre-training put them.
     """
 
     def __init__(self, encoder: str | nn.Module, heads: Mapping[str, int], *, pooling: Pooling = "cls",
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, freeze_embeddings: bool = False) -> None:
         super().__init__()
         if isinstance(encoder, str):
             from transformers import AutoModel
@@ -48,6 +51,8 @@ class MultiHeadClassifier(nn.Module):
         if len(set(keys)) != len(keys):
             raise SoiError(f"task names collide once dots are replaced: {list(heads)}")
         self.encoder = encoder
+        if freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
         self.pooling = pooling
         self.num_labels = {str(t): int(n) for t, n in heads.items()}
         hidden = int(encoder.config.hidden_size)
