@@ -63,3 +63,14 @@ def write_run() -> DenseRunWriter:
         return Path(run_dir)
 
     return write
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (the machine is shared; also makes CPU runs comparable), restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

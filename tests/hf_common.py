@@ -55,6 +55,23 @@ def tiny_encoder(path: str | Path, seed: int = 0) -> str:
     return str(path)
 
 
+def study_error(tmp_path: Path, data: dict[str, Any]) -> str:
+    """The one-line SoiError of reading ``data`` as ``tmp_path/study.yaml`` (asserts it is one line)."""
+    import pytest
+    import yaml
+
+    from soi.config import StudyConfig
+    from soi.errors import SoiError
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SoiError) as exc:
+        StudyConfig.from_yaml(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
 def sst2_rows(n: int, split: str = "train") -> list[dict[str, Any]]:
     """The first ``n`` rows of SST-2 (canonical JSONL), label as index."""
     labels = json.loads((data_dir() / "sst2" / "info.json").read_text())["labels"]

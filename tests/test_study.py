@@ -19,7 +19,7 @@ from soi.errors import SoiError
 from soi.store import RunMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, tiny_encoder
+from hf_common import data_dir, study_error, tiny_encoder
 
 pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
 
@@ -137,16 +137,6 @@ def test_cli_run_quiet_resumes(study: tuple[Path, Path, dict]) -> None:
     assert "sst2-only" in html and "sentiment-ms" in html
 
 
-def _error(tmp_path: Path, data: dict) -> str:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SoiError) as exc:
-        StudyConfig.from_yaml(path)
-    msg = str(exc.value)
-    assert "\n" not in msg
-    return msg
-
-
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda d: d["runs"][1].update(train=["sst3"]), "study.yaml: runs[1].train[0]: unknown dataset 'sst3'"),
     (lambda d: d["datasets"]["mr"].update(name="nope"), "study.yaml: datasets.mr.name: unknown dataset 'nope'"),
@@ -173,7 +163,7 @@ def _error(tmp_path: Path, data: dict) -> str:
 def test_config_errors_name_the_field(tmp_path: Path, edit, expected: str) -> None:
     data = study_dict("some/model")
     edit(data)
-    assert _error(tmp_path, data).startswith(expected)
+    assert study_error(tmp_path, data).startswith(expected)
 
 
 def test_config_defaults(tmp_path: Path) -> None:

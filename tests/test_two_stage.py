@@ -18,7 +18,6 @@ pytest.importorskip("transformers")
 import pyarrow.parquet as pq
 import scipy.stats
 import torch
-import yaml
 
 from soi.config import StudyConfig
 from soi.errors import SoiError
@@ -38,7 +37,7 @@ from soi.study.two_stage import (
 from soi.train import evaluate, run_examples, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, tiny_encoder, tokenizer
+from hf_common import data_dir, study_error, tiny_encoder, tokenizer
 from test_train import sentiment, tiny_model
 
 needs_data = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
@@ -169,16 +168,6 @@ def test_train_max_steps(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- config
-def _error(tmp_path: Path, data: dict) -> str:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SoiError) as exc:
-        StudyConfig.from_yaml(path)
-    msg = str(exc.value)
-    assert "\n" not in msg
-    return msg
-
-
 def _rule(**kw: object):
     return lambda d: d["two_stage"]["rules"][0].update(kw)
 
@@ -208,7 +197,7 @@ def _rule(**kw: object):
 def test_config_errors_name_the_field(tmp_path: Path, edit, expected: str) -> None:
     data = study_dict("some/model")
     edit(data)
-    assert _error(tmp_path, data).startswith(f"study.yaml: {expected}")
+    assert study_error(tmp_path, data).startswith(f"study.yaml: {expected}")
 
 
 @needs_data

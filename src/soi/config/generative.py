@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from soi.config.study import Seeds, _FieldError, _first_error
-from soi.errors import SoiError
+from soi.config.study import Seeds, _FieldError, validate_study
 
 TaskKind = Literal["math", "instruction", "summarization"]
 METRICS = {"math": ("exact_match",), "instruction": ("rouge_l", "chrf", "language_fidelity"),
@@ -224,12 +223,7 @@ class GenerativeStudyConfig(_Model):
     @classmethod
     def from_dict(cls, data: Any, *, source: str | Path = "<study>") -> GenerativeStudyConfig:
         """Validate a parsed mapping; errors name ``source`` and the field path."""
-        if not isinstance(data, dict):
-            raise SoiError(f"the study must be a mapping, got {type(data).__name__}", path=source)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SoiError(_first_error(exc), path=source) from None
+        return validate_study(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GenerativeStudyConfig:

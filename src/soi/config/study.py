@@ -9,7 +9,7 @@ Every problem is a one-line :class:`~soi.errors.SoiError` naming the file and th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +34,9 @@ Seeds = Annotated[list[int], AfterValidator(_distinct)]  # distinct training see
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class TrainSpec(_Model):
@@ -244,14 +247,7 @@ class StudyConfig(_Model):
     @classmethod
     def from_dict(cls, data: Any, *, source: str | Path = "<study>") -> StudyConfig:
         """Validate a parsed mapping; errors name ``source`` and the field path."""
-        if not isinstance(data, dict):
-            raise SoiError(f"the study must be a mapping, got {type(data).__name__}", path=source)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SoiError(_first_error(exc), path=source) from None
-        except _FieldError as exc:  # pragma: no cover - pydantic wraps it, kept for safety
-            raise SoiError(f"{exc.field}: {exc.message}", path=source) from None
+        return validate_study(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
@@ -259,6 +255,19 @@ class StudyConfig(_Model):
         path = Path(path)
         data = read_yaml(path)
         return cls.from_dict(resolve_relative(data, path) if isinstance(data, dict) else data, source=path.name)
+
+
+def validate_study(model: type[_M], data: Any, source: str | Path) -> _M:
+    """``model.model_validate(data)`` with every problem as a one-line :class:`SoiError` naming ``source`` and
+    the field path."""
+    if not isinstance(data, dict):
+        raise SoiError(f"the study must be a mapping, got {type(data).__name__}", path=source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SoiError(_first_error(exc), path=source) from None
+    except _FieldError as exc:  # pragma: no cover - pydantic wraps it, kept for safety
+        raise SoiError(f"{exc.field}: {exc.message}", path=source) from None
 
 
 def read_yaml(path: str | Path) -> Any:

