@@ -63,3 +63,35 @@ def write_parquet(path: str | Path, table: pa.Table, **kwargs: Any) -> None:
     kwargs.setdefault("compression", "zstd")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` as one unit.
+
+    For outputs made of several files that must describe the same result (e.g. an analysis folder, a
+    ``soi compare --out``): write everything into the yielded folder; when the block ends without an
+    exception, an existing ``path`` is moved aside and the new folder renamed into place (two renames on the
+    same filesystem), then the old one is deleted. Readers see the old set or the new set, never a mix
+    (during the instant between the two renames ``path`` is briefly absent). On error the temporary folder is
+    removed and ``path`` is untouched. Leftovers of a killed process are ``.tmp-*`` folders next to ``path``.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".old.", dir=path.parent))
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
