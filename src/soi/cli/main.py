@@ -25,6 +25,22 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Import training dynamics from other tools' formats.", no_args_is_help=True)
 export_app = typer.Typer(help="Export a soi run to other tools' formats.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from soi import __version__
+
+        print(f"soi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the soi version and exit.")) -> None:
+    """Per-example training dynamics, dataset cartography and Subsets of Interest (SOI)."""
+
+
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 
