@@ -197,7 +197,6 @@ def iter_checkpoints(run_dir: str | Path, columns: Sequence[str] = _REQUIRED_PAR
 def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, gold: np.ndarray,
                      n_labels: np.ndarray, dense: dict[str, np.ndarray], generative: bool = False) -> int:
     """Read, validate and copy one checkpoint into row ``j`` of the checkpoint-major arrays; return its step."""
-    n = examples.num_rows
     where = paths[0] if len(paths) == 1 else paths[0].parent
     allowed = _PART_COLUMNS | set(GENERATIVE_COLUMNS) if generative else _PART_COLUMNS
     extra_floats = _GENERATIVE_FLOATS if generative else ()
@@ -205,6 +204,30 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
     if len({tuple(t.column_names) for t in tables}) > 1:
         raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns", path=where)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return fill_checkpoint_table(j, ckpt, table, where, examples, gold, n_labels, dense, generative=generative)
+
+
+def part_columns(generative: bool = False) -> tuple[tuple[str, ...], set[str], tuple[str, ...]]:
+    """``(required, allowed, optional float)`` column names of a dynamics part (generative runs allow more)."""
+    allowed = _PART_COLUMNS | set(GENERATIVE_COLUMNS) if generative else _PART_COLUMNS
+    return _REQUIRED_PART_COLUMNS, allowed, (_GENERATIVE_FLOATS if generative else ())
+
+
+def labels_per_example(table: pa.Table, meta: RunMeta) -> np.ndarray:
+    """Number of classes of each example's task (int64, shape (N,))."""
+    return _labels_per_example(table, meta)
+
+
+def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examples: pa.Table, gold: np.ndarray,
+                          n_labels: np.ndarray, dense: dict[str, np.ndarray], *, generative: bool = False,
+                          offset: int = 0) -> int:
+    """Validate one checkpoint's rows against ``examples`` and copy them into row ``j`` of ``dense``; its step.
+
+    ``examples`` (and ``gold``, ``n_labels``) may be the slice of examples ``offset .. offset + len`` (a shard of
+    :mod:`soi.store.shards`); ``table`` then holds exactly the rows whose ``idx`` falls in that range.
+    """
+    n = examples.num_rows
+    extra_floats = _GENERATIVE_FLOATS if generative else ()
     lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
     if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
         raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
@@ -212,6 +235,7 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
     if lo is None or lo.as_py() != hi.as_py():
         raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
     idx = to_numpy(table["idx"]).astype(np.int64, copy=False)
+    idx = idx - offset if offset else idx
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=where)
     order = None

@@ -6,13 +6,16 @@ and test computes p_gold, prediction, margin and loss the same way.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from soi._io import write_parquet
+from soi._arrow import to_numpy
+from soi._io import atomic_path, write_parquet
 from soi.errors import SoiError
 from soi.store.meta import EXAMPLES_FILE, RunMeta, dynamics_dir, part_name
 
@@ -233,11 +236,29 @@ def dynamics_table(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+ROW_BLOCK = 1 << 17
+"""Dynamics parts are written with one row group per block of ``ROW_BLOCK`` consecutive ``idx`` values (rows
+``idx // ROW_BLOCK == k`` form row group k), so every rank's part of every checkpoint can be read by example
+range (:mod:`soi.store.shards`) without decoding rows of other ranges."""
+
+
 def write_part(run_dir: str | Path, table: pa.Table, *, checkpoint: int, rank: int = 0,
                mode: str | None = None) -> Path:
-    """Write one dynamics part atomically; rewriting the same (checkpoint, rank) replaces it."""
+    """Write one dynamics part atomically; rewriting the same (checkpoint, rank) replaces it.
+
+    Row groups follow ``idx`` blocks of :data:`ROW_BLOCK` when the rows are sorted by ``idx`` (see there).
+    """
     path = dynamics_dir(run_dir, mode) / part_name(checkpoint, rank)
-    write_parquet(path, table, **_PART_WRITE_OPTIONS)
+    idx = to_numpy(table["idx"]) if table.num_rows else np.zeros(0, np.int32)
+    if idx.size < 2 or np.any(np.diff(idx) < 0):
+        write_parquet(path, table, **_PART_WRITE_OPTIONS)
+        return path
+    cuts = np.searchsorted(idx, np.arange(idx[0] // ROW_BLOCK + 1, idx[-1] // ROW_BLOCK + 1) * ROW_BLOCK)
+    bounds = [0, *cuts.tolist(), idx.size]
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, **_PART_WRITE_OPTIONS) as out:
+        for a, b in itertools.pairwise(bounds):
+            if b > a:
+                out.write_table(table.slice(a, b - a), row_group_size=b - a)
     return path
 
 
