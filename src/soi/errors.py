@@ -17,3 +17,14 @@ class SoiError(Exception):
         text = " ".join(str(message).split())
         super().__init__(f"{path}: {text}" if path is not None else text)
         self.path = None if path is None else Path(path)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error: ``<path>: <reason>`` (e.g. ``out/report.html: No space left on
+    device``), or the reason alone when the error names no file."""
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = " ".join(str(reason).split())
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename) if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"{where}: {reason}"

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from soi import __version__
 from soi._arrow import to_numpy
-from soi._io import write_json, write_parquet
+from soi._io import atomic_dir, write_json, write_parquet
 from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, categories_from_stats, early_cutoff
 from soi.analysis.metrics import all_metrics
 from soi.store.meta import ANALYSIS_DIR
@@ -204,12 +204,14 @@ def analyze_run(run_dir: str | Path, *, late_fraction: float = 0.5, include_ci: 
         return result
     out = Path(run_dir) / (ANALYSIS_DIR if mode is None else f"{ANALYSIS_DIR}-{mode}")
     table = per_example_table(dyn, late_fraction=late_fraction, include_ci=include_ci, rules=rules)
-    with ThreadPoolExecutor(1) as pool:  # encode the Parquet file while the summary is computed
-        written = pool.submit(write_parquet, out / PER_EXAMPLE_FILE, table, **_table_write_options(table))
+    # both files are written into a temporary folder that replaces analysis/ as one unit, so after kill -9 or
+    # two concurrent analyses per_example.parquet and summary.json always describe the same analysis
+    with atomic_dir(out) as tmp, ThreadPoolExecutor(1) as pool:  # encode the Parquet file meanwhile
+        written = pool.submit(write_parquet, tmp / PER_EXAMPLE_FILE, table, **_table_write_options(table))
         summary = _summary(dyn, table, late_fraction=late_fraction, include_ci=include_ci, rules=rules)
         summary["run"] = str(run_dir)
         written.result()
-    write_json(out / SUMMARY_FILE, summary)
+        write_json(tmp / SUMMARY_FILE, summary)
     return Analysis(table=table, summary=summary)
 
 

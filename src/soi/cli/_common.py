@@ -51,27 +51,29 @@ def split_list(values: list[str] | str | None) -> list[str]:
 
 def load_rules(path: Path):
     """Read category rules from JSON or YAML: ``{"rules": {name: expression, ...}, "default": name}``."""
+    from soi._io import read_text
     from soi.analysis import expr
     from soi.analysis.categories import CategoryRules
     from soi.analysis.per_example import RULE_COLUMNS
+    from soi.config.study import read_yaml
 
     if not path.is_file():
         raise SoiError("rules file not found", path=path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # yaml/json parse errors of several types
-        raise SoiError(f"cannot parse rules ({type(exc).__name__}: {str(exc).splitlines()[0]})", path=path) from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = read_yaml(path, "rules file")
+    else:
+        try:
+            data = json.loads(read_text(path, "rules file"))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+            raise SoiError(f"cannot parse rules (invalid JSON: {reason})", path=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), dict):
         raise SoiError("expected a mapping with a 'rules' mapping of name: expression", path=path)
     unknown = set(data) - {"rules", "default"}
     if unknown:
         raise SoiError(f"unknown field(s) {sorted(unknown)}", path=path)
+    if not isinstance(data.get("default", "other"), str):
+        raise SoiError("'default' must be a category name (a string)", path=path)
     try:
         rules = CategoryRules({str(k): v for k, v in data["rules"].items()}, default=str(data.get("default", "other")),
                               source=str(path))

@@ -13,7 +13,7 @@ from soi.cli import demo as _demo
 from soi.cli import report as _report
 from soi.cli import run as _run
 from soi.cli import select as _select
-from soi.errors import SoiError
+from soi.errors import SoiError, os_error_message
 
 app = typer.Typer(
     name="soi",
@@ -55,11 +55,15 @@ export_app.command("cartography")(_cartography.export_cartography)
 
 
 def main() -> None:
-    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    """Run the CLI; user errors and OS errors (full disk, read-only folder, ...) print one line on stderr and
+    exit with status 2 (the contract is in docs/errors.md)."""
     try:
         app()
     except SoiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

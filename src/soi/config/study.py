@@ -117,6 +117,8 @@ class RunSpec(_Model):
     k_grid: KGrid | None = None
     k: int | None = Field(None, ge=0, description="set by k_grid expansion: the run's k")
     family: str | None = Field(None, description="set by k_grid expansion: the name of the k_grid run")
+    match_size: str | None = Field(None, min_length=1, description="subsample this run's mixture (seeded, nested, "
+                                   "proportional per dataset) to the total training size of the named run")
 
     @field_validator("n_train")
     @classmethod
@@ -182,6 +184,7 @@ class StudyConfig(_Model):
                                   f"unknown dataset {ds.name!r}; known: {', '.join(sorted(names))}")
         seen: set[str] = set()
         expanded: list[RunSpec] = []
+        origin: dict[str, int] = {}  # expanded run name -> index in the YAML's runs list
         for i, run in enumerate(self.runs):
             refs = [(f"train[{j}]", k) for j, k in enumerate(run.train)]
             refs += [(f"eval[{j}]", k) for j, k in enumerate(run.eval)]
@@ -197,6 +200,7 @@ class StudyConfig(_Model):
                 if sub.name in seen:
                     raise _FieldError(f"runs[{i}].name", f"duplicate run name {sub.name!r}")
                 seen.add(sub.name)
+                origin[sub.name] = i
                 expanded.append(sub)
             if len(set(run.train)) != len(run.train):
                 raise _FieldError(f"runs[{i}].train", f"dataset listed twice: {run.train}")
@@ -207,6 +211,8 @@ class StudyConfig(_Model):
             if len(set(real)) != len(real):
                 raise _FieldError(f"runs[{i}].train", "two keys name the same dataset (example ids would clash)")
         object.__setattr__(self, "runs", expanded)  # k grids become one run per k
+        if (err := match_size_error(expanded, origin)) is not None:
+            raise _FieldError(*err)
         trained = {k for r in self.runs for k in r.train}
         for j, key in enumerate(self.eval.ood):
             if key not in self.datasets:
@@ -257,6 +263,27 @@ class StudyConfig(_Model):
         return cls.from_dict(resolve_relative(data, path) if isinstance(data, dict) else data, source=path.name)
 
 
+def match_size_error(runs: list[RunSpec], origin: dict[str, int]) -> tuple[str, str] | None:
+    """``(field, message)`` of the first bad ``runs[].match_size`` (an unknown run, itself, a cycle), else None."""
+    names = {r.name: r for r in runs}
+    for run in runs:
+        if run.match_size is None:
+            continue
+        field = f"runs[{origin[run.name]}].match_size"
+        if run.match_size not in names:
+            return field, f"unknown run {run.match_size!r}; runs: {', '.join(names)}"
+        if run.match_size == run.name:
+            return field, "a run cannot match its own size"
+        chain = [run.name]
+        target: str | None = run.match_size
+        while target is not None:
+            if target in chain:
+                return field, f"cycle: {' -> '.join([*chain, target])}"
+            chain.append(target)
+            target = names[target].match_size
+    return None
+
+
 def validate_study(model: type[_M], data: Any, source: str | Path) -> _M:
     """``model.model_validate(data)`` with every problem as a one-line :class:`SoiError` naming ``source`` and
     the field path."""
@@ -270,19 +297,26 @@ def validate_study(model: type[_M], data: Any, source: str | Path) -> _M:
         raise SoiError(f"{exc.field}: {exc.message}", path=source) from None
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error is a one-line :class:`SoiError` naming the line."""
+def read_yaml(path: str | Path, what: str = "study file") -> Any:
+    """Parse a YAML file; a missing or non-UTF-8 file, a syntax error or nesting too deep for the parser is a
+    one-line :class:`SoiError` (naming the line for syntax errors)."""
     import yaml
+
+    from soi._io import read_text
 
     path = Path(path)
     if not path.is_file():
-        raise SoiError("study file not found", path=path)
+        raise SoiError(f"{what} not found", path=path)
+    text = read_text(path, what)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise SoiError(f"{where}invalid YAML ({getattr(exc, 'problem', None) or exc})", path=path) from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SoiError(f"{where}invalid YAML ({problem})", path=path) from None
+    except RecursionError:
+        raise SoiError("invalid YAML (nested too deeply)", path=path) from None
 
 
 def resolve_relative(data: dict[str, Any], path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ elsewhere. See docs/report.md.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from soi._io import write_text
+from soi._io import atomic_dir, atomic_path
 from soi.errors import SoiError
 from soi.report.data import collect
 
@@ -94,14 +95,19 @@ def build_report(path: str | Path, out: str | Path | None = None, *, max_example
     say = log or (lambda _msg: None)
     start = time.perf_counter()
     data = collect(src, max_examples=max_examples, log=say)
-    if figures:
-        from soi.report.figures import write_figures
+    # the page and figures/ are written as a set: the page is written (not yet moved in) first, figures/ is
+    # drawn into a temporary folder that replaces figures/ as a unit, then the page is moved into place; an
+    # error (full disk, ...) anywhere before leaves the old page and the old figures/ as they were
+    with contextlib.ExitStack() as stack:
+        page_tmp = stack.enter_context(atomic_path(target))
+        if figures:
+            from soi.report.figures import write_figures
 
-        say("drawing static figures")
-        fig_dir = target.parent / FIGURES_DIR
-        written = write_figures(src, data, fig_dir)
-        data["figures"] = [str(p.relative_to(target.parent)) for p in written]
-    say("writing the page")
-    data["build_seconds"] = round(time.perf_counter() - start, 3)
-    write_text(target, render_html(data))
+            say("drawing static figures")
+            fig_tmp = stack.enter_context(atomic_dir(target.parent / FIGURES_DIR))
+            written = write_figures(src, data, fig_tmp)
+            data["figures"] = [str(Path(FIGURES_DIR) / p.relative_to(fig_tmp)) for p in written]
+        say("writing the page")
+        data["build_seconds"] = round(time.perf_counter() - start, 3)
+        page_tmp.write_text(render_html(data), encoding="utf-8")
     return target, data
