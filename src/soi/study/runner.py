@@ -33,6 +33,7 @@ from soi.errors import SoiError
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+EVAL_DIR = "eval"  # runs/<run>/seed-<s>/eval/<key>.parquet: per-example test-set predictions
 
 
 def run_dir_of(out: Path, run: str, seed: int) -> Path:
@@ -87,7 +88,50 @@ class _Data:
         return self._cache[key, which, n]
 
 
-def _fingerprint(config: StudyConfig, run: str, seed: int) -> str:
+def yaml_field(config: StudyConfig, run: str, field: str) -> str:
+    """``runs[<i>].<field>``: the YAML path of ``field`` of run ``run`` (``i``: its index in the YAML's runs
+    list, where a k grid is one entry)."""
+    spec = config.run(run)
+    entries = list(dict.fromkeys(("grid", r.family) if r.family else ("run", r.name) for r in config.runs))
+    return f"runs[{entries.index(('grid', spec.family) if spec.family else ('run', spec.name))}].{field}"
+
+
+def proportional_sizes(sizes: Mapping[str, int], total: int) -> dict[str, int]:
+    """Split ``total`` over the datasets in proportion to ``sizes`` (largest remainder method, ties in order):
+    the counts sum to ``total`` exactly and none exceeds its dataset's size (``total <= sum(sizes)``)."""
+    n = np.asarray(list(sizes.values()), dtype=np.int64)
+    if total > int(n.sum()) or total < 0:
+        raise ValueError(f"total {total} outside [0, {int(n.sum())}]")
+    exact = n * total / max(int(n.sum()), 1)
+    out = np.floor(exact).astype(np.int64)
+    rest = total - int(out.sum())
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[:rest]] += 1
+    return dict(zip(sizes, (int(x) for x in out), strict=True))
+
+
+def train_sizes(config: StudyConfig, data: _Data, run: str) -> dict[str, int]:
+    """Training rows per dataset key of ``run``: ``runs[].n_train`` / ``datasets.<key>.n_train`` subsamples, or,
+    with ``match_size: <other>``, those rows subsampled in proportion (:func:`proportional_sizes`) to the other
+    run's total (seeded with ``data_seed`` and nested: the matched rows are a subset of the unmatched ones)."""
+    spec = config.run(run)
+    own = {key: len(data.get(key, "train", spec.n_train.get(key))) for key in spec.train}
+    if spec.match_size is None:
+        return own
+    target = sum(train_sizes(config, data, spec.match_size).values())
+    where = yaml_field(config, run, "match_size")
+    if target > sum(own.values()):
+        parts = ", ".join(f"{k}: {v}" for k, v in own.items())
+        raise SoiError(f"{where}: run {spec.match_size!r} trains on {target} examples, more than the "
+                       f"{sum(own.values())} of run {run!r}'s mixture ({parts})")
+    sizes = proportional_sizes(own, target)
+    if empty := [k for k, v in sizes.items() if v == 0]:
+        raise SoiError(f"{where}: matching run {spec.match_size!r}'s {target} examples leaves no example of "
+                       f"{', '.join(empty)} in run {run!r}")
+    return sizes
+
+
+def _fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, int] | None = None) -> str:
     """Hash of everything that determines one run's training and evaluation."""
     spec = config.run(run)
     keys = sorted(set(spec.train) | set(spec.eval) | set(config.eval.ood))
@@ -95,6 +139,8 @@ def _fingerprint(config: StudyConfig, run: str, seed: int) -> str:
             "max_length": config.max_length, "train": config.train.model_dump(),
             "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
             "datasets": {k: config.datasets[k].model_dump() for k in keys}}
+    if spec.match_size is not None:
+        blob["sizes"] = dict(sizes or {})  # a matched run's rows follow its target run's size
     if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
         blob["weights"] = True  # a two-stage start: a run trained without keeping its weights is not reusable
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -108,12 +154,25 @@ def _metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
             "macro_f1": macro_f1(gold, pred) if n else 0.0, "n": n}
 
 
+def eval_table(split: Any, res: Any) -> Any:
+    """The per-example test-set predictions of one eval set as a pyarrow table: ``example_id, gold, pred,
+    p_gold, correct, language`` (the split's row order)."""
+    import pyarrow as pa
+
+    return pa.table({"example_id": split.table.column("id").combine_chunks().cast(pa.string()),
+                     "gold": pa.array(res.gold, pa.int64()), "pred": pa.array(res.pred, pa.int64()),
+                     "p_gold": pa.array(res.p_gold, pa.float64()), "correct": pa.array(res.correct, pa.bool_()),
+                     "language": split.table.column("language").combine_chunks().cast(pa.string())})
+
+
 def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, labels: Mapping[str, list[str]],
-                  run: Any) -> tuple[dict[str, Any], list[str]]:
+                  run: Any, run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Eval results per eval set: in-distribution (each trained dataset), transfer (the run's ``eval`` sets,
-    e.g. languages it saw few or no examples of) and OOD (``eval.ood``), where the run has a matching head."""
+    e.g. languages it saw few or no examples of) and OOD (``eval.ood``), where the run has a matching head.
+    Every eval set's per-example predictions go to ``run_dir/eval/<key>.parquet`` (:func:`eval_table`)."""
     from soi._arrow import to_numpy
-    from soi.train import predict
+    from soi._io import write_parquet
+    from soi.train.evaluate import predict_rows
 
     out: dict[str, Any] = {}
     skipped: list[str] = []
@@ -128,7 +187,9 @@ def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, 
         if list(split.labels) != list(labels[task]):
             skipped.append(f"{key}: labels {list(split.labels)} differ from head {task!r}'s {labels[task]}")
             continue
-        pred, gold = predict(model, tokenizer, split, task, max_length=config.max_length)
+        res = predict_rows(model, tokenizer, split, task, max_length=config.max_length)
+        pred, gold = res.pred, res.gold
+        write_parquet(run_dir / EVAL_DIR / f"{key}.parquet", eval_table(split, res))
         entry = {"dataset": ds.name, "split": split.split, "task": task, "kind": kind}
         entry |= _metrics(pred, gold)
         langs = np.asarray(to_numpy(split.table["language"]).astype(str))
@@ -147,9 +208,11 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
     from soi.train import MultiHeadClassifier, run_examples, train
 
     spec = config.run(run)
+    sizes = train_sizes(config, data, run)
     tasks: dict[str, list[Any]] = {}
     for key in spec.train:
-        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train", spec.n_train.get(key)))
+        n = sizes[key] if spec.match_size is not None else spec.n_train.get(key)
+        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train", n))
     examples, labels = run_examples(tasks)
     if run_dir.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(run_dir)
@@ -168,9 +231,10 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
                 sampling=t.sampling, temperature=t.temperature, recorder=rec, record_mode=config.recording.mode,
                 progress=progress)
     rec.close()
-    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, spec)
+    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, spec, run_dir)
     result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
-              "fingerprint": _fingerprint(config, run, seed), "train_datasets": list(spec.train),
+              "fingerprint": _fingerprint(config, run, seed, sizes), "train_datasets": list(spec.train),
+              "train_sizes": sizes, "match_size": spec.match_size,
               "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
               "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals, "eval_skipped": skipped,
               "elapsed_s": round(time.perf_counter() - start, 3)}
@@ -217,7 +281,9 @@ def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict
                 vals = [s["groups"][gkey][gname]["shares"] for s in sums if gname in s["groups"].get(gkey, {})]
                 shares[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
         runs[spec.name] = {"setting": spec.setting, "train": list(spec.train), "k": spec.k, "family": spec.family,
-                           "n_train": results[spec.name][config.seeds[0]]["n_train"], "seeds": list(config.seeds),
+                           "n_train": results[spec.name][config.seeds[0]]["n_train"],
+                           "train_sizes": results[spec.name][config.seeds[0]].get("train_sizes"),
+                           "match_size": spec.match_size, "seeds": list(config.seeds),
                            "dirs": [str(run_dir_of(out, spec.name, s)) for s in config.seeds],
                            "eval": evals, "soi_shares": shares,
                            "train_accuracy_final": _mean_std([s["groups"]["all"]["all"]["final_accuracy"]
@@ -318,6 +384,8 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     if not progress:
         hf_logging.disable_progress_bar()  # quiet means quiet: no "Loading weights" bars either
     data = _Data(config)
+    # matched runs' sizes first: a match_size larger than its mixture is refused before anything is trained
+    matched = {s.name: train_sizes(config, data, s.name) for s in config.runs if s.match_size is not None}
     model_path = resolve_model(config.model)
     tokenizer = None
     results: dict[str, dict[int, dict[str, Any]]] = {}
@@ -331,7 +399,7 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
             done = rdir / RESULT_FILE
             if done.is_file():
                 result = json.loads(done.read_text(encoding="utf-8"))
-                if result.get("fingerprint") != _fingerprint(config, spec.name, seed):
+                if result.get("fingerprint") != _fingerprint(config, spec.name, seed, matched.get(spec.name)):
                     raise SoiError(f"run {spec.name!r} seed {seed} was trained with different settings; "
                                    "use a new --out (or delete that run directory)", path=rdir)
                 console.print(f"[{i}/{total}] {spec.name} seed {seed}: done already, skipped")

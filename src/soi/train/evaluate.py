@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,27 +37,54 @@ def macro_f1(gold: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray,
     return float(f1.mean())
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Per-row predictions of one task head: ``pred`` (argmax label index), ``gold`` and ``p_gold`` (the softmax
+    probability of the gold label), all in the split's row order."""
+
+    pred: np.ndarray  # int64 (N,)
+    gold: np.ndarray  # int64 (N,)
+    p_gold: np.ndarray  # float64 (N,)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """``pred == gold`` (bool (N,))."""
+        return self.pred == self.gold
+
+
 @torch.no_grad()
-def predict(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *, batch_size: int = 64,
-            max_length: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(pred, gold)`` of ``task``'s head over the split's rows in order (eval mode, length-sorted batches)."""
+def predict_rows(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *,
+                 batch_size: int = 64, max_length: int = 128) -> Predictions:
+    """:class:`Predictions` of ``task``'s head over the split's rows in order (eval mode, length-sorted batches;
+    ``p_gold`` from a float32 softmax of the head's logits)."""
     if hasattr(model, "cap_length"):
         max_length = model.cap_length(max_length)
     enc = encode(tokenizer, split, max_length)
     device = next(model.parameters()).device
     order = np.argsort([len(x) for x in enc.input_ids], kind="stable")
     pred = np.zeros(len(enc), np.int64)
+    p_gold = np.zeros(len(enc), np.float64)
     was_training = model.training
     model.eval()
     try:
         for i in range(0, len(order), batch_size):
             pos = order[i: i + batch_size]
             batch = collate(enc, pos, pad_id_of(tokenizer), device)
-            batch.pop("labels")
-            pred[pos] = model(**batch, task=task).argmax(-1).cpu().numpy()
+            gold = batch.pop("labels")
+            logits = model(**batch, task=task).float()
+            pred[pos] = logits.argmax(-1).cpu().numpy()
+            probs = torch.softmax(logits, dim=-1)
+            p_gold[pos] = probs.gather(1, gold.view(-1, 1)).view(-1).cpu().numpy()
     finally:
         model.train(was_training)
-    return pred, enc.gold
+    return Predictions(pred, enc.gold, p_gold)
+
+
+def predict(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *, batch_size: int = 64,
+            max_length: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred, gold)`` of ``task``'s head over the split's rows in order (see :func:`predict_rows`)."""
+    res = predict_rows(model, tokenizer, split, task, batch_size=batch_size, max_length=max_length)
+    return res.pred, res.gold
 
 
 def evaluate(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], task: str, *, batch_size: int = 64,
@@ -67,4 +95,4 @@ def evaluate(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split], t
     return {"accuracy": float((pred == gold).mean()) if n else 0.0, "macro_f1": macro_f1(gold, pred), "n": n}
 
 
-__all__ = ["evaluate", "macro_f1", "predict"]
+__all__ = ["Predictions", "evaluate", "macro_f1", "predict", "predict_rows"]
