@@ -203,6 +203,11 @@ def _read_epoch(path: Path, epoch: int, id_field: str, use_threads: bool = False
             raise SoiError(f"field {id_field!r} has integers beyond the int64 range", path=path) from None
     elif pa.types.is_string(guids.type) or pa.types.is_large_string(guids.type):
         guids, guid_type = guids.cast(pa.string()), "str"
+        try:  # pyarrow's JSON reader does not check string values; soi takes UTF-8 text only (docs/errors.md)
+            guids.validate(full=True)
+        except pa.ArrowInvalid:
+            raise SoiError(f"field {id_field!r} holds text that is not valid UTF-8; soi reads UTF-8 text only",
+                           path=path) from None
     else:
         raise SoiError(f"field {id_field!r} must hold integers or strings, found {guids.type}", path=path)
 

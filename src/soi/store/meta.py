@@ -36,6 +36,19 @@ DYNAMICS_DIR = "dynamics"
 ANALYSIS_DIR = "analysis"
 PART_RE = re.compile(r"^ckpt-(\d{6})\.rank-(\d{4})\.parquet$")
 
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("format_version", (int,), "an integer"),
+    ("tasks", (dict,), "a mapping of task name to label names"),
+    ("recording_mode", (str,), "a string"),
+    ("checkpoint_unit", (str,), "a string"),
+    ("model", (str, type(None)), "a string or null"),
+    ("setting", (str, type(None)), "a string or null"),
+    ("seed", (int, type(None)), "an integer or null"),
+    ("created", (str,), "a string"),
+    ("extra", (dict,), "a mapping"),
+)
+"""JSON types of run.json fields (checked before the fields are used; a bool is not an integer)."""
+
 RecordingMode = Literal["train-pass", "eval-pass"]
 CheckpointUnit = Literal["epoch", "step"]
 
@@ -80,7 +93,7 @@ class RunMeta:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if not self.tasks:
+        if not isinstance(self.tasks, dict) or not self.tasks:
             raise SoiError("run metadata: 'tasks' must name at least one task with its labels")
         for task, labels in self.tasks.items():
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
@@ -126,6 +139,11 @@ class RunMeta:
             raise SoiError("expected a JSON object", path=path)
         if data.get("format", FORMAT) != FORMAT:
             raise SoiError(f"format is {data.get('format')!r}, expected {FORMAT!r}", path=path)
+        for name, kinds, what in _FIELD_TYPES:
+            value = data.get(name)
+            if name in data and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+                raise SoiError(f"field {name!r} must be {what}, got {type(value).__name__} {value!r:.60}",
+                               path=path)
         if int(data.get("format_version", 1)) > FORMAT_VERSION:
             raise SoiError(f"format_version {data['format_version']} is newer than this soi "
                            f"understands ({FORMAT_VERSION}); upgrade soi", path=path)

@@ -50,9 +50,86 @@ def _read_parquet(path: Path, columns: Sequence[str] | None = None, *, allowed: 
                            f"add {list(GENERATIVE_COLUMNS)}", path=path)
     try:  # ParquetFile.read, not pq.read_table: the latter imports pyarrow.dataset and pandas (~0.4 s)
         with pq.ParquetFile(path) as pf:
-            return pf.read(columns=list(columns) if columns is not None else None)
+            table = pf.read(columns=list(columns) if columns is not None else None)
     except (OSError, pa.ArrowException) as exc:
         raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+    check_utf8(table, path)
+    return table
+
+
+def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a Parquet file (``columns``, all when None): an unreadable file, missing columns or string columns that
+    are not valid UTF-8 are a one-line :class:`SoiError` naming the file."""
+    return _read_parquet(Path(path), columns)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def check_utf8(table: pa.Table, path: Path) -> None:
+    """Refuse string columns (plain or dictionary) holding bytes that are not UTF-8.
+
+    Parquet's string type promises UTF-8 but readers do not check it; soi refuses such text where it enters
+    (docs/errors.md, "Text encodings") instead of failing later in the report or in comparisons.
+    """
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        t = col.type
+        values = t.value_type if pa.types.is_dictionary(t) else t
+        if not _is_text(values):
+            continue
+        for chunk in col.chunks:
+            arr = chunk.dictionary if pa.types.is_dictionary(t) else chunk
+            try:
+                arr.validate(full=True)
+            except pa.ArrowInvalid:
+                raise SoiError(f"column {name!r} holds text that is not valid UTF-8; soi reads UTF-8 text only",
+                               path=path) from None
+
+
+_PART_TYPES = {"idx": pa.int32(), "checkpoint": pa.int32(), "step": pa.int64(), "gold": pa.int16(),
+               "pred": pa.int16(), "p_gold": pa.float32(), "margin": pa.float32(), "loss": pa.float32(),
+               **GENERATIVE_COLUMNS}
+_EXAMPLE_TYPES = {"idx": pa.int32(), "gold": pa.int16(), "example_id": pa.string(), "task": pa.string(),
+                  "source": pa.string(), "language": pa.string(), "text": pa.string(), "text_pair": pa.string()}
+_NULLABLE = {"text", "text_pair", "generation", "source", "language"}
+
+
+def _kind_ok(t: pa.DataType, expected: pa.DataType) -> bool:
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(t)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(t) or pa.types.is_integer(t)
+    if pa.types.is_string(expected):
+        return _is_text(t.value_type if pa.types.is_dictionary(t) else t)
+    return True
+
+
+def conform(table: pa.Table, types: dict[str, pa.DataType], path: Path, what: str = "") -> pa.Table:
+    """``table`` with its known columns checked (type kind, no nulls) and numeric ones cast to the store types.
+
+    A float ``pred``, a string ``p_gold``, nulls in ``step``, an int64 value beyond int16 ... are one-line
+    :class:`SoiError` naming the file and column, never a silent truncation or a null read as 0.
+    """
+    for i, name in enumerate(table.column_names):
+        expected = types.get(name)
+        if expected is None:
+            continue
+        col = table.column(i)
+        if not _kind_ok(col.type, expected):
+            kind = "integers" if pa.types.is_integer(expected) else (
+                "numbers" if pa.types.is_floating(expected) else "strings")
+            raise SoiError(f"column {name!r}{what} must hold {kind}, found type {col.type}", path=path)
+        if col.null_count and name not in _NULLABLE:
+            raise SoiError(f"column {name!r}{what} has {col.null_count} null value(s)", path=path)
+        if col.type != expected and not pa.types.is_string(expected):
+            try:
+                table = table.set_column(i, name, col.cast(expected, safe=True))
+            except pa.ArrowInvalid:
+                lo, hi = pc.min_max(col).values()
+                raise SoiError(f"column {name!r}{what} has values out of range for {expected} "
+                               f"({lo.as_py()}..{hi.as_py()})", path=path) from None
+    return table
 
 
 def _check_unique_ids(table: pa.Table, path: Path) -> None:
@@ -78,6 +155,7 @@ def read_examples(run_dir: str | Path, meta: RunMeta | None = None, *, check_uni
     missing = [c for c in _REQUIRED_EXAMPLE_COLUMNS if c not in table.column_names]
     if missing:
         raise SoiError(f"missing column(s) {missing}", path=path)
+    table = conform(table, _EXAMPLE_TYPES, path)
     n = table.num_rows
     idx = to_numpy(table["idx"])
     if not np.array_equal(idx, np.arange(n)):
@@ -200,11 +278,24 @@ def _fill_checkpoint(j: int, ckpt: int, paths: list[Path], examples: pa.Table, g
     where = paths[0] if len(paths) == 1 else paths[0].parent
     allowed = _PART_COLUMNS | set(GENERATIVE_COLUMNS) if generative else _PART_COLUMNS
     extra_floats = _GENERATIVE_FLOATS if generative else ()
-    tables = [_read_parquet(p, _REQUIRED_PART_COLUMNS, allowed=allowed, optional=extra_floats) for p in paths]
-    if len({tuple(t.column_names) for t in tables}) > 1:
-        raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns", path=where)
+    tables = [conform(_read_parquet(p, _REQUIRED_PART_COLUMNS, allowed=allowed, optional=extra_floats),
+                      _PART_TYPES, p) for p in paths]
+    if len(paths) > 1:
+        sets = [_schema_names(p) for p in paths]
+        for p, names in zip(paths[1:], sets[1:], strict=True):
+            if names != sets[0]:
+                diff = sorted(names ^ sets[0])
+                raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns: {paths[0].name} and "
+                               f"{p.name} differ in {diff}", path=where)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     return fill_checkpoint_table(j, ckpt, table, where, examples, gold, n_labels, dense, generative=generative)
+
+
+def _schema_names(path: Path) -> set[str]:
+    try:
+        return set(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
 
 
 def part_columns(generative: bool = False) -> tuple[tuple[str, ...], set[str], tuple[str, ...]]:
@@ -228,6 +319,9 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
     """
     n = examples.num_rows
     extra_floats = _GENERATIVE_FLOATS if generative else ()
+    table = conform(table, _PART_TYPES, where, f" at checkpoint {ckpt}")
+    if n and not table.num_rows:
+        raise SoiError(f"checkpoint {ckpt} has no rows ({n} example(s) missing)", path=where)
     lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
     if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
         raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
@@ -255,6 +349,11 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
         values = to_numpy(table[name])
         if not np.isfinite(values).all():
             raise SoiError(f"column {name!r} has NaN or inf at checkpoint {ckpt}", path=where)
+        if name in ("p_gold", "token_acc") and values.size and (values.min() < 0 or values.max() > 1):
+            bad = int(np.flatnonzero((values < 0) | (values > 1))[0])
+            row = bad if order is None else int(idx[bad])
+            raise SoiError(f"column {name!r} is a probability but has {float(values[bad]):g} for example "
+                           f"{examples['example_id'][row].as_py()!r} at checkpoint {ckpt}", path=where)
     part_gold = to_numpy(table["gold"])
     part_gold = part_gold if order is None else part_gold[order]
     if not np.array_equal(part_gold, gold):
@@ -289,6 +388,9 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     examples = read_examples(run_dir, meta, check_unique=False)
     gold = to_numpy(examples["gold"]).astype(np.int16)
     n = examples.num_rows
+    if n == 0:
+        raise SoiError("the run has no examples (examples.parquet has 0 rows); nothing to analyse",
+                       path=run_dir / EXAMPLES_FILE)
     n_labels = _labels_per_example(examples, meta)
     parts = list_parts(run_dir, mode)
     ckpts = sorted(parts)[: max_checkpoints or None]
