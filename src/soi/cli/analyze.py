@@ -19,6 +19,10 @@ def analyze(
     mode: Annotated[str | None, typer.Option(help="Read dynamics-<mode>/ instead of dynamics/.")] = None,
     max_checkpoints: Annotated[int | None, typer.Option(help="Use only the first N checkpoints.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    memory_limit: Annotated[str | None, typer.Option(
+        help="Stream the run in example shards within this memory bound (e.g. 2GB); same outputs.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Shards analysed at once with --memory-limit (default: CPU count).")] = None,
 ) -> None:
     """Compute per-example metrics and SOI categories -> RUN_DIR/analysis/{per_example.parquet,summary.json}."""
     start = time.perf_counter()
@@ -26,8 +30,15 @@ def analyze(
     from soi.analysis.per_example import analyze_run
 
     category_rules = load_rules(rules) if rules is not None else None
-    result = analyze_run(run_dir, late_fraction=late_fraction, include_ci=include_ci, rules=category_rules,
-                         mode=mode, max_checkpoints=max_checkpoints)
+    if memory_limit is not None or workers is not None:
+        from soi.analysis.streaming import stream_analysis
+
+        result, _ = stream_analysis(run_dir, memory_limit=memory_limit or "2GB", workers=workers,
+                                    late_fraction=late_fraction, include_ci=include_ci, rules=category_rules,
+                                    mode=mode, max_checkpoints=max_checkpoints)
+    else:
+        result = analyze_run(run_dir, late_fraction=late_fraction, include_ci=include_ci, rules=category_rules,
+                             mode=mode, max_checkpoints=max_checkpoints)
     if not quiet:
         print_summary(result.summary, out=run_dir / ("analysis" if mode is None else f"analysis-{mode}"),
                       seconds=time.perf_counter() - start)

@@ -31,6 +31,10 @@ def select(
         help="Column --categories refers to ('category' for custom rules).")] = "soi",
     from_table: Annotated[Path | None, typer.Option(
         help="Read this per_example.parquet instead of analysing RUN_DIR.")] = None,
+    memory_limit: Annotated[str | None, typer.Option(
+        help="Analyse RUN_DIR in example shards within this memory bound (e.g. 2GB); same selection.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Shards analysed at once with --memory-limit (default: CPU count).")] = None,
 ) -> None:
     """Select a subset of examples (SOI categories, expression filter, top/bottom by a metric) and save it.
 
@@ -48,7 +52,17 @@ def select(
     from soi.selection import describe, save
     from soi.selection import select as run_select
 
-    if from_table is not None:
+    selection = None
+    if from_table is None and run_dir is not None and (memory_limit is not None or workers is not None):
+        from soi.analysis.streaming import stream_select
+
+        if not run_dir.is_dir():
+            raise SoiError("RUN_DIR: no such directory", path=run_dir)
+        selection = stream_select(
+            run_dir, memory_limit=memory_limit or "2GB", workers=workers, late_fraction=late_fraction,
+            categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
+            sample=sample, seed=seed, category_column=category_column)
+    elif from_table is not None:
         if not from_table.is_file():
             raise SoiError("--from-table: no such file", path=from_table)
         try:
@@ -66,9 +80,10 @@ def select(
     else:
         raise SoiError("RUN_DIR: give a run directory or --from-table PATH")
 
-    selection = run_select(
-        table, categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
-        sample=sample, seed=seed, category_column=category_column, source_run=source)
+    if selection is None:
+        selection = run_select(
+            table, categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
+            sample=sample, seed=seed, category_column=category_column, source_run=source)
     save(selection, out)
     Console(soft_wrap=True, highlight=False).print(f"{describe(selection)} -> {out}", markup=False)
     err = Console(stderr=True, soft_wrap=True, highlight=False)

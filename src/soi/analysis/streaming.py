@@ -1,0 +1,528 @@
+"""Out-of-core analysis: ``soi analyze`` / ``compare`` / ``select`` streamed over example shards.
+
+Partition: example ranges ``lo .. hi`` of ``idx`` (:mod:`soi.store.shards`), cut at the dynamics parts' row-group
+edges (one row group per :data:`soi.store.writer.ROW_BLOCK` examples in parts written by soi), each shard small
+enough for the memory bound. Every per-example quantity of :func:`soi.analysis.per_example.per_example_table` is
+a function of one example's row, so a shard's table is computed by the very same code on a shard's dense
+arrays (same layout as the in-memory path) and the rows are **bit-identical** to the in-memory ones.
+
+The per-shard step :func:`analyze_shard` is a pure function of the files and ``(lo, hi)``; shards run in a
+thread pool (Parquet decoding and the NumPy kernels release the GIL) and are merged in ``idx`` order:
+
+* the per-example rows are appended to ``per_example.parquet`` (one row group per shard);
+* the summary's counts and per-checkpoint accuracies are integer sums; the mean confidence per group is
+  accumulated *in the same order* as the in-memory ``np.bincount`` (each shard's sum starts from the running
+  total), so the summary is equal to the in-memory one, float for float;
+* ``example_id`` uniqueness is checked with 64-bit hashes (spilled to disk in hash buckets when they do not fit
+  the memory bound) and confirmed on the ids themselves.
+
+Memory: about ``BASE_BYTES`` plus ``(workers + 1)`` shards of :func:`bytes_per_example` each, plus 16 bytes per
+example for the id check (or a bucket of it), plus whatever ``keep_columns`` holds (compare / select).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from soi import __version__
+from soi._arrow import to_numpy
+from soi._io import atomic_dir, write_json
+from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, early_cutoff
+from soi.analysis.per_example import (
+    GROUP_KEYS,
+    PER_EXAMPLE_FILE,
+    SUMMARY_FILE,
+    Analysis,
+    analyze_run,
+    per_example_table,
+)
+from soi.errors import SoiError
+from soi.store.meta import ANALYSIS_DIR, EXAMPLES_FILE
+from soi.store.reader import tag_codes
+from soi.store.shards import ShardPlan, plan_shards, read_shard
+
+BASE_BYTES = 320 * 2**20
+"""Memory of the process before any shard: interpreter, NumPy, pyarrow, the plan (measured ~250 MB)."""
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+COMPARE_COLUMNS = ("idx", "example_id", "gold", "final_correct", "soi", *GROUP_KEYS)
+"""Per-example columns :func:`soi.analysis.transitions.compare_tables` needs."""
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes of a memory size: an integer (bytes) or ``"2GB"``, ``"1.5G"``, ``"800MiB"`` (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        m = _MEMORY_RE.match(str(value))
+        if not m:
+            raise SoiError(f"memory limit: cannot parse {value!r}; use e.g. 2GB, 1500MB or a number of bytes")
+        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size <= 0:
+        raise SoiError(f"memory limit must be positive, got {value!r}")
+    return size
+
+
+def bytes_per_example(n_checkpoints: int) -> int:
+    """Peak bytes per example of one shard in flight (dense arrays, Arrow reads, metrics, the output rows)."""
+    return 48 * n_checkpoints + 640
+
+
+def shard_size_for(memory_limit: int, n_checkpoints: int, n_examples: int, workers: int) -> int:
+    """Examples per shard so that ``workers + 1`` shards and the id check fit ``memory_limit`` bytes."""
+    ids = min(16 * n_examples, max(0, memory_limit - BASE_BYTES) // 4)
+    budget = memory_limit - BASE_BYTES - ids
+    size = budget // ((workers + 1) * bytes_per_example(n_checkpoints))
+    if size < 1024:
+        need = BASE_BYTES + ids + 1024 * (workers + 1) * bytes_per_example(n_checkpoints)
+        raise SoiError(f"memory limit {memory_limit / 2**20:.0f} MiB is too small for {workers} worker(s); "
+                       f"need at least {math.ceil(need / 2**20)} MiB")
+    return int(size)
+
+
+# ------------------------------------------------------------------------------------------- example ids
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit FNV-1a hash of each string (uint64, vectorised over rows; equal strings hash equal)."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
+    if not pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.large_string())
+    n = len(ids)
+    bufs = ids.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64, count=n + 1, offset=ids.offset * 8)
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
+    start = offsets[:-1]
+    length = np.diff(offsets)
+    h = np.full(n, _FNV_OFFSET, np.uint64) ^ length.astype(np.uint64)
+    active = np.arange(n)
+    with np.errstate(over="ignore"):
+        for p in range(int(length.max()) if n else 0):
+            active = active[length[active] > p]
+            h[active] = (h[active] ^ data[start[active] + p]) * _FNV_PRIME
+        h ^= h >> np.uint64(33)  # murmur3 finaliser: spread the low bits into the high ones (bucket index)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return h
+
+
+class IdCheck:
+    """Exact ``example_id`` uniqueness over shards: hashes in memory, or in hash buckets on disk."""
+
+    def __init__(self, n: int, budget: int, folder: Path) -> None:
+        self.bits = max(0, math.ceil(math.log2(max(1, 32 * n / max(budget, 1)))))
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.folder = folder
+
+    def add(self, lo: int, hashes: np.ndarray) -> None:
+        idx = np.arange(lo, lo + hashes.size, dtype=np.int64)
+        if self.bits == 0:
+            self.parts.append((hashes, idx))
+            return
+        bucket = (hashes >> np.uint64(64 - self.bits)).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        edges = np.searchsorted(bucket[order], np.arange(2**self.bits + 1))
+        for b in range(2**self.bits):
+            sel = order[edges[b]:edges[b + 1]]
+            if sel.size:
+                with open(self.folder / f"ids-{b:05d}.bin", "ab") as fh:
+                    np.stack([hashes[sel].view(np.int64), idx[sel]], axis=1).tofile(fh)
+
+    def _buckets(self):
+        if self.bits == 0:
+            if self.parts:
+                yield (np.concatenate([h for h, _ in self.parts]), np.concatenate([i for _, i in self.parts]))
+            return
+        for path in sorted(self.folder.glob("ids-*.bin")):
+            pairs = np.fromfile(path, np.int64).reshape(-1, 2)
+            yield pairs[:, 0].view(np.uint64), pairs[:, 1]
+
+    def check(self, plan: ShardPlan) -> None:
+        """Raise on the first true duplicate (hash collisions of distinct ids are confirmed and ignored)."""
+        path = plan.run_dir / EXAMPLES_FILE
+        for hashes, idx in self._buckets():
+            order = np.argsort(hashes, kind="stable")
+            h = hashes[order]
+            same = np.flatnonzero(h[1:] == h[:-1])
+            if not same.size:
+                continue
+            candidates = np.unique(np.concatenate([idx[order][same], idx[order][same + 1]]))
+            ids = _ids_at(plan, candidates)
+            seen: dict[str, int] = {}
+            for i in np.argsort(candidates, kind="stable"):
+                if ids[i] in seen:
+                    raise SoiError(f"duplicate example_id {ids[i]!r}", path=path)
+                seen[ids[i]] = int(candidates[i])
+
+
+def _ids_at(plan: ShardPlan, rows: np.ndarray) -> list[str]:
+    starts = plan.example_starts
+    groups = np.searchsorted(starts, rows, side="right") - 1
+    out: list[str] = [""] * rows.size
+    with pq.ParquetFile(plan.run_dir / EXAMPLES_FILE) as pf:
+        for g in np.unique(groups).tolist():
+            sel = np.flatnonzero(groups == g)
+            col = pf.read_row_group(g, columns=["example_id"])["example_id"]
+            for k, v in zip(sel.tolist(), col.take(pa.array(rows[sel] - starts[g])).to_pylist(), strict=True):
+                out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------- per shard
+@dataclass(frozen=True, eq=False)
+class GroupPart:
+    """One tag's statistics in one shard: local group names (sorted), codes, sizes and integer sums."""
+
+    names: list[str]
+    codes: np.ndarray
+    n: np.ndarray
+    accuracy_sum: np.ndarray
+    """(G, E) correct predictions per group and checkpoint."""
+    counts: dict[str, np.ndarray]
+    """Category column -> (G, K) examples per group and category."""
+
+
+@dataclass(frozen=True, eq=False)
+class ShardResult:
+    """What :func:`analyze_shard` returns for examples ``lo .. hi``."""
+
+    lo: int
+    hi: int
+    steps: np.ndarray
+    table: pa.Table
+    groups: dict[str, GroupPart]
+    id_hash: np.ndarray
+
+
+def _label_names(plan: ShardPlan) -> list[str]:
+    return list(dict.fromkeys(lab for t in plan.tasks for lab in plan.meta.tasks[t]))
+
+
+def _global_gold_label(table: pa.Table, labels: list[str]) -> pa.Table:
+    """Re-base the ``gold_label`` dictionary on the labels of all the run's tasks (a shard may lack a task)."""
+    col = table["gold_label"].combine_chunks()
+    if not pa.types.is_dictionary(col.type):
+        return table
+    local = col.dictionary.to_pylist()
+    if local == labels:
+        return table
+    pos = {name: i for i, name in enumerate(labels)}
+    remap = np.asarray([pos[x] for x in local], np.int32)
+    codes = remap[to_numpy(col.indices).astype(np.int64)]
+    arr = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(labels, pa.string()))
+    return table.set_column(table.schema.get_field_index("gold_label"), "gold_label", arr)
+
+
+def _text_columns(table: pa.Table, examples: pa.Table, keep: tuple[str, ...]) -> pa.Table:
+    """Keep ``text``/``text_pair`` exactly when the whole run has a non-null value (not just this shard)."""
+    for name in ("text", "text_pair"):
+        if name in keep and name not in table.column_names:
+            table = table.append_column(name, examples[name])
+        elif name not in keep and name in table.column_names:
+            table = table.drop_columns([name])
+    return table
+
+
+def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0.5, include_ci: bool = False,
+                  rules: CategoryRules | None = None) -> ShardResult:
+    """Per-example rows and summary statistics of examples ``lo .. hi`` (pure: files and range in, values out).
+
+    This is the step to map with a cluster engine over ``plan.bounds`` (docs/store.md, "Large stores").
+    """
+    dyn = read_shard(plan, lo, hi)
+    table = per_example_table(dyn, late_fraction=late_fraction, include_ci=include_ci, rules=rules)
+    table = _text_columns(_global_gold_label(table, _label_names(plan)), dyn.examples, plan.text_columns)
+    correct = dyn.correct
+    cat_cols = {"soi": len(SOI_CATEGORIES)} | ({"category": len(rules.names)} if rules is not None else {})
+    cats = {c: to_numpy(table[c].combine_chunks().indices).astype(np.int64) for c in cat_cols}
+    groups: dict[str, GroupPart] = {}
+    m = hi - lo
+    for key in ("all", *GROUP_KEYS):
+        if key == "all":
+            codes, names = np.zeros(m, np.int64), ["all"]
+        else:
+            c32, names = tag_codes(dyn.examples, key)
+            codes = c32.astype(np.int64)
+        g = len(names)
+        acc = np.stack([np.bincount(codes, weights=correct[:, j], minlength=g)
+                        for j in range(correct.shape[1])], axis=1).astype(np.int64)
+        counts = {c: np.bincount(codes * k + cats[c], minlength=g * k).reshape(g, k) for c, k in cat_cols.items()}
+        groups[key] = GroupPart(names, codes, np.bincount(codes, minlength=g), acc, counts)
+    return ShardResult(lo, hi, dyn.steps, table, groups, id_hashes(dyn.examples["example_id"]))
+
+
+# ------------------------------------------------------------------------------------------- merging
+class _GroupSums:
+    """Running per-group sums of one tag over shards (groups appear in the order first seen)."""
+
+    def __init__(self, e: int, cat_cols: dict[str, int]) -> None:
+        self.index: dict[str, int] = {}
+        self.n = np.zeros(0, np.int64)
+        self.acc = np.zeros((0, e), np.int64)
+        self.counts = {c: np.zeros((0, k), np.int64) for c, k in cat_cols.items()}
+        self.conf = np.zeros(0, np.float64)
+
+    def add(self, part: GroupPart, conf: np.ndarray) -> None:
+        gmap = np.asarray([self.index.setdefault(name, len(self.index)) for name in part.names], np.int64)
+        grow = len(self.index) - self.n.size
+        if grow:
+            self.n = np.concatenate([self.n, np.zeros(grow, np.int64)])
+            self.acc = np.concatenate([self.acc, np.zeros((grow, self.acc.shape[1]), np.int64)])
+            self.counts = {c: np.concatenate([v, np.zeros((grow, v.shape[1]), np.int64)])
+                           for c, v in self.counts.items()}
+            self.conf = np.concatenate([self.conf, np.zeros(grow)])
+        self.n[gmap] += part.n
+        self.acc[gmap] += part.accuracy_sum
+        for c, v in part.counts.items():
+            self.counts[c][gmap] += v
+        # np.bincount adds weights one by one in row order; starting each group from its running total
+        # continues exactly the in-memory summation (0.0 + total == total), so the sums are equal bit for bit
+        g = self.n.size
+        self.conf = np.bincount(np.concatenate([np.arange(g), gmap[part.codes]]),
+                                weights=np.concatenate([self.conf, conf]), minlength=g)
+
+    def stats(self, category_column: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Group dicts as :func:`soi.analysis.per_example.summarize` writes them, groups sorted by name."""
+        out = {}
+        counts = self.counts[category_column]
+        for name in sorted(self.index):
+            g = self.index[name]
+            ng = int(self.n[g])
+            acc = self.acc[g]
+            out[name] = {
+                "n": ng,
+                "counts": {names[j]: int(counts[g, j]) for j in range(len(names))},
+                "shares": {names[j]: (float(counts[g, j] / ng) if ng else 0.0) for j in range(len(names))},
+                "accuracy_per_checkpoint": [float(a / ng) if ng else 0.0 for a in acc],
+                "final_accuracy": float(acc[-1] / ng) if ng else 0.0,
+                "mean_confidence": float(self.conf[g] / ng) if ng else 0.0,
+            }
+        return out
+
+
+def _summary(plan: ShardPlan, sums: dict[str, _GroupSums], steps: np.ndarray, *, late_fraction: float,
+             category_column: str, names: tuple[str, ...]) -> dict[str, Any]:
+    groups = {key: sums[key].stats(category_column, names) for key in ("all", *GROUP_KEYS)}
+    meta = plan.meta
+    e = plan.n_checkpoints
+    return {
+        "soi_version": __version__,
+        "model": meta.model,
+        "setting": meta.setting,
+        "seed": meta.seed,
+        "recording_mode": meta.recording_mode,
+        "checkpoint_unit": meta.checkpoint_unit,
+        "n_examples": plan.n_examples,
+        "n_checkpoints": e,
+        "checkpoints": list(plan.checkpoints),
+        "steps": steps.tolist(),
+        "late_fraction": late_fraction,
+        "early_cutoff": early_cutoff(e, late_fraction),
+        "category_column": category_column,
+        "categories": list(names),
+        "accuracy_per_checkpoint": groups["all"]["all"]["accuracy_per_checkpoint"],
+        "groups": groups,
+    }
+
+
+def _write_options(schema: pa.Schema) -> dict[str, Any]:
+    """The in-memory writer's options (zstd for ids/tags/integers, floats uncompressed, no statistics)."""
+    return {"compression": {f.name: ("none" if pa.types.is_floating(f.type) else "zstd") for f in schema},
+            "use_dictionary": [f.name for f in schema if pa.types.is_dictionary(f.type)],
+            "write_statistics": False}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """How a streamed analysis ran: shards, examples per shard, workers."""
+
+    n_shards: int
+    shard_size: int
+    workers: int
+    memory_limit: int | None
+
+
+def stream_analysis(
+    run_dir: str | Path,
+    *,
+    memory_limit: int | str | None = "2GB",
+    workers: int | None = None,
+    shard_size: int | None = None,
+    late_fraction: float = 0.5,
+    include_ci: bool = False,
+    rules: CategoryRules | None = None,
+    mode: str | None = None,
+    max_checkpoints: int | None = None,
+    write: bool = True,
+    out: str | Path | None = None,
+    keep_columns: Sequence[str] | None = None,
+) -> tuple[Analysis, StreamInfo]:
+    """Analyse a run shard by shard within ``memory_limit``; same outputs as :func:`~soi.analysis.analyze_run`.
+
+    Parameters
+    ----------
+    run_dir : run directory
+    memory_limit : bound on the process's memory (bytes or ``"2GB"``); sets the shard size (ignored when
+        ``shard_size`` is given)
+    workers : shards analysed at once (threads; default: the CPU count, at most the number of shards)
+    shard_size : examples per shard (overrides the memory-based size)
+    late_fraction, include_ci, rules, mode, max_checkpoints : as :func:`~soi.analysis.analyze_run`
+    write : write ``analysis/per_example.parquet`` and ``summary.json`` (atomically, as one folder)
+    out : the folder to write instead of ``RUN_DIR/analysis`` (``analysis-<mode>``)
+    keep_columns : per-example columns to return in memory (``Analysis.table``); default none when
+        ``write`` (an empty table), all columns otherwise -- only for runs whose table fits in memory
+
+    Returns
+    -------
+    (Analysis, StreamInfo)
+    """
+    if not 0.0 < late_fraction <= 1.0:
+        raise SoiError(f"late_fraction must be in (0, 1], got {late_fraction}")
+    if workers is not None and workers < 1:
+        raise SoiError(f"workers must be >= 1, got {workers}")
+    limit = parse_memory(memory_limit) if memory_limit is not None else None
+    plan = plan_shards(run_dir, mode=mode, max_checkpoints=max_checkpoints)
+    n, e = plan.n_examples, plan.n_checkpoints
+    if n == 0:  # nothing to stream
+        res = analyze_run(run_dir, late_fraction=late_fraction, include_ci=include_ci, rules=rules, mode=mode,
+                          write=write, max_checkpoints=max_checkpoints)
+        return res, StreamInfo(0, 0, 1, limit)
+    n_workers = workers or max(1, os.cpu_count() or 1)
+    if shard_size is None:
+        shard_size = shard_size_for(limit, e, n, n_workers) if limit is not None else n
+    plan = plan.with_shard_size(shard_size)
+    n_workers = min(n_workers, len(plan.bounds))
+    info = StreamInfo(len(plan.bounds), int(shard_size), n_workers, limit)
+    cat_cols = {"soi": len(SOI_CATEGORIES)} | ({"category": len(rules.names)} if rules is not None else {})
+    sums = {key: _GroupSums(e, cat_cols) for key in ("all", *GROUP_KEYS)}
+    keep = tuple(keep_columns) if keep_columns is not None else (() if write else None)
+    kept: list[pa.Table] = []
+    default_out = Path(run_dir) / (ANALYSIS_DIR if mode is None else f"{ANALYSIS_DIR}-{mode}")
+    out_dir = Path(out) if out is not None else default_out
+    steps: np.ndarray | None = None
+    id_budget = max(0, (limit or 16 * n * 4) - BASE_BYTES) // 4
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_dir(out_dir)) if write else None
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix=".tmp-soi-ids-", dir=tmp if tmp is not None else None)))
+        ids = IdCheck(n, id_budget, scratch)
+        writer: pq.ParquetWriter | None = None
+        pool = stack.enter_context(ThreadPoolExecutor(n_workers))
+        stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        todo = iter(plan.bounds)
+        pending: deque[Future[ShardResult]] = deque()
+
+        def submit() -> None:
+            b = next(todo, None)
+            if b is not None:
+                pending.append(pool.submit(analyze_shard, plan, b[0], b[1], late_fraction=late_fraction,
+                                           include_ci=include_ci, rules=rules))
+
+        for _ in range(n_workers):
+            submit()
+        while pending:
+            res = pending.popleft().result()
+            submit()
+            if steps is None:
+                steps = res.steps
+            elif not np.array_equal(steps, res.steps):
+                j = int(np.flatnonzero(steps != res.steps)[0])
+                paths = plan.parts[plan.checkpoints[j]]
+                raise SoiError(f"checkpoint {plan.checkpoints[j]} must have one 'step' value in all rows",
+                               path=paths[0].path if len(paths) == 1 else paths[0].path.parent)
+            conf = to_numpy(res.table["confidence"])
+            for key, part in res.groups.items():
+                sums[key].add(part, conf)
+            ids.add(res.lo, res.id_hash)
+            if tmp is not None:
+                if writer is None:
+                    schema = res.table.schema
+                    writer = pq.ParquetWriter(tmp / PER_EXAMPLE_FILE, schema, **_write_options(schema))
+                    stack.callback(writer.close)
+                table = res.table if res.table.schema.equals(schema) else res.table.cast(schema)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            if keep is None:
+                kept.append(res.table)
+            elif keep:
+                kept.append(res.table.select([c for c in keep if c in res.table.column_names]))
+            del res
+        ids.check(plan)
+        assert steps is not None
+        summary = _summary(plan, sums, steps, late_fraction=late_fraction, category_column="soi",
+                           names=SOI_CATEGORIES)
+        if rules is not None:
+            summary["custom"] = _summary(plan, sums, steps, late_fraction=late_fraction, category_column="category",
+                                         names=rules.names)
+            summary["custom"]["rules"] = dict(rules.rules) | {"<default>": rules.default}
+        summary["include_ci"] = include_ci
+        summary["run"] = str(run_dir)
+        if writer is not None:
+            writer.close()
+        if tmp is not None:  # the id scratch folder inside tmp is removed (stack order) before tmp moves in
+            write_json(tmp / SUMMARY_FILE, summary)
+    table = pa.concat_tables(kept) if kept else pa.table({})
+    return Analysis(table=table, summary=summary), info
+
+
+def select_rows(per_example: str | Path, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` (sorted row numbers) of a ``per_example.parquet`` written by :func:`stream_analysis`."""
+    path = Path(per_example)
+    with pq.ParquetFile(path) as pf:
+        md = pf.metadata
+        starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        pieces = []
+        for g in np.unique(groups).tolist():
+            local = rows[groups == g] - starts[g]
+            pieces.append(pf.read_row_group(g).take(pa.array(local)))
+        if not pieces:
+            return pf.schema_arrow.empty_table()
+    return pa.concat_tables(pieces)
+
+
+def stream_select(run_dir: str | Path, *, memory_limit: int | str | None = "2GB", workers: int | None = None,
+                  shard_size: int | None = None, late_fraction: float = 0.5, **rule: Any):
+    """:func:`soi.selection.select` on a streamed analysis: only the columns the rule needs are held in memory.
+
+    ``rule`` takes :func:`soi.selection.select`'s keyword arguments. Returns the same :class:`~soi.selection.Selection`
+    as ``select(analyze_run(run_dir, write=False).table, ...)`` (rows with every per-example column).
+    """
+    from soi.analysis import expr
+    from soi.selection import GROUP_KEYS as SELECT_GROUP_KEYS
+    from soi.selection import select
+
+    where = rule.get("where")
+    names = set()
+    if isinstance(where, str) and where.strip():
+        try:
+            names = expr.names(where)
+        except SoiError as exc:
+            raise SoiError(f"where: {exc}") from None
+    need = ["idx", "example_id", rule.get("category_column", "soi"), *SELECT_GROUP_KEYS, *sorted(names)]
+    need += [c for c in (rule.get("metric"), rule.get("per_group")) if c]
+    with tempfile.TemporaryDirectory(prefix=".tmp-soi-select-") as scratch:
+        # the full rows go to a scratch analysis folder, never into the run itself
+        res, _ = stream_analysis(run_dir, memory_limit=memory_limit, workers=workers, shard_size=shard_size,
+                                 late_fraction=late_fraction, write=True, out=Path(scratch) / ANALYSIS_DIR,
+                                 keep_columns=list(dict.fromkeys(need)))
+        selection = select(res.table, source_run=run_dir, **rule)
+        rows = to_numpy(selection.rows["idx"]).astype(np.int64) if selection.rows.num_rows else np.zeros(0, np.int64)
+        full = select_rows(Path(scratch) / ANALYSIS_DIR / PER_EXAMPLE_FILE, rows)
+    return replace(selection, rows=full)

@@ -1,0 +1,308 @@
+"""Reading a run by example range: shard planning and validated per-shard dense arrays (out-of-core analysis).
+
+A *shard* is a range ``lo .. hi`` of ``idx`` (rows of ``examples.parquet``) with all its checkpoints. Parts are
+read by Parquet row group: a row group is read by a shard when its ``idx`` statistics (min/max, written by
+:func:`soi.store.write_part`) overlap the shard's range, and its rows outside the range are dropped. Parts
+written by :func:`soi.store.write_part` have one row group per block of :data:`soi.store.writer.ROW_BLOCK`
+``idx`` values for every rank, so shards cut at those block edges decode each row exactly once.
+
+:func:`plan_shards` reads only footers (plus the ``task`` column of ``examples.parquet``) and checks what can
+be checked globally: columns, checkpoint gaps, ``idx`` out of range. :func:`read_shard` validates each shard's
+rows with the same checks as :func:`soi.store.load_dynamics` (:func:`soi.store.reader.fill_checkpoint_table`).
+Every problem is a :class:`~soi.errors.SoiError` naming the file, also when a part vanishes or is corrupt
+between planning and reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from soi._arrow import to_numpy
+from soi.errors import SoiError
+from soi.store.meta import EXAMPLES_FILE, RunMeta
+from soi.store.reader import (
+    DENSE_COLUMNS,
+    Dynamics,
+    fill_checkpoint_table,
+    labels_per_example,
+    list_parts,
+    part_columns,
+    tag_codes,
+)
+
+_EXAMPLE_COLUMNS = ("idx", "example_id", "task", "source", "language", "gold")
+_TEXT_COLUMNS = ("text", "text_pair")
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise SoiError("missing Parquet file (removed while the run was being read?)", path=path) from None
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+
+
+def _read_row_groups(path: Path, groups: Sequence[int], columns: Sequence[str] | None) -> pa.Table:
+    try:
+        with _open(path) as pf:
+            return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
+    except SoiError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+
+
+@dataclass(frozen=True, eq=False)
+class PartIndex:
+    """One dynamics part: its path, the columns to read and the ``idx`` range of each row group."""
+
+    path: Path
+    columns: tuple[str, ...]
+    rg_min: np.ndarray
+    rg_max: np.ndarray
+
+    def groups_for(self, lo: int, hi: int) -> np.ndarray:
+        """Row groups holding rows with ``lo <= idx < hi``."""
+        return np.flatnonzero((self.rg_max >= lo) & (self.rg_min < hi))
+
+
+@dataclass(frozen=True, eq=False)
+class ShardPlan:
+    """What :func:`read_shard` needs: the run's layout, checked globally, and the shard bounds."""
+
+    run_dir: Path
+    meta: RunMeta
+    mode: str | None
+    n_examples: int
+    checkpoints: tuple[int, ...]
+    parts: dict[int, list[PartIndex]]
+    example_starts: np.ndarray
+    """First row of each row group of ``examples.parquet`` (and the row count at the end)."""
+    grid: np.ndarray
+    """Sorted ``idx`` values where row groups of the first checkpoint start: the preferred shard edges."""
+    tasks: tuple[str, ...]
+    """Tasks used by at least one example, sorted."""
+    text_columns: tuple[str, ...]
+    """``text`` / ``text_pair`` when present with at least one non-null value (kept in per-example tables)."""
+    bounds: tuple[tuple[int, int], ...] = field(default=())
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.checkpoints)
+
+    def with_shard_size(self, shard_size: int) -> ShardPlan:
+        """The same plan cut into shards of at most ``shard_size`` examples, preferring row-group edges."""
+        if shard_size < 1:
+            raise SoiError(f"shard_size must be >= 1, got {shard_size}")
+        return replace(self, bounds=cut_shards(self.grid, self.n_examples, shard_size))
+
+
+def cut_shards(grid: np.ndarray, n: int, shard_size: int) -> tuple[tuple[int, int], ...]:
+    """Consecutive ``(lo, hi)`` ranges covering ``0 .. n``, each at most ``shard_size`` long.
+
+    Ranges are unions of consecutive grid intervals (row groups) while they fit; a grid interval longer
+    than ``shard_size`` is split into equal pieces.
+    """
+    edges = np.unique(np.concatenate([[0, n], np.asarray(grid, np.int64)]))
+    edges = edges[(edges >= 0) & (edges <= n)]
+    out: list[tuple[int, int]] = []
+    lo = 0
+    for a, b in itertools.pairwise(edges.tolist()):
+        if b - a > shard_size:
+            if a > lo:
+                out.append((lo, a))
+            pieces = -(-(b - a) // shard_size)
+            cuts = np.linspace(a, b, pieces + 1).round().astype(np.int64).tolist()
+            out.extend(itertools.pairwise(cuts))
+            lo = b
+        elif b - lo > shard_size:
+            out.append((lo, a))
+            lo = a
+    if lo < n:
+        out.append((lo, n))
+    return tuple(out)
+
+
+def _idx_ranges(path: Path, pf: pq.ParquetFile, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max ``idx`` per row group (from statistics; read from the data where statistics are absent)."""
+    md = pf.metadata
+    col = pf.schema_arrow.get_field_index("idx")
+    mins = np.empty(md.num_row_groups, np.int64)
+    maxs = np.empty(md.num_row_groups, np.int64)
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        stats = rg.column(col).statistics
+        if rg.num_rows == 0:
+            mins[g], maxs[g] = n, -1  # overlaps no range
+        elif stats is not None and stats.has_min_max:
+            mins[g], maxs[g] = stats.min, stats.max
+        else:
+            idx = to_numpy(_read_row_groups(path, [g], ["idx"])["idx"])
+            mins[g], maxs[g] = idx.min(), idx.max()
+    return mins, maxs
+
+
+def _used_tasks(path: Path, pf: pq.ParquetFile) -> set[str]:
+    used: set[str] = set()
+    for g in range(pf.metadata.num_row_groups):
+        col = _read_row_groups(path, [g], ["task"])["task"]
+        for chunk in col.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                chunk = chunk.dictionary.take(pc.unique(chunk.indices.drop_null()))
+            used.update(x for x in pc.unique(chunk.fill_null("")).to_pylist())
+    return used
+
+
+def _text_columns(path: Path, pf: pq.ParquetFile) -> tuple[str, ...]:
+    names = pf.schema_arrow.names
+    md = pf.metadata
+    keep = []
+    for name in _TEXT_COLUMNS:
+        if name not in names:
+            continue
+        col = names.index(name)
+        nulls = 0
+        for g in range(md.num_row_groups):
+            stats = md.row_group(g).column(col).statistics
+            if stats is not None and stats.null_count is not None and stats.has_null_count:
+                nulls += stats.null_count
+            else:
+                nulls += _read_row_groups(path, [g], [name])[name].null_count
+        if nulls < md.num_rows:
+            keep.append(name)
+    return tuple(keep)
+
+
+def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints: int | None = None,
+                shard_size: int | None = None) -> ShardPlan:
+    """Check a run's layout from the Parquet footers and cut it into example-range shards.
+
+    Parameters
+    ----------
+    run_dir : run directory
+    mode : read ``dynamics-<mode>/`` instead of ``dynamics/``
+    max_checkpoints : use only the first checkpoints
+    shard_size : most examples per shard (default: one shard per row group of the first checkpoint)
+    """
+    run_dir = Path(run_dir)
+    meta = RunMeta.load(run_dir)
+    ex_path = run_dir / EXAMPLES_FILE
+    if not ex_path.is_file():
+        raise SoiError("missing examples.parquet", path=ex_path)
+    with _open(ex_path) as pf:
+        missing = [c for c in _EXAMPLE_COLUMNS if c not in pf.schema_arrow.names]
+        if missing:
+            raise SoiError(f"missing column(s) {missing}", path=ex_path)
+        md = pf.metadata
+        n = md.num_rows
+        starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)]).astype(np.int64)
+        tasks = _used_tasks(ex_path, pf)
+        text_columns = _text_columns(ex_path, pf)
+    unknown = sorted(tasks - set(meta.tasks))
+    if unknown:
+        raise SoiError(f"task {unknown[0]!r} is not in run.json tasks {sorted(meta.tasks)}", path=ex_path)
+    required, allowed, optional = part_columns(meta.is_generative)
+    all_parts = list_parts(run_dir, mode)
+    ckpts = sorted(all_parts)[: max_checkpoints or None]
+    parts: dict[int, list[PartIndex]] = {}
+    for ckpt in ckpts:
+        indexes = []
+        for path in all_parts[ckpt]:
+            with _open(path) as pf:
+                names = pf.schema_arrow.names
+                miss = [c for c in required if c not in names]
+                if miss:
+                    raise SoiError(f"missing column(s) {miss}", path=path)
+                extra = [c for c in names if c not in allowed]
+                if extra:
+                    raise SoiError(f"unexpected column(s) {extra}; only generative runs (run.json extra.generative) "
+                                   f"may add their columns (docs/store.md)", path=path)
+                columns = (*required, *(c for c in optional if c in names))
+                mins, maxs = _idx_ranges(path, pf, n)
+            rows = maxs >= mins
+            if rows.any() and (mins[rows].min() < 0 or maxs[rows].max() >= n):
+                raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=path)
+            indexes.append(PartIndex(path, columns, mins, maxs))
+        if len({p.columns for p in indexes}) > 1:
+            raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns", path=indexes[0].path.parent)
+        parts[ckpt] = indexes
+    first = parts[ckpts[0]]
+    grid = np.unique(np.concatenate([p.rg_min[p.rg_max >= p.rg_min] for p in first] + [np.zeros(1, np.int64)]))
+    plan = ShardPlan(run_dir=run_dir, meta=meta, mode=mode, n_examples=n, checkpoints=tuple(ckpts), parts=parts,
+                     example_starts=starts, grid=grid, tasks=tuple(sorted(tasks)), text_columns=text_columns)
+    return plan.with_shard_size(shard_size if shard_size is not None else max(n, 1))
+
+
+def _rows_in_range(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    idx = to_numpy(table["idx"])
+    if idx.size == 0:
+        return table
+    if idx.size < 2 or (idx[1:] >= idx[:-1]).all():
+        a, b = int(np.searchsorted(idx, lo)), int(np.searchsorted(idx, hi))
+        return table if (a, b) == (0, idx.size) else table.slice(a, b - a)
+    return table.filter(pa.array((idx >= lo) & (idx < hi)))
+
+
+def read_examples_range(plan: ShardPlan, lo: int, hi: int) -> pa.Table:
+    """Rows ``lo .. hi`` of ``examples.parquet``, validated as :func:`soi.store.read_examples` does."""
+    path = plan.run_dir / EXAMPLES_FILE
+    starts = plan.example_starts
+    groups = np.flatnonzero((starts[1:] > lo) & (starts[:-1] < hi))
+    table = _read_row_groups(path, groups.tolist(), None)
+    first = int(starts[groups[0]]) if groups.size else lo
+    table = table.slice(lo - first, hi - lo)
+    if table.num_rows != hi - lo or not np.array_equal(to_numpy(table["idx"]), np.arange(lo, hi)):
+        raise SoiError("column 'idx' must be 0..N-1 in row order", path=path)
+    ids = table["example_id"]
+    if ids.null_count:
+        raise SoiError(f"column 'example_id' has {ids.null_count} null value(s)", path=path)
+    gold = to_numpy(table["gold"]).astype(np.int64)
+    n_labels = labels_per_example(table, plan.meta) if table.num_rows else np.zeros(0, np.int64)
+    bad = np.flatnonzero((gold < 0) | (gold >= n_labels))
+    if bad.size:
+        codes, names = tag_codes(table, "task")
+        task = names[codes[bad[0]]]
+        raise SoiError(f"gold label {int(gold[bad[0]])} of example {ids[int(bad[0])].as_py()!r} out of range "
+                       f"for task {task!r} ({plan.meta.num_labels(task)} labels)", path=path)
+    return table
+
+
+def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
+    """Validated dense dynamics of examples ``lo .. hi`` (a pure function of the files and the range).
+
+    The arrays have the same layout as :func:`soi.store.load_dynamics` (checkpoint-major, exposed as (N, E)
+    views), so every per-example kernel gives bit-identical values on a shard and on the whole run.
+    """
+    examples = read_examples_range(plan, lo, hi)
+    gold = to_numpy(examples["gold"]).astype(np.int16)
+    n_labels = labels_per_example(examples, plan.meta) if examples.num_rows else np.zeros(0, np.int64)
+    m, e = hi - lo, plan.n_checkpoints
+    dense = {"pred": np.empty((e, m), np.int16), "p_gold": np.empty((e, m), np.float32),
+             "margin": np.empty((e, m), np.float32), "loss": np.empty((e, m), np.float32)}
+    assert tuple(dense) == DENSE_COLUMNS
+    steps = np.empty(e, np.int64)
+    for j, ckpt in enumerate(plan.checkpoints):
+        tables = []
+        for part in plan.parts[ckpt]:
+            groups = part.groups_for(lo, hi)
+            if groups.size:
+                tables.append(_rows_in_range(_read_row_groups(part.path, groups.tolist(), part.columns), lo, hi))
+        paths = [p.path for p in plan.parts[ckpt]]
+        where = paths[0] if len(paths) == 1 else paths[0].parent
+        if not tables:
+            raise SoiError(f"{m} example(s) missing at checkpoint {ckpt}, e.g. "
+                           f"{examples['example_id'][0].as_py()!r}", path=where)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        steps[j] = fill_checkpoint_table(j, ckpt, table, where, examples, gold, n_labels, dense,
+                                         generative=plan.meta.is_generative, offset=lo)
+    return Dynamics(meta=plan.meta, examples=examples, checkpoints=np.asarray(plan.checkpoints, np.int64),
+                    steps=steps, **{k: v.T for k, v in dense.items()})

@@ -1,0 +1,278 @@
+"""Out-of-core analysis (soi.store.shards, soi.analysis.streaming): equality with the in-memory path on random
+stores, shard planning, the shardable writer, bad input mid-stream, streamed select / compare."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from soi.analysis.categories import CategoryRules
+from soi.analysis.per_example import analyze_run
+from soi.analysis.streaming import (
+    IdCheck,
+    id_hashes,
+    parse_memory,
+    shard_size_for,
+    stream_analysis,
+    stream_select,
+)
+from soi.cli.main import app
+from soi.errors import SoiError
+from soi.selection import select
+from soi.simulate import simulate_run
+from soi.store import RunMeta, RunWriter, examples_table, write_part
+from soi.store import writer as store_writer
+from soi.store.shards import cut_shards, plan_shards, read_shard
+from soi.store.writer import dynamics_table, rows_from_logits
+
+RULES = CategoryRules({"hard": "confidence < 0.3", "wobbly": "variability > 0.15 and task == 't0'"}, default="rest")
+
+
+def random_store(root: Path, seed: int, n: int, e: int, ranks: int, with_text: bool) -> Path:
+    """A store with 1-3 tasks of different label counts, random tags, rank parts in random order."""
+    rng = np.random.default_rng(seed)
+    n_tasks = int(rng.integers(1, 4))
+    tasks = {f"t{k}": [f"l{j}" for j in range(2 + k)] for k in range(n_tasks)}
+    task = rng.integers(0, n_tasks, n)
+    gold = np.asarray([rng.integers(0, 2 + t) for t in task])
+    run = root / "run"
+    w = RunWriter(run, RunMeta(tasks=tasks, setting="s", seed=seed))
+    text = [None if rng.random() < 0.7 else f"text {i}" for i in range(n)] if with_text else None
+    w.write_examples(examples_table([f"ex{i:05d}" for i in range(n)], gold, task=[f"t{t}" for t in task],
+                                    source=rng.choice(["s1", "s2", "s3"], n).tolist(),
+                                    language=rng.choice(["en", "de"], n).tolist(), text=text))
+    owner = rng.integers(0, ranks, n)
+    for c in range(e):
+        width = 4
+        logits = rng.normal(0, 1, (n, width)) + (c / max(e - 1, 1)) * 2.0 * np.eye(width)[gold]
+        logits[:, :] = np.where(np.arange(width)[None, :] < (2 + task)[:, None], logits, -1e3)  # pad classes
+        rows = rows_from_logits(logits, gold)
+        for r in range(ranks):
+            sel = np.flatnonzero(owner == r)
+            perm = rng.permutation(sel)
+            table = dynamics_table(checkpoint=c, step=10 * (c + 1), idx=perm, gold=gold[perm],
+                                   **{k: v[perm] for k, v in rows.items()})
+            write_part(run, table, checkpoint=c, rank=r)
+    return run
+
+
+def assert_tables_equal(a: pa.Table, b: pa.Table) -> None:
+    assert a.column_names == b.column_names
+    for name in a.column_names:
+        x, y = a[name].combine_chunks(), b[name].combine_chunks()
+        if pa.types.is_floating(x.type):  # bit for bit
+            assert np.array_equal(x.to_numpy().view(np.uint64), y.to_numpy().view(np.uint64)), name
+        else:
+            assert x.to_pylist() == y.to_pylist(), name
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 260), e=st.integers(1, 5), ranks=st.integers(1, 3),
+       block=st.sampled_from([7, 32, 1 << 17]), shard=st.integers(1, 300), workers=st.integers(1, 3),
+       with_text=st.booleans(), rules=st.booleans(), include_ci=st.booleans(), late=st.sampled_from([0.3, 0.5, 1.0]))
+def test_streamed_equals_in_memory(seed, n, e, ranks, block, shard, workers, with_text, rules, include_ci, late):
+    include_ci = include_ci and e >= 2
+    kw = {"late_fraction": late, "include_ci": include_ci, "rules": RULES if rules else None}
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(store_writer, "ROW_BLOCK", block):
+        run = random_store(Path(tmp), seed, n, e, ranks, with_text)
+        ref = analyze_run(run, write=False, **kw)
+        _, info = stream_analysis(run, shard_size=shard, workers=workers, **kw)
+        assert info.n_shards == len(plan_shards(run, shard_size=shard).bounds)
+        written = pq.read_table(run / "analysis" / "per_example.parquet")
+        assert_tables_equal(ref.table, written)
+        summary = json.loads((run / "analysis" / "summary.json").read_text())
+        assert summary == json.loads(json.dumps(ref.summary))
+        mem, _ = stream_analysis(run, shard_size=shard, workers=workers, write=False, **kw)
+        assert_tables_equal(ref.table, mem.table)
+        assert mem.summary == ref.summary
+
+
+def test_cut_shards_prefers_row_group_edges():
+    grid = np.array([0, 10, 20, 30, 40])
+    assert cut_shards(grid, 45, 20) == ((0, 20), (20, 40), (40, 45))
+    assert cut_shards(grid, 45, 25) == ((0, 20), (20, 45))
+    assert cut_shards(grid, 45, 7) == ((0, 5), (5, 10), (10, 15), (15, 20), (20, 25), (25, 30), (30, 35),
+                                       (35, 40), (40, 45))
+    assert cut_shards(np.array([0]), 10, 100) == ((0, 10),)
+
+
+@given(edges=st.lists(st.integers(1, 500), max_size=8), n=st.integers(1, 600), size=st.integers(1, 700))
+def test_cut_shards_covers_everything_once(edges, n, size):
+    bounds = cut_shards(np.array([0, *edges]), n, size)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(b[1] == c[0] for b, c in itertools.pairwise(bounds))
+    assert all(0 < hi - lo <= size for lo, hi in bounds)
+
+
+def test_writer_row_groups_follow_idx_blocks(tmp_path):
+    with mock.patch.object(store_writer, "ROW_BLOCK", 10):
+        run = random_store(tmp_path, 0, 47, 1, 2, False)
+    for path in sorted((run / "dynamics").glob("*.parquet")):
+        pf = pq.ParquetFile(path)
+        for g in range(pf.metadata.num_row_groups):
+            idx = pf.read_row_group(g, columns=["idx"])["idx"].to_numpy()
+            assert np.unique(idx // 10).size == 1  # one block per row group, every rank
+    plan = plan_shards(run, shard_size=20)
+    assert plan.bounds == ((0, 20), (20, 40), (40, 47))
+    dyn = read_shard(plan, 20, 40)
+    assert dyn.examples["idx"].to_pylist() == list(range(20, 40))
+
+
+def test_parse_memory_and_shard_size():
+    assert parse_memory("2GB") == 2 * 2**30
+    assert parse_memory("1.5g") == int(1.5 * 2**30)
+    assert parse_memory("800MiB") == 800 * 2**20
+    assert parse_memory(12345) == 12345
+    for bad in ("lots", "-1GB", "0"):
+        with pytest.raises(SoiError, match="memory limit"):
+            parse_memory(bad)
+    small, big = shard_size_for(2**30, 10, 10**7, 2), shard_size_for(2**31, 10, 10**7, 2)
+    assert 1024 <= small < big
+    assert shard_size_for(2**31, 10, 10**7, 1) > big  # fewer shards in flight -> larger shards
+    with pytest.raises(SoiError, match="too small"):
+        shard_size_for(100 * 2**20, 10, 10**7, 2)
+
+
+def test_id_hashes_and_exact_duplicate_check(tmp_path):
+    ids = pa.array(["a", "bb", "a", "", "ccc", "bb"])
+    h = id_hashes(ids)
+    assert h[0] == h[2] and h[1] == h[5] and len(set(h[[0, 1, 3, 4]].tolist())) == 4
+    assert np.array_equal(id_hashes(pa.chunked_array([ids[:2], ids[2:]])), h)
+    assert np.array_equal(id_hashes(ids.slice(2)), h[2:])
+    run = random_store(tmp_path, 1, 30, 1, 1, False)
+    plan = plan_shards(run)
+    for bits_budget in (10**9, 1):  # in memory, then 2**k buckets on disk
+        check = IdCheck(30, bits_budget, tmp_path)
+        check.add(0, np.zeros(30, np.uint64))  # every id "collides": confirmed on the ids, no error
+        check.check(plan)
+        for f in tmp_path.glob("ids-*.bin"):
+            f.unlink()
+
+
+def test_duplicate_id_across_shards(tmp_path):
+    run = random_store(tmp_path, 2, 40, 2, 1, False)
+    table = pq.read_table(run / "examples.parquet")
+    ids = table["example_id"].to_pylist()
+    ids[35] = ids[3]
+    table = table.set_column(1, "example_id", pa.array(ids))
+    pq.write_table(table, run / "examples.parquet")
+    for limit in ("2GB", None):
+        with pytest.raises(SoiError, match=r"examples\.parquet: duplicate example_id 'ex00003'$"):
+            stream_analysis(run, shard_size=10, memory_limit=limit)
+    assert not (run / "analysis").exists()
+
+
+def _leftovers(run: Path) -> list[str]:
+    return [p.name for p in run.iterdir() if p.name.startswith(".tmp") or p.name == "analysis"]
+
+
+def test_corrupt_part_mid_stream_names_file_and_leaves_nothing(tmp_path):
+    with mock.patch.object(store_writer, "ROW_BLOCK", 16):
+        run = random_store(tmp_path, 3, 160, 3, 1, False)
+    part = run / "dynamics" / "ckpt-000001.rank-0000.parquet"
+    pf = pq.ParquetFile(part)
+    col = pf.metadata.row_group(6).column(5)  # p_gold of the 7th row group: data pages only, footer intact
+    raw = bytearray(part.read_bytes())
+    start = col.data_page_offset
+    raw[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    part.write_bytes(bytes(raw))
+    proc = subprocess.run([sys.executable, "-m", "soi.cli.main", "analyze", str(run), "--memory-limit", "1GB",
+                           "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and "ckpt-000001.rank-0000.parquet" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(SoiError):
+        stream_analysis(run, shard_size=16, workers=2)
+    assert _leftovers(run) == []
+
+
+def test_part_removed_mid_stream(tmp_path):
+    with mock.patch.object(store_writer, "ROW_BLOCK", 16):
+        run = random_store(tmp_path, 4, 100, 3, 2, False)
+    import soi.analysis.streaming as streaming
+
+    calls = []
+    real = streaming.read_shard
+
+    def reader(plan, lo, hi):
+        calls.append(lo)
+        if len(calls) == 3:
+            (run / "dynamics" / "ckpt-000002.rank-0001.parquet").unlink()
+        return real(plan, lo, hi)
+
+    with mock.patch.object(streaming, "read_shard", reader), \
+            pytest.raises(SoiError, match=r"ckpt-000002\.rank-0001\.parquet"):
+        stream_analysis(run, shard_size=16, workers=1)
+    assert len(calls) >= 3
+    assert _leftovers(run) == []
+
+
+def test_idx_out_of_range_and_missing_rows(tmp_path):
+    run = random_store(tmp_path, 5, 20, 2, 1, False)
+    meta_gold = pq.read_table(run / "examples.parquet")["gold"].to_numpy()
+    rows = rows_from_logits(np.eye(4)[meta_gold] * 3, meta_gold)
+    idx = np.arange(20)
+    idx[-1] = 25
+    write_part(run, dynamics_table(checkpoint=1, step=20, idx=idx, gold=meta_gold, **rows), checkpoint=1)
+    with pytest.raises(SoiError, match=r"ckpt-000001\.rank-0000\.parquet: idx out of range \[0, 20\) at checkpoint 1"):
+        stream_analysis(run, shard_size=5)
+    keep = np.arange(20) != 13
+    write_part(run, dynamics_table(checkpoint=1, step=20, idx=np.arange(20)[keep], gold=meta_gold[keep],
+                                   **{k: v[keep] for k, v in rows.items()}), checkpoint=1)
+    with pytest.raises(SoiError, match=r"1 example\(s\) missing at checkpoint 1, e.g. 'ex00013'"):
+        stream_analysis(run, shard_size=5)
+    assert _leftovers(run) == []
+
+
+def test_stream_select_equals_in_memory(tmp_path):
+    run = simulate_run(tmp_path / "run", n=3000, checkpoints=4, groups={"task": ["a", "b"], "language": ["x", "y"]})
+    table = analyze_run(run, write=False).table
+    for rule in ({"metric": "variability", "top": 0.2, "per_group": "task"},
+                 {"categories": "forgettable_lost,learned_late", "sample": 50, "seed": 3},
+                 {"where": "confidence < 0.4 and language == 'x'", "metric": "aum", "bottom": 100}):
+        ref = select(table, source_run=run, **rule)
+        got = stream_select(run, shard_size=500, **rule)
+        assert_tables_equal(ref.rows, got.rows)
+        assert list(ref.ids) == list(got.ids)
+        drop = {"created"}
+        assert {k: v for k, v in ref.provenance.items() if k not in drop} == \
+               {k: v for k, v in got.provenance.items() if k not in drop}
+    assert not (run / "analysis").exists()  # select never writes into the run
+
+
+def test_cli_select_streamed_matches(tmp_path):
+    run = simulate_run(tmp_path / "a", n=2500, checkpoints=4, groups={"task": ["p", "q"]})
+    runner = CliRunner()
+    for extra, out in (([], "mem"), (["--memory-limit", "1GB", "--workers", "2"], "stream")):
+        res = runner.invoke(app, ["select", str(run), "--out", str(tmp_path / out), "--metric", "confidence",
+                                  "--bottom", "0.1", "--per-group", "task", *extra])
+        assert res.exit_code == 0, res.output
+    assert (tmp_path / "mem" / "selected_ids.txt").read_text() == (tmp_path / "stream" / "selected_ids.txt").read_text()
+    assert_tables_equal(pq.read_table(tmp_path / "mem" / "selected.parquet"),
+                        pq.read_table(tmp_path / "stream" / "selected.parquet"))
+    assert not (run / "analysis").exists()
+
+
+def test_dask_maps_the_shard_step(tmp_path):
+    dask = pytest.importorskip("dask")
+    from soi.analysis.streaming import analyze_shard
+
+    run = simulate_run(tmp_path / "run", n=1200, checkpoints=3)
+    plan = plan_shards(run, shard_size=300)
+    tasks = [dask.delayed(analyze_shard)(plan, lo, hi) for lo, hi in plan.bounds]
+    parts = dask.compute(*tasks, scheduler="threads")
+    ref = analyze_run(run, write=False).table
+    assert_tables_equal(ref, pa.concat_tables([p.table for p in parts]))
