@@ -30,12 +30,17 @@ def simulate_run(
     setting: str = "synthetic",
     keep_logits: bool = False,
     steps_per_checkpoint: int = 100,
+    run_effect: float = 0.0,
+    planted: np.ndarray | None = None,
+    planted_shift: float = 0.0,
 ) -> Path:
     """Write a synthetic run to ``run_dir`` and return its path.
 
     ``difficulty_seed`` fixes the examples (ids, gold labels, difficulty) independently of ``seed``, so
     two runs with the same ``difficulty_seed`` share examples and differ only in training noise and
-    ``skill`` -- the shape of a single-setting vs multi-setting comparison.
+    ``skill`` -- the shape of a single-setting vs multi-setting comparison. ``run_effect`` adds a run-level
+    skill offset ``N(0, run_effect)`` drawn from ``seed`` (a seed effect shared by all examples);
+    ``planted`` (bool, n) marks examples whose learning curve gets ``planted_shift`` added (a planted effect).
     """
     data_rng = np.random.default_rng(seed if difficulty_seed is None else difficulty_seed)
     rng = np.random.default_rng([seed, 1])
@@ -56,6 +61,13 @@ def simulate_run(
                                          source=tags.get("source"), language=tags.get("language")))
     idx = np.arange(n)
     shift = rng.normal(0.0, 0.3, n)  # per-run, per-example offset: runs disagree on some examples
+    if run_effect > 0:
+        skill = skill + float(np.random.default_rng([seed, 2]).normal(0.0, run_effect))
+    if planted is not None:
+        mask = np.asarray(planted, bool)
+        if mask.shape != (n,):
+            raise ValueError(f"planted must be a bool array of shape ({n},), got {mask.shape}")
+        shift = shift + np.where(mask, planted_shift, 0.0)
     for t in range(checkpoints):
         logits = rng.normal(0.0, noise, (n, classes)).astype(np.float32)
         logits[idx, true] += (4.0 * (t + 1) / checkpoints * (skill - difficulty + shift)).astype(np.float32)
@@ -63,3 +75,70 @@ def simulate_run(
         writer.write_logits(checkpoint=t, step=(t + 1) * steps_per_checkpoint, idx=idx[perm],
                             logits=logits[perm], gold=gold[perm], keep_logits=keep_logits)
     return Path(run_dir)
+
+
+def simulate_seed_folder(folder: str | Path, seeds: list[int] | tuple[int, ...], **kwargs) -> Path:
+    """Write ``folder/seed-<s>/`` runs of :func:`simulate_run` (same examples: ``difficulty_seed`` defaults to 0)."""
+    kwargs.setdefault("difficulty_seed", 0)
+    for s in seeds:
+        simulate_run(Path(folder) / f"seed-{s}", seed=int(s), **kwargs)
+    return Path(folder)
+
+
+def simulate_study(
+    *,
+    n: int = 2000,
+    checkpoints: int = 6,
+    seeds_a: int = 3,
+    seeds_b: int = 3,
+    classes: int = 3,
+    seed: int = 0,
+    skill_a: float = 1.0,
+    skill_b: float = 1.0,
+    run_effect: float = 0.15,
+    example_noise: float = 0.3,
+    noise: float = 1.0,
+    label_noise: float = 0.05,
+    planted_fraction: float = 0.0,
+    planted_shift: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Correctness of a two-setting seed study on shared examples, as arrays (no files).
+
+    The model of :func:`simulate_run`: example difficulty ``d ~ N(0, 1)``, per run a skill offset
+    ``u ~ N(0, run_effect)`` shared by all its examples (the run-level seed effect) and per (run, example)
+    an offset ``N(0, example_noise)``; at checkpoint t the true-class logit is
+    ``4 (t+1)/E (skill + u - d + offset)`` plus N(0, noise) logit noise. With ``skill_a == skill_b`` and no
+    planted effect both settings are the same process (a null study). ``planted_fraction`` of the examples
+    (``planted`` in the result) get ``planted_shift`` added to their learning curves in every B run: the
+    multi setting makes them easier (> 0) or harder (< 0).
+
+    Returns
+    -------
+    dict with ``correct_a`` bool (seeds_a, n, E), ``correct_b`` bool (seeds_b, n, E), ``planted`` bool (n,),
+    ``gold`` (n,)
+    """
+    rng = np.random.default_rng([int(seed), 2024])
+    true = rng.integers(0, classes, n)
+    flip = rng.random(n) < label_noise
+    gold = np.where(flip, (true + rng.integers(1, classes, n)) % classes, true) if classes > 1 else true
+    difficulty = rng.normal(0.0, 1.0, n)
+    planted = np.zeros(n, bool)
+    if planted_fraction > 0:
+        planted[rng.permutation(n)[: round(planted_fraction * n)]] = True
+    idx = np.arange(n)
+
+    def one_run(skill: float, shift: np.ndarray | None) -> np.ndarray:
+        u = rng.normal(0.0, run_effect) if run_effect > 0 else 0.0
+        offset = rng.normal(0.0, example_noise, n)
+        level = skill + u - difficulty + offset + (0.0 if shift is None else shift)
+        out = np.empty((n, checkpoints), bool)
+        for t in range(checkpoints):
+            logits = rng.normal(0.0, noise, (n, classes))
+            logits[idx, true] += 4.0 * (t + 1) / checkpoints * level
+            out[:, t] = logits.argmax(axis=1) == gold
+        return out
+
+    shift_b = np.where(planted, planted_shift, 0.0) if planted.any() else None
+    correct_a = np.stack([one_run(skill_a, None) for _ in range(seeds_a)])
+    correct_b = np.stack([one_run(skill_b, shift_b) for _ in range(seeds_b)])
+    return {"correct_a": correct_a, "correct_b": correct_b, "planted": planted, "gold": gold}

@@ -199,7 +199,7 @@ def bootstrap_share_change(counts: np.ndarray, n_boot: int = 2000, seed: SeedLik
     }
 
 
-def _group_seed(seed: int, key: str, group: str) -> list[int]:
+def group_seed(seed: int, key: str, group: str) -> list[int]:
     """Per-group seed: the same group gets the same draws whatever other groups are compared."""
     return [int(seed), zlib.crc32(f"{key}={group}".encode())]
 
@@ -379,7 +379,7 @@ def _ids(table: pa.Table, label: str) -> pa.Array:
     return ids
 
 
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two code arrays split the examples into the same groups (up to renaming)."""
     if a.size == 0:
         return True
@@ -390,7 +390,7 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return pairs.size == ua
 
 
-def _top_transitions(counts: np.ndarray, categories: Sequence[str], limit: int) -> list[dict[str, Any]]:
+def top_transitions(counts: np.ndarray, categories: Sequence[str], limit: int) -> list[dict[str, Any]]:
     k = counts.shape[0]
     n = int(counts.sum())
     off = counts.astype(np.int64).copy()
@@ -406,6 +406,49 @@ def _top_transitions(counts: np.ndarray, categories: Sequence[str], limit: int) 
                     "share": float(counts[i, j] / n) if n else 0.0,
                     "row_share": float(counts[i, j] / rows[i]) if rows[i] else 0.0})
     return out
+
+
+def group_selections(table_a: pa.Table, table_b: pa.Table, rows_a: np.ndarray, only_a: np.ndarray,
+                     only_b: np.ndarray, group_by: Sequence[str]
+                     ) -> tuple[list[tuple[str, str, np.ndarray | None, int, int]], dict[str, str]]:
+    """The groups of a comparison: ``(key, name, rows, n_only_a, n_only_b)`` per group, and skipped keys.
+
+    ``rows`` index the shared examples (positions in ``rows_a``; ``None`` for the overall group, which is
+    first). Groups take run A's tags; a key that splits run A exactly like an earlier one (source == task,
+    one language = all) is skipped and reported in the second value. Only groups with shared examples.
+    """
+    n_a = table_a.num_rows
+    out: list[tuple[str, str, np.ndarray | None, int, int]] = [
+        (OVERALL, OVERALL, None, int(only_a.sum()), int(only_b.sum()))]
+    skipped: dict[str, str] = {}
+    seen_partitions: list[tuple[str, np.ndarray]] = [(OVERALL, np.zeros(n_a, np.int64))]
+    for key in group_by:
+        if key == OVERALL:
+            raise SoiError(f"group key {OVERALL!r} is reserved for the overall group")
+        codes_a, names = tag_codes(table_a, key)
+        codes_a = codes_a.astype(np.int64)
+        shared_codes = codes_a[rows_a]
+        same = next((k for k, c in seen_partitions if same_partition(c, codes_a)), None)
+        if same is not None:
+            skipped[key] = f"same groups as {same!r}"
+            continue
+        seen_partitions.append((key, codes_a))
+        only_a_count = np.bincount(codes_a[only_a], minlength=len(names))
+        only_b_count = np.zeros(len(names), np.int64)
+        if key in table_b.column_names and only_b.any():
+            codes_b, names_b = tag_codes(table_b, key)
+            per_b = np.bincount(codes_b.astype(np.int64)[only_b], minlength=len(names_b))
+            lookup = {nm: i for i, nm in enumerate(names)}
+            for j, nm in enumerate(names_b):  # loop over group names, not examples
+                if nm in lookup:
+                    only_b_count[lookup[nm]] = per_b[j]
+        order = np.argsort(shared_codes, kind="stable")
+        bounds = np.searchsorted(shared_codes[order], np.arange(len(names) + 1))
+        for g, name in enumerate(names):
+            sel = order[bounds[g]:bounds[g + 1]]
+            if sel.size:
+                out.append((key, name, sel, int(only_a_count[g]), int(only_b_count[g])))
+    return out, skipped
 
 
 def compare_tables(
@@ -489,42 +532,13 @@ def compare_tables(
             key=key, group=name, categories=categories, n_shared=n, n_only_a=n_only_a, n_only_b=n_only_b,
             counts=counts, mcnemar=mcnemar(fa, fb),
             accuracy_a=float(fa.mean()) if n else 0.0, accuracy_b=float(fb.mean()) if n else 0.0,
-            share_change=bootstrap_share_change(counts, n_boot=n_boot, seed=_group_seed(seed, key, name),
+            share_change=bootstrap_share_change(counts, n_boot=n_boot, seed=group_seed(seed, key, name),
                                                 level=level),
-            top_transitions=_top_transitions(counts, categories, top),
+            top_transitions=top_transitions(counts, categories, top),
         )
 
-    groups = [one(OVERALL, OVERALL, None, int(only_a.sum()), int(only_b.sum()))]
-    skipped: dict[str, str] = {}
-    seen_partitions: list[tuple[str, np.ndarray]] = [(OVERALL, np.zeros(n_a, np.int64))]
-    for key in group_by:
-        if key == OVERALL:
-            raise SoiError(f"group key {OVERALL!r} is reserved for the overall group")
-        codes_a, names = tag_codes(table_a, key)
-        codes_a = codes_a.astype(np.int64)
-        shared_codes = codes_a[rows_a]
-        # a key that splits run A exactly like an earlier one (source == task, or one language = all)
-        # would repeat the same groups: skip it and say so in params
-        same = next((k for k, c in seen_partitions if _same_partition(c, codes_a)), None)
-        if same is not None:
-            skipped[key] = f"same groups as {same!r}"
-            continue
-        seen_partitions.append((key, codes_a))
-        only_a_count = np.bincount(codes_a[only_a], minlength=len(names))
-        only_b_count = np.zeros(len(names), np.int64)
-        if key in table_b.column_names and only_b.any():
-            codes_b, names_b = tag_codes(table_b, key)
-            per_b = np.bincount(codes_b.astype(np.int64)[only_b], minlength=len(names_b))
-            lookup = {nm: i for i, nm in enumerate(names)}
-            for j, nm in enumerate(names_b):  # loop over group names, not examples
-                if nm in lookup:
-                    only_b_count[lookup[nm]] = per_b[j]
-        order = np.argsort(shared_codes, kind="stable")
-        bounds = np.searchsorted(shared_codes[order], np.arange(len(names) + 1))
-        for g, name in enumerate(names):
-            sel = order[bounds[g]:bounds[g + 1]]
-            if sel.size:
-                groups.append(one(key, name, sel, int(only_a_count[g]), int(only_b_count[g])))
+    selections, skipped = group_selections(table_a, table_b, rows_a, only_a, only_b, group_by)
+    groups = [one(key, name, sel, na, nb) for key, name, sel, na, nb in selections]
     params = {"group_by": list(group_by), "skipped_group_by": skipped, "n_boot": int(n_boot), "seed": int(seed),
               "level": float(level),
               "category_column": category_column, "mcnemar_exact_below": EXACT_BELOW}
