@@ -59,10 +59,28 @@ class RecordingSpec(_Model):
     keep_logits: bool = False
 
 
+class HubSpec(_Model):
+    """Any Hugging Face hub dataset (``datasets.<key>.hub``, with ``origin: hub``): where and how rows map."""
+
+    path: str = Field(min_length=1, description="hub repo id, e.g. AmazonScience/massive")
+    config: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> hub column")
+    splits: dict[str, str] | None = Field(None, description="soi split -> hub split; default train/validation/test")
+    labels: list[str] | None = Field(None, min_length=1, description="label order; default the ClassLabel names")
+    label_map: dict[str, str] = Field(default_factory=dict, description="hub label name -> soi label name")
+    language: str = "und"
+    revision: str | None = None
+
+
 class DatasetSpec(_Model):
-    """One dataset under a study-local key."""
+    """One dataset under a study-local key: a registered name or canonical folder (``origin: local``, the
+    default), a registered name's hub equivalent (``origin: hub``; ``auto``: the local copy if present, else the
+    hub), any hub dataset (``origin: hub`` + ``hub``), or a data-spec YAML file (``spec``; see docs/data.md)."""
 
     name: str = Field(min_length=1)
+    origin: Literal["local", "hub", "auto"] = "local"
+    hub: HubSpec | None = None
+    spec: str | None = Field(None, min_length=1, description="a data-spec YAML file (relative to the study file)")
     task: str | None = Field(None, min_length=1, description="head name; default = the dataset name")
     n_train: int | float | None = None
     n_eval: int | float | None = None
@@ -79,6 +97,21 @@ class DatasetSpec(_Model):
         if isinstance(v, int) and v < 1:
             raise ValueError(f"must be >= 1, got {v}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and isinstance(data.get("spec"), str):
+            data = {**data, "name": Path(data["spec"]).stem}  # a spec file names the dataset after itself
+        return data
+
+    @model_validator(mode="after")
+    def _origin(self) -> DatasetSpec:
+        if self.spec is not None and (self.hub is not None or self.origin != "local"):
+            raise ValueError("spec (a data-spec file) cannot be combined with origin / hub")
+        if self.hub is not None and self.origin != "hub":
+            raise ValueError("hub: needs origin: hub")
+        return self
 
     @property
     def head(self) -> str:
@@ -179,7 +212,11 @@ class StudyConfig(_Model):
     def _references(self) -> StudyConfig:
         names = _known_datasets(self.data_dir)
         for key, ds in self.datasets.items():
-            if names is not None and ds.name not in names:
+            if ds.spec is not None or ds.hub is not None:
+                continue  # a data-spec file or any hub dataset: checked when loaded
+            if ds.origin == "hub" and (err := _hub_error(ds.name)):
+                raise _FieldError(f"datasets.{key}.name", err)
+            if ds.origin != "hub" and names is not None and ds.name not in names:
                 raise _FieldError(f"datasets.{key}.name",
                                   f"unknown dataset {ds.name!r}; known: {', '.join(sorted(names))}")
         seen: set[str] = set()
@@ -326,6 +363,10 @@ def resolve_relative(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     base = Path(path).resolve().parent
     if isinstance(data.get("data_dir"), str) and not Path(data["data_dir"]).expanduser().is_absolute():
         data["data_dir"] = str(base / data["data_dir"])
+    if isinstance(data.get("datasets"), dict):  # data-spec files resolve against the study file too
+        data["datasets"] = {k: {**v, "spec": str(base / v["spec"])} if isinstance(v, dict) and isinstance(
+            v.get("spec"), str) and not Path(v["spec"]).expanduser().is_absolute() else v
+            for k, v in data["datasets"].items()}
     model = data.get("model")
     if isinstance(model, str) and model.startswith(".") and (base / model).exists():
         data["model"] = str((base / model).resolve())
@@ -362,6 +403,19 @@ def _first_error(exc: ValidationError) -> str:
     elif err["type"] == "missing":
         msg = "field required"
     return f"{_path(loc)}: {msg}" if loc else msg
+
+
+def _hub_error(name: str) -> str | None:
+    """Why the registered dataset ``name`` cannot be loaded from the hub (``None`` if it can)."""
+    from soi.data.registry import REGISTRY
+
+    entry = REGISTRY.get(name)
+    if entry is None:
+        return (f"origin: hub needs a registered dataset, not {name!r}; for any hub dataset add hub: {{path: ..., "
+                "columns: ..., labels: ...}}")
+    if entry.hub is None:
+        return f"{name} has no hub equivalent soi can load ({entry.hub_note}); use origin: local"
+    return None
 
 
 def _known_datasets(data_dir: str | None) -> set[str] | None:

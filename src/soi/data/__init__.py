@@ -8,7 +8,8 @@
 """
 
 from soi.data._canon import CLASSIFICATION_SCHEMA, GENERATIVE_SCHEMA
-from soi.data.loaders import as_spec, load_local_split, load_split
+from soi.data.hub import HubDataset
+from soi.data.loaders import DataSource, as_spec, load_local_split, load_split
 from soi.data.registry import (
     DATA_DIR_ENV,
     REGISTRY,
@@ -29,8 +30,10 @@ __all__ = [
     "DATA_DIR_ENV",
     "GENERATIVE_SCHEMA",
     "REGISTRY",
+    "DataSource",
     "DataSpec",
     "DatasetEntry",
+    "HubDataset",
     "HubSource",
     "Split",
     "as_spec",

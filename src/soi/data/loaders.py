@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from soi.data._canon import FILE_SCHEMAS, Where, canonicalize, read_jsonl
-from soi.data.hub import load_hub_split
+from soi.data.hub import HubDataset, load_hub_split
 from soi.data.registry import REGISTRY, DatasetEntry, dataset_dir, get_entry, read_info, resolve_data_dir
 from soi.data.split import Split
 from soi.data.user import DataSpec, load_user_split
@@ -128,3 +129,58 @@ def _check_languages(name: str, available: Iterable[str], wanted: list[str]) -> 
     unknown = [x for x in wanted if x not in have]
     if unknown:
         raise SoiError(f"{name} has no language(s) {unknown}; available: {', '.join(have)}")
+
+
+Origin = Literal["local", "hub", "auto"]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where one dataset of a study comes from: a registered name or canonical folder (``origin="local"``), the
+    registered name's hub equivalent (``origin="hub"``), either (``"auto"``: the local copy when the data dir has
+    one, else the hub), any hub dataset (``hub``: a :class:`HubDataset`) or a data-spec YAML file (``spec``)."""
+
+    name: str
+    origin: Origin = "local"
+    data_dir: str | Path | None = None
+    hub: HubDataset | None = None
+    spec: str | Path | None = None
+    hub_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def kind(self) -> Literal["local", "hub", "file", "custom-hub"]:
+        """What :meth:`load` reads: the local copy, the registered hub equivalent, a spec file or ``hub``."""
+        if self.spec is not None:
+            return "file"
+        if self.hub is not None:
+            return "custom-hub"
+        if self.origin == "auto":
+            try:
+                dataset_dir(self.name, self.data_dir)
+            except SoiError:
+                return "hub"
+            return "local"
+        return self.origin
+
+    def splits(self) -> tuple[str, ...]:
+        """The split names available from this source."""
+        kind = self.kind()
+        if kind == "file":
+            return tuple(DataSpec.from_yaml(self.spec).files)  # type: ignore[arg-type]
+        if kind == "custom-hub":
+            return tuple(self.hub.splits)  # type: ignore[union-attr]
+        if kind == "hub":
+            entry = get_entry(self.name)
+            if entry.hub is None:
+                raise SoiError(f"{self.name} has no hub equivalent soi can load ({entry.hub_note}); use a local copy")
+            return tuple(entry.hub.splits)
+        return tuple(read_info(dataset_dir(self.name, self.data_dir))["splits"])
+
+    def load(self, split: str) -> Split:
+        """One split as a validated :class:`Split`."""
+        kind = self.kind()
+        if kind == "file":
+            return load_user_split(DataSpec.from_yaml(self.spec), split)  # type: ignore[arg-type]
+        if kind == "custom-hub":
+            return self.hub.load(split)  # type: ignore[union-attr]
+        return load_split(self.name, split, data_dir=self.data_dir, source="hub" if kind == "hub" else "local",
+                          hub_kwargs=self.hub_kwargs if kind == "hub" else None)

@@ -35,6 +35,8 @@ class HubSource:
     ``config`` is used and every row gets ``language``. ``parallel_id`` is a template over ``{split}`` (soi split)
     and ``{row}`` (row number in the hub split). ``answer_from`` derives the generative ``answer`` column:
     ``"gsm8k"`` (the number after ``####`` in the response, commas removed) or ``"number"`` (a numeric column).
+    ``parquet_fallback``: when ``datasets`` refuses the repo's loading script, load its parquet export
+    (``revision="refs/convert/parquet"``) instead.
     """
 
     path: str
@@ -48,6 +50,7 @@ class HubSource:
     answer_from: Literal["gsm8k", "number"] | None = None
     verified: bool = False
     note: str = ""
+    parquet_fallback: bool = False  # retry the hub's parquet export when datasets refuses the repo's loading script
 
     @property
     def hub_id(self) -> str:
@@ -84,8 +87,34 @@ _MASSIVE_LABELS = (
 )  # fmt: skip
 _MGSM_LANGUAGES = ("en", "bn", "de", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
 _SPLITS3 = {"train": "train", "validation": "validation", "test": "test"}
-_MASSIVE_NOTE = ("the hub repo has shipped a loading script (massive.py), which datasets>=4 refuses: then use "
-                 "datasets<4, or hub_kwargs pointing at the repo's parquet export")
+_MASSIVE_NOTE = ("the hub repo ships a loading script (massive.py), which datasets>=4 refuses: soi then retries "
+                 "the hub's parquet export (revision refs/convert/parquet); offline, put a canonical copy in "
+                 "$SOI_DATA_DIR/<name>/ (docs/data.md)")
+# MASSIVE 1.0 locales (FitzGerald et al., 2023): hub config -> soi language code; massive_<code> with '-' -> '_'
+MASSIVE_LOCALES = {
+    "af-ZA": "af", "am-ET": "am", "ar-SA": "ar", "az-AZ": "az", "bn-BD": "bn", "cy-GB": "cy", "da-DK": "da",
+    "de-DE": "de", "el-GR": "el", "en-US": "en", "es-ES": "es", "fa-IR": "fa", "fi-FI": "fi", "fr-FR": "fr",
+    "he-IL": "he", "hi-IN": "hi", "hu-HU": "hu", "hy-AM": "hy", "id-ID": "id", "is-IS": "is", "it-IT": "it",
+    "ja-JP": "ja", "jv-ID": "jv", "ka-GE": "ka", "km-KH": "km", "kn-IN": "kn", "ko-KR": "ko", "lv-LV": "lv",
+    "ml-IN": "ml", "mn-MN": "mn", "ms-MY": "ms", "my-MM": "my", "nb-NO": "nb", "nl-NL": "nl", "pl-PL": "pl",
+    "pt-PT": "pt", "ro-RO": "ro", "ru-RU": "ru", "sl-SL": "sl", "sq-AL": "sq", "sv-SE": "sv", "sw-KE": "sw",
+    "ta-IN": "ta", "te-IN": "te", "th-TH": "th", "tl-PH": "tl", "tr-TR": "tr", "ur-PK": "ur", "vi-VN": "vi",
+    "zh-CN": "zh", "zh-TW": "zh-TW",
+}  # fmt: skip
+_MASSIVE_SPLITS = {"train": 11514, "validation": 2033, "test": 2974}
+_MASSIVE_LICENSE = "CC BY 4.0 (Amazon MASSIVE 1.0; derived from SLURP, CC BY 4.0)"
+
+
+def massive_entry(locale: str) -> DatasetEntry:
+    """The registry entry of one MASSIVE locale (hub ``AmazonScience/massive:<locale>``, intents mapped by name)."""
+    lang = MASSIVE_LOCALES[locale]
+    hub = HubSource("AmazonScience/massive", {"text": "utt", "label": "intent", "orig_id": "id"}, _SPLITS3,
+                    config=locale, language=lang, parallel_id="massive-{split}-{row}",
+                    verified=locale in ("en-US", "fa-IR"), parquet_fallback=True,
+                    note="intent ClassLabel in the hub's own order, mapped by name; " + _MASSIVE_NOTE)
+    return DatasetEntry(f"massive_{lang.lower().replace('-', '_')}", "intent", "classification", (lang,),
+                        dict(_MASSIVE_SPLITS), _MASSIVE_LICENSE, _MASSIVE_LABELS, hub,
+                        f"AmazonScience/massive:{locale} (column 'intent')")
 
 REGISTRY: dict[str, DatasetEntry] = {
     e.name: e
@@ -161,22 +190,8 @@ REGISTRY: dict[str, DatasetEntry] = {
             "Apache-2.0 (LICENSE in dml-qom/FarsTail at this commit)", ("entailment", "neutral", "contradiction"),
             None, "no official hub copy known; upstream github.com/dml-qom/FarsTail",
         ),
-        DatasetEntry(
-            "massive_en", "intent", "classification", ("en",), {"train": 11514, "validation": 2033, "test": 2974},
-            "CC BY 4.0 (Amazon MASSIVE 1.0; derived from SLURP, CC BY 4.0)", _MASSIVE_LABELS,
-            HubSource("AmazonScience/massive", {"text": "utt", "label": "intent", "orig_id": "id"}, _SPLITS3,
-                      config="en-US", language="en", parallel_id="massive-{split}-{row}", verified=True,
-                      note="intent ClassLabel in the hub's own order, mapped by name; " + _MASSIVE_NOTE),
-            "AmazonScience/massive:en-US (column 'intent')",
-        ),
-        DatasetEntry(
-            "massive_fa", "intent", "classification", ("fa",), {"train": 11514, "validation": 2033, "test": 2974},
-            "CC BY 4.0 (Amazon MASSIVE 1.0; derived from SLURP, CC BY 4.0)", _MASSIVE_LABELS,
-            HubSource("AmazonScience/massive", {"text": "utt", "label": "intent", "orig_id": "id"}, _SPLITS3,
-                      config="fa-IR", language="fa", parallel_id="massive-{split}-{row}", verified=True,
-                      note="intent ClassLabel in the hub's own order, mapped by name; " + _MASSIVE_NOTE),
-            "AmazonScience/massive:fa-IR (column 'intent')",
-        ),
+        massive_entry("en-US"),
+        massive_entry("fa-IR"),
         DatasetEntry(
             "gsm8k", "math", "generative", ("en",), {"train": 7099, "validation": 374, "test": 1319},
             "MIT (Copyright (c) 2021 OpenAI)", None,
@@ -204,6 +219,8 @@ REGISTRY: dict[str, DatasetEntry] = {
         ),
     ]
 }
+REGISTRY |= {e.name: e for e in map(massive_entry, MASSIVE_LOCALES) if e.name not in REGISTRY}
+HUB_ONLY = tuple(sorted(n for n in REGISTRY if n.startswith("massive_") and n not in ("massive_en", "massive_fa")))
 
 
 def dataset_names() -> list[str]:
@@ -292,6 +309,8 @@ def registry_table() -> str:
     """The registry as a Markdown table (name, task, languages, splits, license, hub equivalent)."""
     rows = ["| name | task | languages | splits (rows) | license | hub equivalent |", "|---|---|---|---|---|---|"]
     for name in dataset_names():
+        if name in HUB_ONLY:
+            continue
         e = REGISTRY[name]
         splits = " / ".join(f"{s} {n:,}" for s, n in e.splits.items())
         if e.hub is None:
@@ -300,4 +319,8 @@ def registry_table() -> str:
             hub = f"`{e.hub.hub_id}`" + ("" if e.hub.verified else " (unverified)") + f"; {e.hub.note}"
         lic = _SHORT_LICENSE.get(name, e.license)
         rows.append(f"| `{name}` | {e.task} | {', '.join(e.languages)} | {splits} | {lic} | {hub} |")
+    langs = ", ".join(REGISTRY[n].languages[0] for n in HUB_ONLY)
+    rows.append(f"| `massive_<code>` ({len(HUB_ONLY)} more locales, hub only: {', '.join(f'`{n}`' for n in HUB_ONLY)}) "
+                f"| intent | {langs} | as `massive_en` | CC BY 4.0 | `AmazonScience/massive:<locale>` (unverified); "
+                "no local copy: `origin: hub`, or a canonical folder `<name>/` in the data dir |")
     return "\n".join(rows) + "\n"

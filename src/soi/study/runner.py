@@ -53,13 +53,29 @@ class _Data:
         self.config = config
         self._cache: dict[tuple[str, str], Any] = {}
 
+    def source(self, key: str) -> Any:
+        """Where dataset ``key`` comes from (a :class:`soi.data.DataSource`)."""
+        from soi.data import DataSource, HubDataset
+
+        ds = self.config.datasets[key]
+        hub = None
+        if ds.hub is not None:
+            h = ds.hub
+            hub = HubDataset(ds.name, h.path, config=h.config, columns=h.columns,
+                             **({"splits": h.splits} if h.splits is not None else {}),
+                             labels=tuple(h.labels) if h.labels else None, label_map=h.label_map, language=h.language,
+                             task=ds.task, kwargs={"revision": h.revision} if h.revision else {},
+                             where=f"datasets.{key}.hub")
+        return DataSource(ds.name, origin=ds.origin, data_dir=self.config.data_dir, hub=hub, spec=ds.spec)
+
     def eval_split_name(self, key: str) -> str:
         ds = self.config.datasets[key]
         if ds.eval_split:
             return ds.eval_split
-        from soi.data.registry import dataset_dir, read_info
-
-        splits = read_info(dataset_dir(ds.name, self.config.data_dir))["splits"]
+        try:
+            splits = self.source(key).splits()
+        except SoiError as exc:
+            raise SoiError(f"datasets.{key}: {exc}") from None
         for name in ("test", "validation"):
             if name in splits:
                 return name
@@ -72,11 +88,9 @@ class _Data:
         if n is None:
             n = ds.n_train if which == "train" else ds.n_eval
         if (key, which, n) not in self._cache:
-            from soi.data import load_split
-
             split = "train" if which == "train" else self.eval_split_name(key)
             try:
-                loaded = load_split(ds.name, split, data_dir=self.config.data_dir)
+                loaded = self.source(key).load(split)
                 if loaded.labels is None:
                     raise SoiError(f"{ds.name!r} is generative; studies need classification data")
                 if ds.labels is not None:
