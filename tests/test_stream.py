@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from soi.analysis.categories import CategoryRules
 from soi.analysis.per_example import analyze_run
 from soi.analysis.streaming import (
+    BASE_BYTES,
     IdCheck,
     id_hashes,
     parse_memory,
@@ -35,7 +36,7 @@ from soi.selection import select
 from soi.simulate import simulate_run
 from soi.store import RunMeta, RunWriter, examples_table, write_part
 from soi.store import writer as store_writer
-from soi.store.shards import cut_shards, plan_shards, read_shard
+from soi.store.shards import ChunkedExamplesWriter, ChunkedPartWriter, cut_shards, plan_shards, read_shard
 from soi.store.writer import dynamics_table, rows_from_logits
 
 RULES = CategoryRules({"hard": "confidence < 0.3", "wobbly": "variability > 0.15 and task == 't0'"}, default="rest")
@@ -169,10 +170,34 @@ def test_duplicate_id_across_shards(tmp_path):
     ids[35] = ids[3]
     table = table.set_column(1, "example_id", pa.array(ids))
     pq.write_table(table, run / "examples.parquet")
-    for limit in ("2GB", None):
+    for limit in ("2GB", None, BASE_BYTES + 256):  # the last one spills the hashes into buckets on disk
         with pytest.raises(SoiError, match=r"examples\.parquet: duplicate example_id 'ex00003'$"):
             stream_analysis(run, shard_size=10, memory_limit=limit)
-    assert not (run / "analysis").exists()
+    assert _leftovers(run) == []
+
+
+def test_chunked_writers_make_the_same_run(tmp_path):
+    ref = random_store(tmp_path / "ref", 6, 90, 3, 1, True)
+    ex = pq.read_table(ref / "examples.parquet")
+    run = tmp_path / "chunked"
+    RunMeta.load(ref).save(run)
+    with mock.patch.object(store_writer, "ROW_BLOCK", 16):
+        with ChunkedExamplesWriter(run) as w:
+            for lo in range(0, 90, 25):
+                w.write(ex.slice(lo, 25))
+        for c in range(3):
+            part = pq.read_table(ref / "dynamics" / f"ckpt-{c:06d}.rank-0000.parquet")
+            with ChunkedPartWriter(run, checkpoint=c) as w:
+                for lo in (0, 7, 40, 41, 70):
+                    w.write(part.slice(lo, {0: 7, 7: 33, 40: 1, 41: 29, 70: 20}[lo]))
+    a, b = analyze_run(ref, write=False), analyze_run(run, write=False)
+    assert_tables_equal(a.table, b.table)
+    pf = pq.ParquetFile(run / "dynamics" / "ckpt-000001.rank-0000.parquet")
+    assert [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)] == [16] * 5 + [10]
+    with pytest.raises(SoiError, match="increasing idx"), ChunkedPartWriter(run, checkpoint=5) as w:
+        w.write(part.slice(10, 5))
+        w.write(part.slice(0, 5))
+    assert sorted(p.name for p in (run / "dynamics").iterdir()) == [f"ckpt-{c:06d}.rank-0000.parquet" for c in range(3)]
 
 
 def _leftovers(run: Path) -> list[str]:

@@ -15,6 +15,7 @@ between planning and reading.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,8 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from soi._arrow import to_numpy
+from soi._io import atomic_path
 from soi.errors import SoiError
-from soi.store.meta import EXAMPLES_FILE, RunMeta
+from soi.store import writer as store_writer
+from soi.store.meta import EXAMPLES_FILE, RunMeta, dynamics_dir, part_name
 from soi.store.reader import (
     DENSE_COLUMNS,
     Dynamics,
@@ -37,6 +40,7 @@ from soi.store.reader import (
     part_columns,
     tag_codes,
 )
+from soi.store.writer import EXAMPLES_SCHEMA, PART_WRITE_OPTIONS
 
 _EXAMPLE_COLUMNS = ("idx", "example_id", "task", "source", "language", "gold")
 _TEXT_COLUMNS = ("text", "text_pair")
@@ -306,3 +310,99 @@ def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
                                          generative=plan.meta.is_generative, offset=lo)
     return Dynamics(meta=plan.meta, examples=examples, checkpoints=np.asarray(plan.checkpoints, np.int64),
                     steps=steps, **{k: v.T for k, v in dense.items()})
+
+
+# ------------------------------------------------------------------------------------------- chunked writers
+class ChunkedPartWriter:
+    """Write one dynamics part (checkpoint, rank) chunk by chunk, for recordings too large for one table.
+
+    Chunks (:func:`soi.store.dynamics_table` tables) must come in increasing ``idx`` order; rows are grouped
+    into one row group per :data:`~soi.store.writer.ROW_BLOCK` block of ``idx`` like
+    :func:`soi.store.write_part`, so the part stays readable by example range. The file appears atomically
+    on :meth:`close` (or at the end of a ``with`` block); an exception discards it.
+
+    Examples
+    --------
+    >>> with ChunkedPartWriter("runs/big", checkpoint=0) as w:           # doctest: +SKIP
+    ...     for lo in range(0, n, chunk):
+    ...         w.write(dynamics_table(checkpoint=0, step=100, idx=np.arange(lo, lo + chunk), ...))
+    """
+
+    def __init__(self, run_dir: str | Path, *, checkpoint: int, rank: int = 0, mode: str | None = None) -> None:
+        self.path = dynamics_dir(run_dir, mode) / part_name(checkpoint, rank)
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._block = -1
+        self._last = -1
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+            assert self._writer is not None
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._pending = []
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (sorted by ``idx``, all above the previous chunk's)."""
+        if table.num_rows == 0:
+            return
+        idx = to_numpy(table["idx"]).astype(np.int64)
+        if idx[0] <= self._last or (idx.size > 1 and np.any(np.diff(idx) <= 0)):
+            raise SoiError("chunks must come in strictly increasing idx order", path=self.path)
+        self._last = int(idx[-1])
+        if self._writer is None:
+            self._writer = self._stack.enter_context(pq.ParquetWriter(self._tmp, table.schema, **PART_WRITE_OPTIONS))
+        block = idx // store_writer.ROW_BLOCK
+        cuts = np.flatnonzero(np.diff(block)) + 1
+        for a, b in itertools.pairwise([0, *cuts.tolist(), idx.size]):
+            if block[a] != self._block:
+                self._flush()
+                self._block = int(block[a])
+            self._pending.append(table.slice(a, b - a))
+
+    def close(self) -> Path:
+        """Finish the part and move it into place."""
+        if self._writer is None:
+            raise SoiError("no rows written", path=self.path)
+        self._flush()
+        self._stack.close()
+        return self.path
+
+    def __enter__(self) -> ChunkedPartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._stack.__exit__(exc_type, exc, tb)
+
+
+class ChunkedExamplesWriter:
+    """Write ``examples.parquet`` chunk by chunk (:func:`soi.store.examples_table` tables, ``idx`` renumbered).
+
+    The file appears atomically at the end of the ``with`` block; ``example_id`` uniqueness is checked by the
+    readers (``soi analyze``), not here.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / EXAMPLES_FILE
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, EXAMPLES_SCHEMA, compression="zstd"))
+        self.n = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append examples; their ``idx`` becomes ``n .. n + len - 1``."""
+        table = table.cast(EXAMPLES_SCHEMA)
+        table = table.set_column(0, "idx", pa.array(np.arange(self.n, self.n + table.num_rows, dtype=np.int32)))
+        self._writer.write_table(table)
+        self.n += table.num_rows
+
+    def __enter__(self) -> ChunkedExamplesWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._stack.__exit__(exc_type, exc, tb)

@@ -64,6 +64,8 @@ _PART_WRITE_OPTIONS = {
                         **{c: "BYTE_STREAM_SPLIT" for c in (*FLOAT_COLUMNS, "token_acc", "logp")}},
     "write_statistics": ["idx", "checkpoint", "step"],
 }
+PART_WRITE_OPTIONS = _PART_WRITE_OPTIONS
+"""Parquet writer options of every dynamics part (for writers outside this module, e.g. chunked ones)."""
 
 
 def rows_from_logits(logits: np.ndarray, gold: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,176 @@
+"""Benchmark out-of-core `soi analyze --memory-limit`: whole process on 10M examples x 10 checkpoints x 3 classes.
+
+Prints one JSON object. Usage::
+
+    python benchmarks/bench_stream.py                     # 10M x 10 x 3 (issue target: peak RSS <= 2 GB, >= 10M/s)
+    python benchmarks/bench_stream.py --n 100000000       # 1B example-checkpoints (~12 GB of disk)
+    python benchmarks/bench_stream.py --n 1000000 --skip-small
+
+The large store is generated once into ``--workdir`` (default ``/tmp/soi-bench-stream``, reused when present) with
+the chunked writers (``soi.store.shards.ChunkedExamplesWriter`` / ``ChunkedPartWriter``), chunk by chunk, with the
+learning model of ``soi.simulate`` (3 tasks x 3 languages). Side by side in the same run, on a 1M x 10 store
+(``soi.simulate.simulate_run``, as ``bench_analyze.py``): the in-memory ``soi analyze`` and the streamed one, whole
+processes, and a check that both write the same summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TAGS = {"task": ["a", "b", "c"], "language": ["en", "fa", "de"]}
+
+
+def run_process(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def generate(run: Path, n: int, checkpoints: int, classes: int, chunk: int, seed: int = 0) -> float:
+    """Write a synthetic run chunk by chunk (memory ~ one chunk); return the seconds it took."""
+    from soi.store import RunMeta, dynamics_table, examples_table, rows_from_logits
+    from soi.store.meta import RUN_JSON
+    from soi.store.shards import ChunkedExamplesWriter, ChunkedPartWriter
+
+    start = time.perf_counter()
+    labels = [f"class_{i}" for i in range(classes)]
+    meta = RunMeta(tasks={t: labels for t in TAGS["task"]}, setting="synthetic-large", seed=seed, model="simulated",
+                   extra={"simulated": {"n": n, "checkpoints": checkpoints, "chunked": chunk}})
+    run.mkdir(parents=True, exist_ok=True)
+
+    def chunk_data(k: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed, k])
+        m = hi - lo
+        true = rng.integers(0, classes, m)
+        flip = rng.random(m) < 0.05
+        gold = np.where(flip, (true + rng.integers(1, classes, m)) % classes, true)
+        return {"true": true, "gold": gold, "d": rng.normal(0.0, 1.0, m) - rng.normal(0.0, 0.3, m),
+                **{key: rng.integers(0, len(v), m) for key, v in TAGS.items()}}
+
+    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    with ChunkedExamplesWriter(run) as ex:
+        for k, (lo, hi) in enumerate(bounds):
+            d = chunk_data(k, lo, hi)
+            ids = np.char.add("ex-", np.arange(lo, hi).astype(str))
+            ex.write(examples_table(ids, d["gold"], task=np.asarray(TAGS["task"])[d["task"]],
+                                    language=np.asarray(TAGS["language"])[d["language"]]))
+    for t in range(checkpoints):
+        with ChunkedPartWriter(run, checkpoint=t) as part:
+            for k, (lo, hi) in enumerate(bounds):
+                d = chunk_data(k, lo, hi)
+                rng = np.random.default_rng([seed, k, t + 1])
+                logits = rng.normal(0.0, 1.0, (hi - lo, classes)).astype(np.float32)
+                logits[np.arange(hi - lo), d["true"]] += (4.0 * (t + 1) / checkpoints * (1.0 - d["d"])).astype(
+                    np.float32)
+                rows = rows_from_logits(logits, d["gold"])
+                part.write(dynamics_table(checkpoint=t, step=(t + 1) * 100, idx=np.arange(lo, hi), gold=d["gold"],
+                                          sort=False, **rows))
+    meta.save(run)
+    assert (run / RUN_JSON).is_file()
+    return time.perf_counter() - start
+
+
+def disk_bytes(run: Path) -> dict[str, int]:
+    dyn = sum(f.stat().st_size for f in (run / "dynamics").iterdir())
+    out = {"dynamics": dyn, "examples": (run / "examples.parquet").stat().st_size}
+    analysis = run / "analysis"
+    if analysis.is_dir():
+        out["analysis"] = sum(f.stat().st_size for f in analysis.iterdir())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000_000)
+    ap.add_argument("--checkpoints", type=int, default=10)
+    ap.add_argument("--classes", type=int, default=3)
+    ap.add_argument("--memory-limit", default="2GB")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=1 << 20, help="examples per generated chunk")
+    ap.add_argument("--small-n", type=int, default=1_000_000)
+    ap.add_argument("--small-repeats", type=int, default=5)
+    ap.add_argument("--skip-small", action="store_true", help="skip the 1M side-by-side part")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/soi-bench-stream"))
+    ap.add_argument("--keep", action="store_true", help="keep the generated stores (default: keep the large one)")
+    args = ap.parse_args()
+
+    soi_bin = shutil.which("soi") or "soi"
+    result: dict = {"benchmark": "soi analyze --memory-limit (streamed)", "load_before": os.getloadavg()}
+    run = args.workdir / f"run-{args.n}x{args.checkpoints}x{args.classes}"
+    if not (run / "run.json").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        result["generate_s"] = round(generate(run, args.n, args.checkpoints, args.classes, args.chunk), 1)
+        print(f"generated {run} in {result['generate_s']} s", file=sys.stderr)
+    stream_cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", args.memory_limit,
+                  "--workers", str(args.workers)]
+    walls, rss = [], []
+    for _ in range(args.repeats):
+        w, r = run_process(stream_cmd)
+        walls.append(w)
+        rss.append(r)
+    ec = args.n * args.checkpoints
+    result |= {
+        "n_examples": args.n, "checkpoints": args.checkpoints, "classes": args.classes,
+        "example_checkpoints": ec, "memory_limit": args.memory_limit, "workers": args.workers,
+        "command": " ".join(stream_cmd[1:]),
+        "stream_wall_s": [round(w, 2) for w in walls],
+        "stream_wall_s_median": round(statistics.median(walls), 2),
+        "stream_peak_rss_mb_max": round(max(rss), 1),
+        "stream_example_checkpoints_per_s": round(ec / statistics.median(walls)),
+        "disk_bytes": disk_bytes(run),
+        "dynamics_bytes_per_example_checkpoint": round(disk_bytes(run)["dynamics"] / ec, 2),
+    }
+    if not args.skip_small:
+        from soi.simulate import simulate_run
+
+        small = args.workdir / f"small-{args.small_n}x{args.checkpoints}x{args.classes}"
+        if not (small / "run.json").is_file():
+            shutil.rmtree(small, ignore_errors=True)
+            simulate_run(small, n=args.small_n, checkpoints=args.checkpoints, classes=args.classes, seed=0,
+                         groups=TAGS)
+        mem_cmd = [soi_bin, "analyze", str(small), "--quiet"]
+        str_cmd = [soi_bin, "analyze", str(small), "--quiet", "--memory-limit", args.memory_limit,
+                   "--workers", str(args.workers)]
+        run_process(mem_cmd)  # warm the page cache
+        timing: dict[str, list[tuple[float, float]]] = {"memory": [], "stream": []}
+        summaries = {}
+        for _ in range(args.small_repeats):  # alternate, so load changes hit both alike
+            for key, cmd in (("memory", mem_cmd), ("stream", str_cmd)):
+                timing[key].append(run_process(cmd))
+                summary = json.loads((small / "analysis" / "summary.json").read_text())
+                summaries[key] = summary
+        result["small"] = {
+            "n_examples": args.small_n,
+            "in_memory_wall_s_median": round(statistics.median(w for w, _ in timing["memory"]), 3),
+            "in_memory_wall_s_min": round(min(w for w, _ in timing["memory"]), 3),
+            "in_memory_peak_rss_mb_max": round(max(r for _, r in timing["memory"]), 1),
+            "stream_wall_s_median": round(statistics.median(w for w, _ in timing["stream"]), 3),
+            "stream_peak_rss_mb_max": round(max(r for _, r in timing["stream"]), 1),
+            "summaries_equal": summaries["memory"] == summaries["stream"],
+        }
+        if not args.keep:
+            shutil.rmtree(small, ignore_errors=True)
+    result |= {"load_after": os.getloadavg(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "numpy": np.__version__}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
