@@ -236,7 +236,7 @@ def reseeding_null(counts: np.ndarray, s_a: int, s_b: int, *, alpha: float = 0.0
         brep = ((np.tensordot(wb, rest, axes=1) - np.tensordot(ww, _sym(rest), axes=1))
                 / np.where(n_rest > 0, n_rest, 1)[:, None, None])
     v_ex = (g - 1) / g * ((brep - brep.mean(axis=0)) ** 2).sum(axis=0) if g >= 2 else np.zeros((k, k))
-    df_runs, df_ex = r - 2, max(g - 1, 1)
+    df_runs, df_ex = min(s_a, s_b) - 1, max(g - 1, 1)
     se, df, p, lo, hi = _t_stats(excess, v_runs, v_ex, df_runs, df_ex, level)
     q = benjamini_hochberg(p)
     # share changes: the same linear functional of every replicate
