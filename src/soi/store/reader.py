@@ -304,6 +304,11 @@ def part_columns(generative: bool = False) -> tuple[tuple[str, ...], set[str], t
     return _REQUIRED_PART_COLUMNS, allowed, (_GENERATIVE_FLOATS if generative else ())
 
 
+def conform_examples(table: pa.Table, path: Path) -> pa.Table:
+    """:func:`conform` with the ``examples.parquet`` column types (for readers of a slice, e.g. a shard)."""
+    return conform(table, _EXAMPLE_TYPES, path)
+
+
 def labels_per_example(table: pa.Table, meta: RunMeta) -> np.ndarray:
     """Number of classes of each example's task (int64, shape (N,))."""
     return _labels_per_example(table, meta)

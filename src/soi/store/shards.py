@@ -34,6 +34,8 @@ from soi.store.meta import EXAMPLES_FILE, RunMeta, dynamics_dir, part_name
 from soi.store.reader import (
     DENSE_COLUMNS,
     Dynamics,
+    check_utf8,
+    conform_examples,
     fill_checkpoint_table,
     labels_per_example,
     list_parts,
@@ -58,11 +60,13 @@ def _open(path: Path) -> pq.ParquetFile:
 def _read_row_groups(path: Path, groups: Sequence[int], columns: Sequence[str] | None) -> pa.Table:
     try:
         with _open(path) as pf:
-            return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
+            table = pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
     except SoiError:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+    check_utf8(table, path)
+    return table
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +77,8 @@ class PartIndex:
     columns: tuple[str, ...]
     rg_min: np.ndarray
     rg_max: np.ndarray
+    names: frozenset[str] = frozenset()
+    """Every column of the part (rank parts of a checkpoint must agree)."""
 
     def groups_for(self, lo: int, hi: int) -> np.ndarray:
         """Row groups holding rows with ``lo <= idx < hi``."""
@@ -235,9 +241,12 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
             rows = maxs >= mins
             if rows.any() and (mins[rows].min() < 0 or maxs[rows].max() >= n):
                 raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=path)
-            indexes.append(PartIndex(path, columns, mins, maxs))
-        if len({p.columns for p in indexes}) > 1:
-            raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns", path=indexes[0].path.parent)
+            indexes.append(PartIndex(path, columns, mins, maxs, frozenset(names)))
+        for part in indexes[1:]:
+            if part.names != indexes[0].names:
+                raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns: {indexes[0].path.name} "
+                               f"and {part.path.name} differ in {sorted(part.names ^ indexes[0].names)}",
+                               path=part.path.parent)
         parts[ckpt] = indexes
     first = parts[ckpts[0]]
     grid = np.unique(np.concatenate([p.rg_min[p.rg_max >= p.rg_min] for p in first] + [np.zeros(1, np.int64)]))
@@ -263,7 +272,7 @@ def read_examples_range(plan: ShardPlan, lo: int, hi: int) -> pa.Table:
     groups = np.flatnonzero((starts[1:] > lo) & (starts[:-1] < hi))
     table = _read_row_groups(path, groups.tolist(), None)
     first = int(starts[groups[0]]) if groups.size else lo
-    table = table.slice(lo - first, hi - lo)
+    table = conform_examples(table.slice(lo - first, hi - lo), path)
     if table.num_rows != hi - lo or not np.array_equal(to_numpy(table["idx"]), np.arange(lo, hi)):
         raise SoiError("column 'idx' must be 0..N-1 in row order", path=path)
     ids = table["example_id"]
