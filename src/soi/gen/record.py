@@ -123,12 +123,15 @@ def probe_rows(n: int, probe: int | float | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def _generative_meta(kind: str, correct_threshold: float, probe: dict[str, Any] | None) -> dict[str, Any]:
+def generative_meta(kind: str, correct_threshold: float, probe: dict[str, Any] | None, *,
+                    source: str = "teacher-forced, eval mode") -> dict[str, Any]:
+    """``run.json`` ``extra.generative``: columns, correctness rule (``kind`` ``"token_acc"`` or ``"answer"``) and
+    where the numbers come from (``source``)."""
     cols = ["token_acc", "logp", "n_tokens"] + (["generation"] if kind == "answer" else [])
     rule = ({"kind": "token_acc", "threshold": correct_threshold} if kind == "token_acc"
             else {"kind": "answer", "math": "final-number exact match", "other": f"ROUGE-L F >= {ROUGE_THRESHOLD}"})
     return {"version": 1, "gold": "always 1 ('correct')", "correct": rule, "columns": cols,
-            "p_gold": "mean gold-token probability over the response tokens (teacher-forced, eval mode)",
+            "p_gold": f"mean gold-token probability over the response tokens ({source})",
             "loss": "mean token NLL", "margin": "mean gold logit minus largest other logit",
             **({"probe": probe} if probe else {})}
 
@@ -162,7 +165,7 @@ class GenRunRecorder:
                        "run_dir": PROBE_DIR} if self.probe_idx.size else None)
         base = {"tasks": tasks, "recording_mode": "eval-pass", "checkpoint_unit": "step", "model": model_name,
                 "setting": setting, "seed": seed}
-        self.meta = RunMeta(**base, extra={**dict(extra or {}), "generative": _generative_meta(
+        self.meta = RunMeta(**base, extra={**dict(extra or {}), "generative": generative_meta(
             "token_acc", correct_threshold, probe_info)})
         for sub in ("dynamics", PROBE_DIR):  # a fresh run: no parts of an earlier one
             _clear(self.run_dir / sub)
@@ -171,7 +174,7 @@ class GenRunRecorder:
         write_examples(self.run_dir, _examples(self.examples))
         if self.probe_dir is not None:
             self.probe_meta = RunMeta(**base, extra={"recorder": "soi.gen.sft.train_sft", "parent": "..",
-                                                     "generative": _generative_meta("answer", correct_threshold,
+                                                     "generative": generative_meta("answer", correct_threshold,
                                                                                     probe_info)})
             self.probe_dir.mkdir(parents=True, exist_ok=True)
             self.probe_meta.save(self.probe_dir)

@@ -45,8 +45,8 @@ import numpy as np
 from soi.errors import SoiError
 from soi.gen.models import load_causal_lm
 
-__all__ = ["GenExample", "PromptFormat", "SFTResult", "collate", "generate", "length_grouped_batches",
-           "load_causal_lm", "train_sft"]
+__all__ = ["GenExample", "PromptFormat", "SFTResult", "collate", "generate", "generate_ids",
+           "length_grouped_batches", "load_causal_lm", "train_sft"]
 
 IGNORE = -100
 GROUP_BATCHES = 64
@@ -310,18 +310,30 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     Batches of similar length, left padding, stop at the response-closing token or EOS; prompts longer than
     ``max_length`` keep their last tokens. Special tokens are dropped and whitespace stripped from the output.
     """
-    import torch
-    from transformers import GenerationConfig
-
     if batch_size < 1 or max_new_tokens < 1:
         raise SoiError("generate: batch_size and max_new_tokens must be >= 1")
     fmt = fmt or PromptFormat(tokenizer)
     ids = [fmt.prompt_ids(p) for p in prompts]
     if max_length is not None:
         ids = [x[-max_length:] for x in ids]
+    return generate_ids(model, tokenizer, ids, stop_ids=fmt.stop_ids, pad_id=fmt.pad_id,
+                        max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype, progress=progress)
+
+
+def generate_ids(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], *, stop_ids: Sequence[int], pad_id: int,
+                 max_new_tokens: int = 128, batch_size: int = 8, dtype: str = "auto",
+                 progress: bool = False) -> list[str]:
+    """Greedy completions of tokenized prompts ``ids`` (in input order): batches of similar length, left padding,
+    stop at any of ``stop_ids``; special tokens dropped and whitespace stripped from the decoded text."""
+    import torch
+    from transformers import GenerationConfig
+
+    if batch_size < 1 or max_new_tokens < 1:
+        raise SoiError("generate: batch_size and max_new_tokens must be >= 1")
+    stop_ids = [int(x) for x in stop_ids]
     order = np.argsort([-len(x) for x in ids], kind="stable")
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              eos_token_id=fmt.stop_ids, pad_token_id=fmt.pad_id)
+                              eos_token_id=stop_ids, pad_token_id=pad_id)
     device = model_device(model)
     out: list[str] = [""] * len(ids)
     bar, task = _progress(len(ids), "generate", progress)
@@ -330,16 +342,16 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
             for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]
                 t = max(len(ids[i]) for i in rows)
-                x = torch.full((len(rows), t), fmt.pad_id, dtype=torch.long)
+                x = torch.full((len(rows), t), pad_id, dtype=torch.long)
                 m = torch.zeros((len(rows), t), dtype=torch.long)
                 for b, i in enumerate(rows):
-                    x[b, t - len(ids[i]):] = torch.tensor(ids[i])
+                    x[b, t - len(ids[i]):] = torch.tensor(list(ids[i]))
                     m[b, t - len(ids[i]):] = 1
                 gen = model.generate(input_ids=x.to(device), attention_mask=m.to(device), generation_config=config)
                 new = gen[:, t:].tolist()
                 for b, i in enumerate(rows):
                     toks = new[b]
-                    cut = next((k for k, tok in enumerate(toks) if tok in fmt.stop_ids), len(toks))
+                    cut = next((k for k, tok in enumerate(toks) if tok in stop_ids), len(toks))
                     out[i] = tokenizer.decode(toks[:cut], skip_special_tokens=True).strip()
                 if bar is not None:
                     bar.advance(task, len(rows))

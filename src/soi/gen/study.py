@@ -1,16 +1,20 @@
 """The generative (cross-lingual SFT) study runner: ``soi run FILE`` / ``soi demo`` for ``type: generative`` YAMLs.
 
 For every run x k x seed: build the task mixtures (:mod:`soi.gen.mixture`), fine-tune the causal LM on the
-English set plus ``k`` examples per seen language (:func:`soi.gen.sft.train_sft`, dynamics recorded into the run
-directory), keep the checkpoint with the lowest validation loss, evaluate per language by greedy decoding (math:
-exact match of the final number; instruction / summarization: ROUGE-L, chrF and response-language fidelity), then
-compute the transfer metrics (:mod:`soi.gen.transfer`) and write the summary, CSV tables and figures.
+English set plus ``k`` examples per seen language through TRL (:func:`soi.gen.trainer.train_sft_trl`: LoRA or full
+fine-tuning, constant learning rate, a checkpoint every N steps, train-pass dynamics recorded into the run directory
+by :class:`~soi.record.SoiSFTTrainer`), keep the checkpoint with the lowest validation loss, evaluate per language
+by greedy decoding (math: exact match of the final number; instruction / summarization: ROUGE-L, chrF and
+response-language fidelity), then compute the transfer metrics (:mod:`soi.gen.transfer`) and write the summary,
+CSV tables and figures.
 
 Layout under ``out``::
 
     config.json                           # the validated study config
     runs/<run>-k<k>/seed-<s>/             # one fine-tuning run (a soi run directory when dynamics are recorded)
+        fingerprint.json                  # the run's settings hash (an interrupted run resumes only when it matches)
         mixture.json                      # the mixture manifest: ids per task / language / split, counts, sources
+        model-best/, model-final/         # HF save_pretrained folders (LoRA merged); final only when != best
         predictions.jsonl                 # one line per eval row: prediction and per-example scores
         result.json                       # written last: its presence marks the run finished
     tables/scores.csv, tables/transfer.csv, tables/transfer_groups.csv
@@ -18,7 +22,8 @@ Layout under ``out``::
     summary.json                          # + summary["transfer"]
 
 Re-running on the same ``out`` resumes: finished runs are kept (a run whose settings changed is an error), an
-unfinished run directory is cleared and trained again.
+unfinished run continues from its last Trainer checkpoint (``checkpoints/``, deleted when the run finishes; its
+dynamics equal an uninterrupted run's), and an unfinished run without one is cleared and trained again.
 """
 
 from __future__ import annotations
@@ -186,14 +191,22 @@ def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], ru
     return evals
 
 
+FINGERPRINT_FILE = "fingerprint.json"
+
+
 def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
                model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
     from soi.gen.models import load_causal_lm
-    from soi.gen.sft import train_sft
+    from soi.gen.trainer import CHECKPOINTS_DIR, last_checkpoint, train_sft_trl
 
-    if rdir.exists():  # an interrupted run: start it again from scratch
+    fingerprint = _fingerprint(config, run, k, seed)
+    marker = rdir / FINGERPRINT_FILE
+    resume = (marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+              and last_checkpoint(rdir / CHECKPOINTS_DIR) is not None)
+    if rdir.exists() and not resume:  # an interrupted run without a usable checkpoint: start it again
         shutil.rmtree(rdir)
-    rdir.mkdir(parents=True)
+    rdir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"fingerprint": fingerprint})
     start = time.perf_counter()
     write_json(rdir / MIXTURE_FILE, {t: mixtures[t].manifest(k) for t in run.tasks})
     train_rows = [r for t in run.tasks for r in mixtures[t].train_rows(k)]
@@ -201,21 +214,25 @@ def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], r
     t, rec = config.training, config.recording
     info: dict[str, Any] = {"n_train": len(train_rows), "n_validation": len(val_rows)}
     if train_rows:
-        res = train_sft(model_path, train_rows, rdir if rec.enabled else None, validation=val_rows or None,
-                        epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr,
-                        warmup_steps=t.warmup_steps, checkpoint_every=t.checkpoint_every, max_length=t.max_length,
-                        lora=None if t.lora is None else t.lora.model_dump(exclude_none=True), dtype=t.dtype,
-                        seed=seed, select_best=bool(val_rows), probe=rec.probe or None, probe_seed=config.data_seed,
-                        probe_max_new_tokens=rec.probe_max_new_tokens, eval_batch_size=config.generation.batch_size,
-                        model_name=config.model, setting=run.setting, progress=progress,
-                        meta_extra={"study": config.name, "run": run_name(run.name, k), "family": run.name, "k": k,
-                                    "train_tasks": list(run.tasks)})
+        res = train_sft_trl(model_path, train_rows, rdir, validation=val_rows or None, record=rec.enabled,
+                            epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr,
+                            warmup_steps=t.warmup_steps, checkpoint_every=t.checkpoint_every,
+                            max_length=t.max_length,
+                            lora=None if t.lora is None else t.lora.model_dump(exclude_none=True), dtype=t.dtype,
+                            seed=seed, probe=rec.probe or None, probe_seed=config.data_seed,
+                            probe_max_new_tokens=rec.probe_max_new_tokens,
+                            eval_batch_size=config.generation.batch_size, model_name=config.model,
+                            setting=run.setting, progress=progress, resume=resume,
+                            meta_extra={"study": config.name, "run": run_name(run.name, k), "family": run.name,
+                                        "k": k, "train_tasks": list(run.tasks)})
         model, tokenizer = res.model, res.tokenizer
         info |= {"steps": res.steps, "best_step": res.best_step,
                  "validation_loss": {str(s): v for s, v in res.validation_loss.items()},
                  "train_loss": res.train_loss, "train_tokens": res.train_tokens,
                  "train_seconds": round(res.train_seconds, 3), "tokens_per_second": round(res.tokens_per_second, 1),
-                 "dynamics": rec.enabled}
+                 "dynamics": rec.enabled, "resumed_from": res.resumed_from,
+                 "models": {"best": res.best_dir.name if res.best_dir else None,
+                            "final": (res.final_dir or res.best_dir).name if res.best_dir else None}}
     else:  # nothing to train on (english_n = 0 and k = 0): the base model is the k = 0 baseline
         model, tokenizer = load_causal_lm(model_path, dtype=t.dtype)
         info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": [], "dynamics": False}
@@ -223,7 +240,7 @@ def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], r
     evals = _evaluate(config, mixtures, run, model, tokenizer, rdir, progress)
     info["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
     result = {"study": config.name, "run": run.name, "setting": run.setting, "tasks": list(run.tasks), "k": k,
-              "seed": seed, "model": config.model, "fingerprint": _fingerprint(config, run, k, seed),
+              "seed": seed, "model": config.model, "fingerprint": fingerprint,
               "n_train_by_language": {task: mixtures[task].manifest(k)["counts"]["train"] for task in run.tasks},
               **info, "eval": evals, "elapsed_s": round(time.perf_counter() - start, 3)}
     write_json(rdir / RESULT_FILE, result)  # last, atomically: marks the run finished

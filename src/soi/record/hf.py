@@ -41,6 +41,7 @@ from transformers import Trainer, TrainerCallback
 
 from soi.errors import SoiError
 from soi.record.recorder import PARTIAL_DIR, DynamicsRecorder, _distributed
+from soi.record.trackers import SoiTrackerCallback
 from soi.store.meta import PART_RE, RunMeta, dynamics_dir
 from soi.store.writer import examples_table
 
@@ -312,6 +313,7 @@ class SoiTrainer(Trainer):
         self.train_dataset = _with_idx(self.train_dataset)
         self._soi_examples, self._soi_rows = self._soi_examples_table()
         self.add_callback(_SoiCallback(self))
+        self.add_callback(SoiTrackerCallback(self))  # per-checkpoint SOI metrics to report_to trackers
 
     # ------------------------------------------------------------------ set-up
     def _soi_examples_table(self) -> tuple[pa.Table, np.ndarray]:
@@ -580,4 +582,15 @@ class SoiTrainer(Trainer):
         return [(ids, logits, labels)]
 
 
-__all__ = ["SoiRecording", "SoiTrainer"]
+# Public names of the pieces SoiSFTTrainer (soi.record.sft) shares with SoiTrainer.
+is_hf_dataset = _is_hf_dataset
+arrow_columns = _arrow_columns
+with_idx = _with_idx
+column_names = _column_names
+strings = _strings
+sum_over_ranks = _sum_over_ranks
+clear_dynamics = _clear_dynamics
+SoiCallback = _SoiCallback
+
+__all__ = ["IDX", "SoiCallback", "SoiRecording", "SoiTrainer", "arrow_columns", "clear_dynamics", "column_names",
+           "is_hf_dataset", "strings", "sum_over_ranks", "with_idx"]

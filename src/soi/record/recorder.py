@@ -19,7 +19,7 @@ Resume: :meth:`save_partial` persists the rows of the unfinished checkpoint next
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,19 @@ from soi._arrow import to_numpy
 from soi._io import write_parquet
 from soi.errors import SoiError
 from soi.store.meta import EXAMPLES_FILE, PART_RE, RunMeta, dynamics_dir
-from soi.store.writer import dynamics_table, rows_from_logits, write_examples, write_part
+from soi.store.writer import GENERATIVE_COLUMNS, dynamics_table, rows_from_logits, write_examples, write_part
 
 PARTIAL_DIR = ".partial"
 _COLUMNS = ("pred", "p_gold", "margin", "loss", "label")  # per-row values buffered as float32
+ROW_COLUMNS = _COLUMNS
+"""The leading columns of a recorder row (:meth:`DynamicsRecorder.update_rows`); extra columns follow."""
+EXTRA_COLUMNS = ("token_acc", "logp", "n_tokens")
+"""Extra numeric part columns a recorder can carry (generative runs, see docs/store.md)."""
 _PARTIAL_RE = re.compile(r"^ckpt-(\d{6})\.rank-(\d{4})\.step-(\d{12})\.parquet$")
 
-Fill = Callable[[np.ndarray], tuple[Any, Any]]
-"""``fill(missing_idx) -> (logits, labels)`` for examples no rank saw in a checkpoint."""
+Fill = Callable[[np.ndarray], Any]
+"""``fill(missing_idx) -> (logits, labels)`` for examples no rank saw in a checkpoint, or the rows of
+:meth:`DynamicsRecorder.update_rows` (a recorder with extra columns)."""
 
 
 def _is_torch(x: Any) -> bool:
@@ -66,13 +71,16 @@ def _part_step(path: Path) -> int:
     return int(steps[0].as_py()) if len(steps) else -1
 
 
-def _distributed() -> Any:
+def distributed() -> Any:
     """``torch.distributed`` when a process group is initialised, else None."""
     try:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover - torch not installed
         return None
     return dist if dist.is_available() and dist.is_initialized() else None
+
+
+_distributed = distributed
 
 
 class DynamicsRecorder:
@@ -89,6 +97,8 @@ class DynamicsRecorder:
         recording modes are on)
     keep_logits : also store the full logit vectors
     flush_every : move device results to the host every this many batches (bounds device memory)
+    extra_columns : extra part columns among ``token_acc``, ``logp``, ``n_tokens`` (generative runs); rows then
+        come precomputed through :meth:`update_rows`
 
     Examples
     --------
@@ -102,7 +112,14 @@ class DynamicsRecorder:
 
     def __init__(self, run_dir: str | Path, meta: RunMeta | None = None, *, examples: pa.Table | None = None,
                  rank: int | None = None, world_size: int | None = None, mode: str | None = None,
-                 keep_logits: bool = False, flush_every: int = 256) -> None:
+                 keep_logits: bool = False, flush_every: int = 256, extra_columns: Sequence[str] = ()) -> None:
+        extra = tuple(extra_columns)
+        if any(c not in EXTRA_COLUMNS for c in extra) or len(set(extra)) != len(extra):
+            raise SoiError(f"DynamicsRecorder.extra_columns must be distinct names among {EXTRA_COLUMNS}, got {extra}")
+        if extra and keep_logits:
+            raise SoiError("DynamicsRecorder: keep_logits needs logits; a recorder with extra_columns takes rows")
+        self.columns = (*_COLUMNS, *extra)
+        self.extra_columns = extra
         dist = _distributed()
         self.rank = rank if rank is not None else (dist.get_rank() if dist else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if dist else 1)
@@ -125,7 +142,7 @@ class DynamicsRecorder:
         self._gold = None if examples is None else to_numpy(examples["gold"]).astype(np.int64)
         self.checkpoint = 0
         self._device: list[tuple[Any, Any]] = []  # (idx, rows) tensors still on the device
-        self._host: list[tuple[np.ndarray, np.ndarray]] = []  # (idx int64, rows float32 (B, 5): _COLUMNS)
+        self._host: list[tuple[np.ndarray, np.ndarray]] = []  # (idx int64, rows float32 (B, K): self.columns)
         self._logits: list[Any] = []  # per-row logit vectors (host) when keep_logits
         self._batches = 0
 
@@ -136,6 +153,8 @@ class DynamicsRecorder:
         Torch tensors stay on their device until the next flush; NumPy arrays are processed on the host.
         Batches of different tasks may have different widths C.
         """
+        if self.extra_columns:
+            raise SoiError("this recorder has extra columns: record precomputed rows with update_rows()")
         if _is_torch(logits):
             import torch
 
@@ -161,6 +180,30 @@ class DynamicsRecorder:
         if self._batches % self.flush_every == 0:
             self._flush()
 
+    def update_rows(self, example_ids: Any, rows: Any) -> None:
+        """Record one batch of precomputed rows (B, K) in the order of :attr:`columns` (``pred``, ``p_gold``,
+        ``margin``, ``loss``, ``label`` then the extra columns); a torch tensor stays on its device until the
+        next flush."""
+        width = len(self.columns)
+        if _is_torch(rows):
+            import torch
+
+            idx = example_ids.detach() if _is_torch(example_ids) else torch.as_tensor(np.asarray(example_ids))
+            if rows.ndim != 2 or rows.shape[1] != width or idx.reshape(-1).shape[0] != rows.shape[0]:
+                raise SoiError(f"update_rows: expected ids (B,) and rows (B, {width}); got {tuple(idx.shape)}, "
+                               f"{tuple(rows.shape)}")
+            self._device.append((idx.to(rows.device, non_blocking=True), rows.detach().float()))
+        else:
+            self._flush()
+            arr = np.asarray(rows, np.float32)
+            ids = np.asarray(example_ids, np.int64).reshape(-1)
+            if arr.ndim != 2 or arr.shape[1] != width or ids.shape[0] != arr.shape[0]:
+                raise SoiError(f"update_rows: expected ids (B,) and rows (B, {width}); got {ids.shape}, {arr.shape}")
+            self._host.append((ids, arr))
+        self._batches += 1
+        if self._batches % self.flush_every == 0:
+            self._flush()
+
     def _flush(self) -> None:
         """Move device results (ids, rows and kept logits) to the host in one transfer (a single sync)."""
         if not self._device:
@@ -174,11 +217,11 @@ class DynamicsRecorder:
         words = [idx.view(torch.int32), rows.reshape(-1).view(torch.int32),
                  *(z.reshape(-1).view(torch.int32) for z in pending)]
         host = torch.cat(words).cpu().numpy()
-        n = idx.shape[0]
+        n, k = idx.shape[0], len(self.columns)
         self._device.clear()
-        self._host.append((host[: 2 * n].view(np.int64), host[2 * n: 7 * n].view(np.float32).reshape(n, 5)))
+        self._host.append((host[: 2 * n].view(np.int64), host[2 * n: (2 + k) * n].view(np.float32).reshape(n, k)))
         if pending:
-            flat, start = host[7 * n:].view(np.float32), 0
+            flat, start = host[(2 + k) * n:].view(np.float32), 0
             for k, z in enumerate(pending):
                 pending[k] = flat[start: start + z.numel()].reshape(z.shape)
                 start += z.numel()
@@ -187,7 +230,7 @@ class DynamicsRecorder:
     def _rows(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         self._flush()
         if not self._host:
-            return np.zeros(0, np.int64), np.zeros((0, len(_COLUMNS)), np.float32), []
+            return np.zeros(0, np.int64), np.zeros((0, len(self.columns)), np.float32), []
         idx = np.concatenate([i for i, _ in self._host])
         rows = np.concatenate([r for _, r in self._host])
         logits = [row for block in self._logits for row in block] if self.keep_logits else []
@@ -213,8 +256,12 @@ class DynamicsRecorder:
                                path=self.run_dir)
             mine = missing[missing % self.world_size == self.rank]
             if mine.size:
-                z, y = fill(mine)
-                self.update(mine, z, y)
+                got = fill(mine)
+                if self.extra_columns:
+                    self.update_rows(mine, got)
+                else:
+                    z, y = got
+                    self.update(mine, z, y)
                 idx, rows, logits = self._rows()
                 keep = np.concatenate([keep, np.ones(idx.size - keep.size, bool)])
         path = None
@@ -232,6 +279,12 @@ class DynamicsRecorder:
                 pred=rows[keep, 0].astype(np.int16), p_gold=rows[keep, 1], margin=rows[keep, 2], loss=rows[keep, 3],
                 logits=[logits[i] for i in np.flatnonzero(keep)] if self.keep_logits else None,
             )
+            if self.extra_columns:  # in the part's row order (dynamics_table sorts by idx)
+                kept = rows[keep][np.argsort(idx[keep], kind="stable")]
+                for k, name in enumerate(self.extra_columns, start=len(_COLUMNS)):
+                    typ = GENERATIVE_COLUMNS[name]
+                    col = kept[:, k] if typ == pa.float32() else np.rint(kept[:, k]).astype(np.int32)
+                    table = table.append_column(pa.field(name, typ), pa.array(col, typ))
             path = write_part(self.run_dir, table, checkpoint=self.checkpoint, rank=self.rank, mode=self.mode)
         self._clear_partials(self.checkpoint)
         self._host.clear()
@@ -293,7 +346,7 @@ class DynamicsRecorder:
         idx, rows, logits = self._rows()
         self._host = [(idx, rows)]
         self._logits = [logits] if self.keep_logits and logits else []  # rows may differ in width (multi-task)
-        cols = {"idx": idx, **{name: rows[:, k] for k, name in enumerate(_COLUMNS)}}
+        cols = {"idx": idx, **{name: rows[:, k] for k, name in enumerate(self.columns)}}
         table = pa.table({k: pa.array(v) for k, v in cols.items()})
         if self.keep_logits:
             table = table.append_column("logits", pa.array([np.asarray(z, np.float32) for z in logits],
@@ -327,7 +380,7 @@ class DynamicsRecorder:
             self.checkpoint = partial[0]
             table = pq.read_table(partial[1])
             idx = to_numpy(table["idx"]).astype(np.int64)
-            rows = np.stack([to_numpy(table[c]).astype(np.float32) for c in _COLUMNS], 1)
+            rows = np.stack([to_numpy(table[c]).astype(np.float32) for c in self.columns], 1)
             self._host = [(idx, rows)]
             self._logits = ([[np.asarray(z, np.float32) for z in table["logits"].to_pylist()]]
                             if self.keep_logits else [])
@@ -352,4 +405,4 @@ class DynamicsRecorder:
         self._logits.clear()
 
 
-__all__ = ["PARTIAL_DIR", "DynamicsRecorder", "Fill"]
+__all__ = ["EXTRA_COLUMNS", "PARTIAL_DIR", "ROW_COLUMNS", "DynamicsRecorder", "Fill", "distributed"]
