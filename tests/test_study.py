@@ -87,8 +87,9 @@ def test_runs_written_and_loadable(study: tuple[Path, Path, dict]) -> None:
 def test_compare_and_summary(study: tuple[Path, Path, dict]) -> None:
     _, out, summary = study
     for a in ("sst2-only", "mr-only"):
-        cdir = out / "compare" / f"{a}__vs__sentiment-ms" / "seed-0"
+        cdir = out / "compare" / f"{a}__vs__sentiment-ms"  # the seed folders compared: one seed here
         stats = json.loads((cdir / "stats.json").read_text())
+        assert stats["groups"][0]["seeds"] == {"a": [0], "b": [0]}
         assert stats["n_shared"] == 16  # data_seed fixes the subsample: the multi run holds the same 16 ids
         assert list(cdir.glob("heatmaps/*.png"))
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -99,10 +100,16 @@ def test_compare_and_summary(study: tuple[Path, Path, dict]) -> None:
     assert 0.0 <= ms["eval"]["cr"]["accuracy"]["mean"] <= 1.0 and ms["eval"]["cr"]["accuracy"]["std"] == 0.0
     assert set(ms["soi_shares"]["source"]) == {"sst2", "mr"}
     assert abs(sum(ms["soi_shares"]["all"]["all"].values()) - 1.0) < 1e-9
-    assert {(c["a"], c["b"], c["seed"]) for c in summary["comparisons"]} == {
-        ("sst2-only", "sentiment-ms", 0), ("mr-only", "sentiment-ms", 0)}
-    group = summary["comparisons"][0]["groups"][0]
-    assert group["key"] == "all" and 0.0 <= group["mcnemar_p"] <= 1.0
+    assert {(c["a"], c["b"]) for c in summary["comparisons"]} == {
+        ("sst2-only", "sentiment-ms"), ("mr-only", "sentiment-ms")}
+    comp = summary["comparisons"][0]
+    group = comp["groups"][0]
+    assert group["key"] == "all" and 0.0 <= group["mcnemar_p"] <= 1.0 and group["data"] == "training dynamics"
+    # one seed: the single-seed note instead of a reseeding-null p-value, in the summary and its prose
+    assert group["seed_null"]["p_value"] is None and "one seed only" in group["seed_null"]["note"]
+    assert any("one seed only" in x for x in summary["findings"])
+    assert set(comp["test_set"]) == {comp["a"][:-5], "cr"}  # the eval sets both runs have
+    assert all(t["data"] == "test set" and t["n_items"] == 16 for t in comp["test_set"].values())
 
 
 def test_rerun_skips_finished_runs(study: tuple[Path, Path, dict]) -> None:

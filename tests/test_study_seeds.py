@@ -24,7 +24,7 @@ from hf_common import data_dir, study_error, tiny_encoder
 
 pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
 
-SEEDS = [0, 1]
+SEEDS = [0, 1, 2]
 
 
 def study_dict(model: str) -> dict:
@@ -110,6 +110,66 @@ def test_match_size_exact_and_nested(study: tuple[Path, Path, dict]) -> None:
     assert summary["runs"]["pooled"]["train_sizes"] == {"sst2": 12, "mr": 18}
 
 
+def test_seed_folder_comparisons(study: tuple[Path, Path, dict]) -> None:
+    _, out, summary = study
+    pairs = {(c["a"], c["b"]) for c in summary["comparisons"]}
+    # defaults: the single run vs both multi runs, and the matched run vs its unmatched mixture (more data)
+    assert pairs == {("sst2-only", "pooled"), ("sst2-only", "pooled-matched"), ("pooled-matched", "pooled")}
+    results = {(r, s): json.loads((out / "runs" / r / f"seed-{s}" / "result.json").read_text())
+               for r in ("sst2-only", "pooled", "pooled-matched") for s in SEEDS}
+    for comp in summary["comparisons"]:
+        cdir = out / "compare" / f"{comp['a']}__vs__{comp['b']}"
+        assert comp["dir"] == str(cdir) and not list(cdir.glob("seed-*"))  # one folder for all seeds
+        stats = json.loads((cdir / "stats.json").read_text())
+        assert comp["seeds"] == {"a": SEEDS, "b": SEEDS} == stats["groups"][0]["seeds"]
+        assert comp["n_shared"] == stats["n_shared"] == (5 if comp["a"] == "sst2-only" and "matched" in comp["b"]
+                                                         else 12)
+        for g, sg in zip(comp["groups"], stats["groups"], strict=True):
+            assert g["data"] == "training dynamics" == sg["mcnemar"]["data"]
+            assert g["seed_null"]["p_value"] == sg["seed_null"]["overall"]["p_value"]
+            assert g["seed_null"]["p_value"] is not None and 0.0 <= g["seed_null"]["p_value"] <= 1.0  # 3 seeds
+            flagged = {(c["from"], c["to"]) for c in sg["seed_null"]["cells"] if c["significant"]}
+            assert {(t["from"], t["to"]) for t in g["significant_transitions"]} == flagged
+        # test-set statistics on the eval sets both runs have, consistent with result.json accuracies
+        shared = set(results[comp["a"], 0]["eval"]) & set(results[comp["b"], 0]["eval"])
+        assert set(comp["test_set"]) == shared
+        for key, t in comp["test_set"].items():
+            assert t["data"] == "test set" and t["n_items"] == results[comp["a"], 0]["eval"][key]["n"]
+            for side, run in (("accuracy_a", comp["a"]), ("accuracy_b", comp["b"])):
+                assert t[side] == pytest.approx(np.mean([results[run, s]["eval"][key]["accuracy"] for s in SEEDS]))
+            assert t["difference"] == pytest.approx(t["accuracy_b"] - t["accuracy_a"])
+            assert t["lo"] <= t["difference"] <= t["hi"] and len(t["mcnemar_p_per_seed"]) == len(SEEDS)
+            assert t["significant"] == (t["lo"] > 0 or t["hi"] < 0)
+    text = (out / "summary.md").read_text()
+    assert "## What the comparisons show" in text and "test data" in text and "training dynamics" in text
+    for line in summary["findings"]:
+        assert line in text
+    assert sum("sst2-only \u2192 pooled (3 + 3 seeds), sst2 test set" in x for x in summary["findings"]) == 1
+    assert (out / "tables" / "test_set.csv").read_text().count("\n") == 1 + sum(
+        len(c["test_set"]) for c in summary["comparisons"])
+
+
+def test_data_matched_summary(study: tuple[Path, Path, dict]) -> None:
+    _, out, summary = study
+    [m] = summary["data_matched"]
+    assert (m["run"], m["target"], m["full"]) == ("pooled-matched", "sst2-only", "pooled")
+    assert m["n_train"] == {"target": 12, "matched": 12, "full": 30}
+    runs = summary["runs"]
+    effects = {(e["effect"], e["eval_set"]): e for e in m["effects"]}
+    assert set(effects) == {(eff, key) for eff in ("pooling at equal data", "pooling with more data")
+                            for key in ("sst2", "cr")} | {("more data", k) for k in ("sst2", "mr", "cr")}
+    comps = {(c["a"], c["b"]): c for c in summary["comparisons"]}
+    for (_, key), e in effects.items():
+        acc = {r: runs[r]["eval"][key]["accuracy"]["mean"] for r in (e["a"], e["b"])}
+        assert e["difference"] == pytest.approx(acc[e["b"]] - acc[e["a"]]) and e["data"] == "test set"
+        ts = comps[e["a"], e["b"]]["test_set"][key]
+        assert (e["lo"], e["hi"], e["significant"]) == (ts["lo"], ts["hi"], ts["significant"])
+    rows = (out / "tables" / "data_matched.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(m["effects"]) and rows[0].startswith("matched_run,effect,a,b,n_train_a")
+    assert any(x.startswith("data-matched control pooled-matched: pooling at equal data (sst2-only, 12 examples")
+               for x in summary["findings"])
+
+
 def test_proportional_sizes() -> None:
     from soi.study.runner import proportional_sizes
 
@@ -133,10 +193,17 @@ def test_rerun_skips_finished_runs(study: tuple[Path, Path, dict]) -> None:
     yml, out, summary = study
     results = sorted(out.glob("runs/*/seed-*/result.json"))
     assert len(results) == 3 * len(SEEDS)
-    stamps = {p: p.stat().st_mtime_ns for p in [*results, *out.glob("runs/*/seed-*/eval/*.parquet")]}
+    stamps = {p: p.stat().st_mtime_ns for p in [*results, *out.glob("runs/*/seed-*/eval/*.parquet"),
+                                                 *out.glob("compare/*/stats.json")]}
     again = run_study(StudyConfig.from_yaml(yml), out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert again["runs"] == summary["runs"]
+    assert again["runs"] == summary["runs"] and again["comparisons"] == summary["comparisons"]
+    # a seed folder the study does not list would silently join the comparisons: refused
+    extra = out / "runs" / "pooled" / "seed-9"
+    extra.mkdir()
+    with pytest.raises(SoiError, match=r"seeds: runs/pooled/seed-9 is not one of the study's seeds \[0, 1, 2\]"):
+        run_study(StudyConfig.from_yaml(yml), out, progress=False)
+    extra.rmdir()
     # the matched run's rows follow its target's size: a changed target makes the finished matched run stale
     changed = yaml.safe_load(yml.read_text())
     changed["runs"][2]["match_size"] = "pooled"

@@ -308,13 +308,13 @@ def test_all_arms_same_optimizer_steps(study: tuple[StudyConfig, Path, dict]) ->
 
 
 def test_stage1_weights_saved_and_reloaded(study: tuple[StudyConfig, Path, dict]) -> None:
-    from soi.study.runner import _Data
+    from soi.study.runner import StudyData
 
     cfg, out, _ = study
     rdir = out / "runs" / "sst2-only" / "seed-0"
     result = json.loads((rdir / "result.json").read_text())
     model = load_weights(rdir, cfg.model, {"sentiment": 2})
-    split = _Data(cfg).get("sst2", "eval")
+    split = StudyData(cfg).get("sst2", "eval")
     again = evaluate(model, tokenizer(), split, "sentiment", max_length=cfg.max_length)
     assert again["accuracy"] == result["eval"]["sst2"]["accuracy"]
     with pytest.raises(SoiError, match="no stage-1 weights"):

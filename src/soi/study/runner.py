@@ -4,9 +4,11 @@ Layout under ``out``::
 
     config.json                         # the validated study config
     runs/<run>/seed-<s>/                # a soi run directory (run.json, examples.parquet, dynamics/, analysis/)
+        eval/<key>.parquet              # per-example test-set predictions of every eval set
         result.json                     # eval metrics; written last: its presence marks the run finished
-    compare/<a>__vs__<b>/seed-<s>/      # `soi compare` outputs (transitions, heatmaps/, stats.json)
-    summary.json                        # seed means/stds of eval metrics, SOI shares, comparison stats
+    compare/<a>__vs__<b>/               # all seeds of a vs all seeds of b (soi.analysis.compare.compare_runs)
+    summary.json                        # seed means/stds of eval metrics, SOI shares, seed-calibrated comparisons
+    summary.md, tables/*.csv            # the same as Markdown / CSV, with the findings in words
 
 Re-running on the same ``out`` resumes: runs with a ``result.json`` are not retrained (a run whose settings
 changed since is an error), and an unfinished run directory is cleared and trained again.
@@ -14,9 +16,7 @@ changed since is an error), and an unfinished run directory is cleared and train
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -41,12 +41,38 @@ def run_dir_of(out: Path, run: str, seed: int) -> Path:
     return out / "runs" / run / f"seed-{seed}"
 
 
-def compare_dir_of(out: Path, a: str, b: str, seed: int) -> Path:
-    """``out/compare/<a>__vs__<b>/seed-<seed>``."""
-    return out / "compare" / f"{a}__vs__{b}" / f"seed-{seed}"
+def compare_dir_of(out: Path, a: str, b: str) -> Path:
+    """``out/compare/<a>__vs__<b>``: the comparison of all seeds of run ``a`` with all seeds of run ``b``."""
+    return out / "compare" / f"{a}__vs__{b}"
 
 
-class _Data:
+def full_run_of(config: StudyConfig, run: str) -> str | None:
+    """The unmatched run of a ``match_size`` run: same ``train`` datasets and ``n_train``, no ``match_size``
+    (the first in YAML order), else None."""
+    spec = config.run(run)
+    for other in config.runs:
+        if (other.match_size is None and other.name != run and set(other.train) == set(spec.train)
+                and other.n_train == spec.n_train):
+            return other.name
+    return None
+
+
+def study_comparisons(config: StudyConfig) -> list[Any]:
+    """The comparisons a study runs: ``config.comparisons()`` and, without an explicit ``compare`` list, every
+    ``match_size`` run against its unmatched run (:func:`full_run_of`; the same mixture with more data)."""
+    from soi.config.study import CompareSpec
+
+    comps = config.comparisons()
+    if config.compare is None:
+        have = {(c.a, c.b) for c in comps}
+        for spec in config.runs:
+            full = full_run_of(config, spec.name) if spec.match_size is not None else None
+            if full is not None and (spec.name, full) not in have:
+                comps.append(CompareSpec(a=spec.name, b=full))
+    return comps
+
+
+class StudyData:
     """Loads and caches the study's splits."""
 
     def __init__(self, config: StudyConfig) -> None:
@@ -102,6 +128,9 @@ class _Data:
         return self._cache[key, which, n]
 
 
+_Data = StudyData  # the former name (tests/test_hub.py imports it)
+
+
 def yaml_field(config: StudyConfig, run: str, field: str) -> str:
     """``runs[<i>].<field>``: the YAML path of ``field`` of run ``run`` (``i``: its index in the YAML's runs
     list, where a k grid is one entry)."""
@@ -124,7 +153,7 @@ def proportional_sizes(sizes: Mapping[str, int], total: int) -> dict[str, int]:
     return dict(zip(sizes, (int(x) for x in out), strict=True))
 
 
-def train_sizes(config: StudyConfig, data: _Data, run: str) -> dict[str, int]:
+def train_sizes(config: StudyConfig, data: StudyData, run: str) -> dict[str, int]:
     """Training rows per dataset key of ``run``: ``runs[].n_train`` / ``datasets.<key>.n_train`` subsamples, or,
     with ``match_size: <other>``, those rows subsampled in proportion (:func:`proportional_sizes`) to the other
     run's total (seeded with ``data_seed`` and nested: the matched rows are a subset of the unmatched ones)."""
@@ -150,7 +179,7 @@ def _fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, i
     spec = config.run(run)
     keys = sorted(set(spec.train) | set(spec.eval) | set(config.eval.ood))
     blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
-            "max_length": config.max_length, "train": config.train.model_dump(),
+            "max_length": config.max_length, "train": config.train.model_dump(exclude={"report_to"}),
             "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
             "datasets": {k: config.datasets[k].model_dump() for k in keys}}
     if spec.match_size is not None:
@@ -179,7 +208,7 @@ def eval_table(split: Any, res: Any) -> Any:
                      "language": split.table.column("language").combine_chunks().cast(pa.string())})
 
 
-def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, labels: Mapping[str, list[str]],
+def evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: StudyData, labels: Mapping[str, list[str]],
                   run: Any, run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Eval results per eval set: in-distribution (each trained dataset), transfer (the run's ``eval`` sets,
     e.g. languages it saw few or no examples of) and OOD (``eval.ood``), where the run has a matching head.
@@ -213,7 +242,7 @@ def _evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: _Data, 
     return out, skipped
 
 
-def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str, run: str, seed: int,
+def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path: str, run: str, seed: int,
                run_dir: Path, progress: bool) -> dict[str, Any]:
     import torch
 
@@ -240,12 +269,21 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
                    extra={"study": config.name, "run": run, "train": list(spec.train), "k": spec.k})
     rec = DynamicsRecorder(run_dir, meta, examples=examples, keep_logits=config.recording.keep_logits)
     t = config.train
+    trackers = None
+    if t.report_to:  # per-checkpoint SOI metrics to accelerate trackers, logged under <run dir>/trackers/
+        from soi.record.trackers import AccelerateTrackers
+
+        trackers = AccelerateTrackers(t.report_to, run_dir, project=f"{config.name}-{run}-seed{seed}",
+                                      logging_dir=run_dir / "trackers",
+                                      config={"study": config.name, "run": run, "seed": seed, "model": config.model})
     res = train(model, tokenizer, tasks, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                 weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_length=config.max_length, seed=seed,
                 sampling=t.sampling, temperature=t.temperature, recorder=rec, record_mode=config.recording.mode,
-                progress=progress)
+                progress=progress, on_checkpoint=trackers.on_checkpoint if trackers is not None else None)
     rec.close()
-    evals, skipped = _evaluate_all(model, tokenizer, config, data, labels, spec, run_dir)
+    if trackers is not None:
+        trackers.close()
+    evals, skipped = evaluate_all(model, tokenizer, config, data, labels, spec, run_dir)
     result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
               "fingerprint": _fingerprint(config, run, seed, sizes), "train_datasets": list(spec.train),
               "train_sizes": sizes, "match_size": spec.match_size,
@@ -260,7 +298,7 @@ def _train_one(config: StudyConfig, data: _Data, tokenizer: Any, model_path: str
     return result
 
 
-def _newer(path: Path, *than: Path) -> bool:
+def newer(path: Path, *than: Path) -> bool:
     return path.is_file() and all(path.stat().st_mtime >= t.stat().st_mtime for t in than)
 
 
@@ -304,6 +342,12 @@ def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict
                                                               for s in sums])}
     summary = {"study": config.name, "model": config.model, "seeds": list(config.seeds),
                "data_seed": config.data_seed, "out": str(out), "runs": runs, "comparisons": comparisons}
+    matched = _data_matched(config, runs, comparisons)
+    if matched:
+        summary["data_matched"] = matched
+    from soi.study.tables import findings
+
+    summary["findings"] = findings(summary)
     transfer = _transfer(config, results)
     if transfer:
         summary["transfer"] = transfer
@@ -349,18 +393,84 @@ def _transfer(config: StudyConfig, results: dict[str, dict[int, dict[str, Any]]]
     return out
 
 
-def _comparison_entry(stats: dict[str, Any], a: str, b: str, seed: int, path: Path) -> dict[str, Any]:
+def comparison_entry(stats: dict[str, Any], a: str, b: str, path: Path, *, top: int = 5) -> dict[str, Any]:
+    """The ``summary.json`` digest of one seed-folder comparison's ``stats.json`` (see docs/studies.md): per group
+    the training-dynamics McNemar, the seeds' agreement, the reseeding null (overall test, the ``top`` cells
+    with the largest excess, the significant ones) and the share changes; per eval set the paired test-set
+    statistics."""
     groups = []
     for g in stats["groups"]:
         changes = sorted(g["share_change"].items(), key=lambda kv: -abs(kv[1]["observed"]))
-        groups.append({"key": g["key"], "group": g["group"], "n_shared": g["n_shared"],
-                       "accuracy_a": g["accuracy_a"], "accuracy_b": g["accuracy_b"],
-                       "mcnemar_p": g["mcnemar"]["p_value"], "mcnemar_method": g["mcnemar"]["method"],
-                       "biggest_share_changes": [
-                           {"category": c, "change": v["observed"], "lo": v["lo"], "hi": v["hi"],
-                            "significant": v["significant"]} for c, v in changes[:3] if v["observed"] != 0]})
-    return {"a": a, "b": b, "seed": seed, "dir": str(path), "n_shared": stats["n_shared"],
-            "n_only_a": stats["n_only_a"], "n_only_b": stats["n_only_b"], "groups": groups}
+        null = g.get("seed_null") or {}
+        overall = null.get("overall") or {}
+        cells = sorted(null.get("cells") or [], key=lambda c: -abs(c["excess"]))
+        groups.append({
+            "key": g["key"], "group": g["group"], "n_shared": g["n_shared"],
+            "accuracy_a": g["accuracy_a"], "accuracy_b": g["accuracy_b"], "data": "training dynamics",
+            "mcnemar_p": g["mcnemar"]["p_value"], "mcnemar_method": g["mcnemar"]["method"],
+            "stability": {side: {"agreement": st.get("agreement"), "kappa": st.get("kappa")}
+                          for side, st in (g.get("stability") or {}).items()},
+            "seed_null": {"p_value": overall.get("p_value"), "statistic": overall.get("statistic"),
+                          "method": overall.get("method"), "significant": bool(overall.get("significant")),
+                          "note": null.get("note")},
+            "excess_transitions": [{k: c.get(k) for k in ("from", "to", "observed", "null", "excess", "lo", "hi",
+                                                           "q_value", "significant")}
+                                   for c in cells[:top] if c["excess"] != 0],
+            "significant_transitions": [{k: c.get(k) for k in ("from", "to", "excess", "lo", "hi", "q_value")}
+                                        for c in cells if c.get("significant")],
+            "biggest_share_changes": [
+                {"category": c, "change": v["observed"], "lo": v["lo"], "hi": v["hi"],
+                 "significant": v["significant"]} for c, v in changes[:3] if v["observed"] != 0]})
+    test_set = {}
+    for key, t in (stats.get("test_set") or {}).items():
+        if "difference" not in t:
+            test_set[key] = {"data": "test set", "n_items": t["n_items"], "note": t.get("note")}
+            continue
+        d, mc = t["difference"], t["mcnemar"]
+        test_set[key] = {"data": "test set", "n_items": t["n_items"], "accuracy_a": t["accuracy_a"]["mean"],
+                         "accuracy_b": t["accuracy_b"]["mean"], "difference": d["observed"], "lo": d["lo"],
+                         "hi": d["hi"], "level": d["level"], "significant": d["significant"],
+                         "mcnemar_p": mc["combined"]["p_value"],
+                         "mcnemar_p_per_seed": [m["p_value"] for m in mc["per_seed"]], "note": t.get("note")}
+    run_a, run_b = stats.get("run_a") or {}, stats.get("run_b") or {}
+    return {"a": a, "b": b, "seed": None, "dir": str(path),
+            "seeds": {"a": run_a.get("seeds"), "b": run_b.get("seeds")}, "n_shared": stats["n_shared"],
+            "n_only_a": stats["n_only_a"], "n_only_b": stats["n_only_b"], "notes": list(stats.get("notes") or []),
+            "groups": groups, "test_set": test_set}
+
+
+def _data_matched(config: StudyConfig, runs: dict[str, Any], comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per ``match_size`` run M (target T, unmatched run F): the pooling effect at equal data (T -> M), the
+    effect of more data (M -> F) and both (T -> F) on every test set the pair shares (seed-mean accuracy
+    differences; CIs and p-values where the pair was compared)."""
+    by_pair = {(c["a"], c["b"]): c for c in comparisons}
+    out = []
+    for spec in config.runs:
+        if spec.match_size is None:
+            continue
+        target, full = spec.match_size, full_run_of(config, spec.name)
+        entry: dict[str, Any] = {"run": spec.name, "target": target, "full": full,
+                                 "n_train": {"target": runs[target]["n_train"], "matched": runs[spec.name]["n_train"],
+                                             "full": runs[full]["n_train"] if full else None},
+                                 "effects": []}
+        for effect, (x, y) in (("pooling at equal data", (target, spec.name)), ("more data", (spec.name, full)),
+                               ("pooling with more data", (target, full))):
+            if y is None:
+                continue
+            comp = by_pair.get((x, y))
+            for key in runs[x]["eval"]:
+                if key not in runs[y]["eval"]:
+                    continue
+                acc_x, acc_y = runs[x]["eval"][key]["accuracy"]["mean"], runs[y]["eval"][key]["accuracy"]["mean"]
+                row = {"effect": effect, "a": x, "b": y, "eval_set": key, "kind": runs[x]["eval"][key]["kind"],
+                       "data": "test set", "accuracy_a": acc_x, "accuracy_b": acc_y, "difference": acc_y - acc_x,
+                       "lo": None, "hi": None, "significant": None, "mcnemar_p": None}
+                ts = (comp or {}).get("test_set", {}).get(key)
+                if ts is not None and "difference" in ts:
+                    row |= {k: ts[k] for k in ("lo", "hi", "significant", "mcnemar_p")}
+                entry["effects"].append(row)
+        out.append(entry)
+    return out
 
 
 def prepare_out(out_dir: str | Path, config: Any) -> Path:
@@ -390,14 +500,19 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
 
     from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
     from soi.analysis.per_example import analyze_run
-    from soi.cli.compare import compare
     from soi.model import resolve_model
     from soi.store.meta import ANALYSIS_DIR
 
     bars = hf_logging.is_progress_bar_enabled()
     if not progress:
         hf_logging.disable_progress_bar()  # quiet means quiet: no "Loading weights" bars either
-    data = _Data(config)
+    data = StudyData(config)
+    for spec in config.runs:  # a comparison reads every seed-*/ of runs/<run>/: no seed outside the study's
+        extra = sorted(p.name for p in (out / "runs" / spec.name).glob("seed-*")
+                       if p.name not in {f"seed-{x}" for x in config.seeds})
+        if extra:
+            raise SoiError(f"seeds: runs/{spec.name}/{extra[0]} is not one of the study's seeds {list(config.seeds)}; "
+                           "use a new --out (or delete that run directory)", path=out)
     # matched runs' sizes first: a match_size larger than its mixture is refused before anything is trained
     matched = {s.name: train_sizes(config, data, s.name) for s in config.runs if s.match_size is not None}
     model_path = resolve_model(config.model)
@@ -431,23 +546,28 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
         for seed in config.seeds:
             rdir = run_dir_of(out, spec.name, seed)
             summary_path = rdir / ANALYSIS_DIR / ANALYSIS_SUMMARY
-            if _newer(summary_path, rdir / RESULT_FILE):
+            if newer(summary_path, rdir / RESULT_FILE):
                 analyses[spec.name][seed] = json.loads(summary_path.read_text(encoding="utf-8"))
             else:
                 analyses[spec.name][seed] = analyze_run(rdir).summary
 
+    from soi.analysis.compare import STATS_FILE as COMPARE_STATS
+    from soi.analysis.compare import compare_runs
+
     comparisons = []
-    for c in config.comparisons():
-        for seed in config.seeds:
-            ra, rb = run_dir_of(out, c.a, seed), run_dir_of(out, c.b, seed)
-            cdir = compare_dir_of(out, c.a, c.b, seed)
-            if not _newer(cdir / "stats.json", ra / RESULT_FILE, rb / RESULT_FILE):
-                sink = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
-                with sink:
-                    compare(run_a=ra, run_b=rb, out=cdir, group_by=list(c.group_by) or ["none"], late_fraction=0.5,
-                            n_boot=2000, seed=seed, label_a=c.a, label_b=c.b)
-            stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
-            comparisons.append(_comparison_entry(stats, c.a, c.b, seed, cdir))
+    for c in study_comparisons(config):
+        ra, rb = out / "runs" / c.a, out / "runs" / c.b
+        cdir = compare_dir_of(out, c.a, c.b)
+        finished = [run_dir_of(out, r, s) / RESULT_FILE for r in (c.a, c.b) for s in config.seeds]
+        if newer(cdir / COMPARE_STATS, *finished):
+            stats = json.loads((cdir / COMPARE_STATS).read_text(encoding="utf-8"))
+        else:
+            if cdir.is_dir() and not (cdir / COMPARE_STATS).exists() and any(cdir.glob("seed-*/stats.json")):
+                shutil.rmtree(cdir)  # the per-seed layout of older soi versions: replaced by the seed-folder one
+            console.print(f"comparing {c.a} \u2192 {c.b} ({len(config.seeds)} + {len(config.seeds)} seeds)")
+            stats = compare_runs(ra, rb, cdir, group_by=list(c.group_by), late_fraction=0.5, n_boot=2000, seed=0,
+                                 label_a=c.a, label_b=c.b)
+        comparisons.append(comparison_entry(stats, c.a, c.b, cdir))
 
     summary = _summarise(config, out, results, analyses, comparisons)
     if config.two_stage is not None:
@@ -492,15 +612,35 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     console.print(table)
 
     if summary["comparisons"]:
-        table = Table(title="single \u2192 multi comparisons (shared examples)")
-        for col in ("a \u2192 b", "seed", "group", "n", "acc a \u2192 b", "McNemar p", "biggest share changes"):
+        table = Table(title="single \u2192 multi transitions (shared training examples; training dynamics)")
+        for col in ("a \u2192 b", "seeds", "group", "n", "train acc a \u2192 b", "McNemar p", "seed-null p",
+                    "transitions beyond reseeding noise"):
             table.add_column(col)
         for comp in summary["comparisons"]:
+            seeds = comp.get("seeds") or {}
             for g in comp["groups"]:
-                changes = ", ".join(f"{x['category']} {100 * x['change']:+.1f}pp{'*' if x['significant'] else ''}"
-                                    for x in g["biggest_share_changes"][:2]) or "-"
-                table.add_row(f"{comp['a']} \u2192 {comp['b']}", str(comp["seed"]),
+                null = g.get("seed_null") or {}
+                sig = ", ".join(f"{t['from']}\u2192{t['to']} {100 * t['excess']:+.1f}pp"
+                                for t in g.get("significant_transitions") or [])
+                p = null.get("p_value")
+                table.add_row(f"{comp['a']} \u2192 {comp['b']}", f"{len(seeds.get('a') or [])}+"
+                              f"{len(seeds.get('b') or [])}",
                               "all" if g["key"] == "all" else f"{g['key']}={g['group']}", str(g["n_shared"]),
-                              f"{g['accuracy_a']:.3f} \u2192 {g['accuracy_b']:.3f}", f"{g['mcnemar_p']:.2g}", changes)
+                              f"{g['accuracy_a']:.3f} \u2192 {g['accuracy_b']:.3f}", f"{g['mcnemar_p']:.2g}",
+                              "n/a" if p is None else f"{p:.2g}", sig or ("-" if p is not None else "too few seeds"))
         console.print(table)
+        table = Table(title="paired test-set differences (test data; CI over items and seeds)")
+        for col in ("a \u2192 b", "eval set", "n", "acc a \u2192 b", "difference", "CI", "McNemar p"):
+            table.add_column(col)
+        for comp in summary["comparisons"]:
+            for key, t in (comp.get("test_set") or {}).items():
+                if t.get("difference") is None:
+                    continue
+                table.add_row(f"{comp['a']} \u2192 {comp['b']}", key, str(t["n_items"]),
+                              f"{t['accuracy_a']:.3f} \u2192 {t['accuracy_b']:.3f}",
+                              f"{100 * t['difference']:+.1f}pp{'*' if t['significant'] else ''}",
+                              f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}]", f"{t['mcnemar_p']:.2g}")
+        console.print(table)
+    for line in summary.get("findings") or []:
+        console.print(f"\u2022 {line}", markup=False)
     console.print(f"wrote {summary['out']}/summary.json")

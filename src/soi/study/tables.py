@@ -36,16 +36,110 @@ def share_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield {"run": name, "setting": run["setting"], "group_by": gkey, "group": gname} | dict(shares)
 
 
+def _pp(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f} pp"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2g}" if x >= 1e-4 else "< 1e-4"
+
+
 def comparison_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """One row per (comparison, seed, group): accuracies, McNemar p and the largest SOI share change."""
+    """One row per (comparison, group), on the training examples both runs share (training dynamics): final
+    train-pass accuracies and McNemar p, the seeds' agreement (Fleiss' kappa), the reseeding null's overall p,
+    the transitions that exceed reseeding noise and the largest SOI share change."""
     for comp in summary["comparisons"]:
+        seeds = comp.get("seeds") or {}
         for g in comp["groups"]:
             top = g["biggest_share_changes"][0] if g["biggest_share_changes"] else None
-            yield {"a": comp["a"], "b": comp["b"], "seed": comp["seed"], "group_by": g["key"], "group": g["group"],
-                   "n_shared": g["n_shared"], "accuracy_a": g["accuracy_a"], "accuracy_b": g["accuracy_b"],
-                   "mcnemar_p": g["mcnemar_p"], "largest_change": top["category"] if top else "",
+            null = g.get("seed_null") or {}
+            stab = g.get("stability") or {}
+            sig = g.get("significant_transitions") or []
+            exc = (g.get("excess_transitions") or [None])[0]
+            yield {"a": comp["a"], "b": comp["b"], "seeds_a": len(seeds.get("a") or []),
+                   "seeds_b": len(seeds.get("b") or []), "data": "training dynamics", "group_by": g["key"],
+                   "group": g["group"], "n_shared": g["n_shared"], "accuracy_a": g["accuracy_a"],
+                   "accuracy_b": g["accuracy_b"], "mcnemar_p": g["mcnemar_p"],
+                   "kappa_a": (stab.get("a") or {}).get("kappa"), "kappa_b": (stab.get("b") or {}).get("kappa"),
+                   "seed_null_p": null.get("p_value"), "exceeds_reseeding_noise": bool(null.get("significant")),
+                   "n_transitions_above_noise": len(sig),
+                   "transitions_above_noise": "; ".join(f"{t['from']} -> {t['to']} {_pp(t['excess'])}" for t in sig),
+                   "largest_excess": f"{exc['from']} -> {exc['to']}" if exc else "",
+                   "largest_excess_pp": round(100 * exc["excess"], 2) if exc else 0.0,
+                   "largest_change": top["category"] if top else "",
                    "largest_change_pp": round(100 * top["change"], 2) if top else 0.0,
                    "largest_change_significant": bool(top and top["significant"])}
+
+
+def test_set_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per (comparison, eval set) on the held-out test items (test data): seed-mean accuracies, the
+    difference with its bootstrap CI over items and seeds, and the clustered McNemar p over seed pairs."""
+    for comp in summary["comparisons"]:
+        for key, t in (comp.get("test_set") or {}).items():
+            yield {"a": comp["a"], "b": comp["b"], "eval_set": key, "data": "test set", "n_items": t["n_items"],
+                   "accuracy_a": t.get("accuracy_a"), "accuracy_b": t.get("accuracy_b"),
+                   "difference": t.get("difference"), "lo": t.get("lo"), "hi": t.get("hi"),
+                   "significant": t.get("significant"), "mcnemar_p": t.get("mcnemar_p"), "note": t.get("note") or ""}
+
+
+def data_matched_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per (matched run, effect, eval set): pooling at equal data (target -> matched), more data
+    (matched -> full) and both (target -> full), on test data."""
+    for m in summary.get("data_matched") or []:
+        for e in m["effects"]:
+            yield {"matched_run": m["run"], "effect": e["effect"], "a": e["a"], "b": e["b"],
+                   "n_train_a": _n_train(summary, e["a"]), "n_train_b": _n_train(summary, e["b"]),
+                   "eval_set": e["eval_set"], "kind": e["kind"], "data": "test set", "accuracy_a": e["accuracy_a"],
+                   "accuracy_b": e["accuracy_b"], "difference": e["difference"], "lo": e["lo"], "hi": e["hi"],
+                   "significant": e["significant"], "mcnemar_p": e["mcnemar_p"]}
+
+
+def _n_train(summary: dict[str, Any], run: str) -> int:
+    return int(summary["runs"][run]["n_train"])
+
+
+def findings(summary: dict[str, Any]) -> list[str]:
+    """Sentences stating, per comparison, which SOI transitions exceed reseeding noise (training dynamics) and
+    which test-set differences are significant (with CIs), and what the data-matched controls separate."""
+    out: list[str] = []
+    for comp in summary["comparisons"]:
+        seeds = comp.get("seeds") or {}
+        na, nb = len(seeds.get("a") or []), len(seeds.get("b") or [])
+        head = f"{comp['a']} \u2192 {comp['b']} ({na} + {nb} seeds)"
+        for g in comp["groups"]:
+            null = g.get("seed_null") or {}
+            where = "all shared training examples" if g["key"] == "all" else f"{g['key']} = {g['group']}"
+            if null.get("p_value") is None:
+                if g["key"] == "all":
+                    out.append(f"{head}, {where}: {null.get('note') or 'no reseeding null'} (training dynamics).")
+                continue
+            sig = g.get("significant_transitions") or []
+            if sig:
+                cells = "; ".join(f"{t['from']} \u2192 {t['to']} {_pp(t['excess'])} of the examples beyond "
+                                  f"reseeding noise (CI {_pp(t['lo'])} to {_pp(t['hi'])}, q = {_p(t['q_value'])})"
+                                  for t in sig)
+                out.append(f"{head}, {where} (training dynamics): the setting moves examples between SOI "
+                           f"categories beyond reseeding noise (overall p = {_p(null['p_value'])}): {cells}.")
+            elif g["key"] == "all":
+                out.append(f"{head}, {where} (training dynamics): no transition exceeds reseeding noise "
+                           f"(overall p = {_p(null['p_value'])}; the observed shifts are within what reseeding "
+                           "the same setting produces).")
+        for key, t in (comp.get("test_set") or {}).items():
+            if t.get("difference") is None:
+                continue
+            verdict = "significant" if t["significant"] else "not significant"
+            out.append(f"{head}, {key} test set ({t['n_items']} items, test data): accuracy {t['accuracy_a']:.3f} "
+                       f"\u2192 {t['accuracy_b']:.3f}, difference {_pp(t['difference'])} ({100 * t['level']:.0f}% CI "
+                       f"{_pp(t['lo'])} to {_pp(t['hi'])} over items and seeds; {verdict}; clustered McNemar "
+                       f"p = {_p(t['mcnemar_p'])}).")
+    for m in summary.get("data_matched") or []:
+        for e in m["effects"]:
+            ci = (f" (CI {_pp(e['lo'])} to {_pp(e['hi'])}, {'significant' if e['significant'] else 'not significant'})"
+                  if e["lo"] is not None else " (no paired test: the pair was not compared)")
+            out.append(f"data-matched control {m['run']}: {e['effect']} ({e['a']}, {_n_train(summary, e['a'])} "
+                       f"examples \u2192 {e['b']}, {_n_train(summary, e['b'])}) on the {e['eval_set']} test set: "
+                       f"{_pp(e['difference'])}{ci}.")
+    return out
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -74,23 +168,39 @@ def _markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 
 def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """Write ``tables/eval.csv``, ``tables/soi_shares.csv``, ``tables/comparisons.csv`` and ``summary.md``
-    under ``out``; returns the paths by name."""
+    """Write ``tables/eval.csv``, ``tables/soi_shares.csv``, ``tables/comparisons.csv``, ``tables/test_set.csv``,
+    ``tables/data_matched.csv`` (studies with ``match_size`` runs) and ``summary.md`` under ``out``; returns the
+    paths by name."""
     out = Path(out)
     tables = {"eval": list(eval_rows(summary)), "soi_shares": list(share_rows(summary)),
-              "comparisons": list(comparison_rows(summary))}
+              "comparisons": list(comparison_rows(summary)), "test_set": list(test_set_rows(summary))}
+    if summary.get("data_matched"):
+        tables["data_matched"] = list(data_matched_rows(summary))
     paths = {}
     for name, rows in tables.items():
         paths[name] = out / TABLES_DIR / f"{name}.csv"
         write_text(paths[name], csv_text(rows))
+    said = summary.get("findings")
     md = [f"# {summary['study']}\n", f"model `{summary['model']}`, seeds {summary['seeds']}\n",
-          _markdown("Evaluation (seed mean, std)", tables["eval"]),
-          _markdown("SOI shares of the training examples (all)",
-                    [r for r in tables["soi_shares"] if r["group_by"] == "all"]),
-          _markdown("Single -> multi comparisons (shared training examples)", tables["comparisons"])]
+          "Test data: the evaluation table, the test-set comparisons and the data-matched controls (held-out "
+          "items, never trained on). Training dynamics: the SOI shares and the transition comparisons (the "
+          "training examples' learning curves; their McNemar p is on final train-pass correctness, not on "
+          "test data).\n"]
+    if said:
+        md.append("## What the comparisons show\n\n" + "\n".join(f"* {x}" for x in said) + "\n")
+    md += [_markdown("Evaluation on test data (seed mean, std)", tables["eval"]),
+           _markdown("SOI shares of the training examples (all; training dynamics)",
+                     [r for r in tables["soi_shares"] if r["group_by"] == "all"]),
+           _markdown("Single -> multi transitions on the shared training examples (training dynamics; seed null: "
+                     "transitions beyond reseeding noise)", tables["comparisons"]),
+           _markdown("Paired test-set differences (test data; CI over items and seeds)", tables["test_set"])]
+    if "data_matched" in tables:
+        md.append(_markdown("Data-matched controls: pooling at equal data vs more data (test data)",
+                            tables["data_matched"]))
     paths["markdown"] = out / "summary.md"
     write_text(paths["markdown"], "\n".join(md))
     return paths
 
 
-__all__ = ["comparison_rows", "csv_text", "eval_rows", "share_rows", "write_tables"]
+__all__ = ["comparison_rows", "csv_text", "data_matched_rows", "eval_rows", "findings", "share_rows", "test_set_rows",
+           "write_tables"]

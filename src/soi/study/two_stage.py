@@ -37,7 +37,7 @@ from soi._io import atomic_path, write_json, write_text
 from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
-from soi.study.runner import RESULT_FILE, _evaluate_all, _newer, run_dir_of
+from soi.study.runner import RESULT_FILE, evaluate_all, newer, run_dir_of
 from soi.study.tables import csv_text
 
 TWO_STAGE_DIR = "two_stage"
@@ -269,7 +269,7 @@ def _train_arm(config: StudyConfig, data: Any, tokenizer: Any, model_path: str, 
                 max_steps=max_steps, progress=progress)
     rec.close()
     spec = config.run(header["from_run"])
-    evaluated, skipped = _evaluate_all(model, tokenizer, config, data, heads, spec)
+    evaluated, skipped = evaluate_all(model, tokenizer, config, data, heads, spec, arm_dir)
     result = {**header, "arm": arm, "seed": seed, "n_train": int(examples.num_rows), "steps": res.steps,
               "steps_per_task": {t: sum(b.get(t, 0) for b in res.batches) for t in train_tasks},
               "epoch_loss": [float(x) for x in res.epoch_loss], "hyper": dict(hyper),
@@ -305,11 +305,11 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
     from soi.model import resolve_model
     from soi.selection import save
     from soi.store.meta import ANALYSIS_DIR, dynamics_dir
-    from soi.study.runner import _Data
+    from soi.study.runner import StudyData
 
     out = Path(out)
     console = console if console is not None else Console(highlight=False, quiet=not progress)
-    data = data if data is not None else _Data(config)
+    data = data if data is not None else StudyData(config)
     model_path = model_path if model_path is not None else resolve_model(config.model)
     hyper = _hyper(config, ts)
     bs = int(hyper["batch_size"])
@@ -378,7 +378,7 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
                                             heads=s1_result["tasks"], train_tasks=train_tasks, arm_dir=adir, arm=arm,
                                             seed=seed, hyper=hyper, epochs=epochs, max_steps=max_steps, unit=unit,
                                             evals=evals, header=header, progress=progress)
-                    stale = not _newer(adir / ANALYSIS_DIR / ANALYSIS_SUMMARY, adir / RESULT_FILE)
+                    stale = not newer(adir / ANALYSIS_DIR / ANALYSIS_SUMMARY, adir / RESULT_FILE)
                     # a full-data fallback shorter than one epoch has no checkpoint to analyse
                     if stale and any(dynamics_dir(adir).glob("ckpt-*.parquet")):
                         analyze_run(adir)
