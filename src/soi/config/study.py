@@ -50,6 +50,8 @@ class TrainSpec(_Model):
     sampling: Literal["proportional", "temperature", "uniform"] = "proportional"
     temperature: float = Field(2.0, gt=0)
     freeze_embeddings: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]] = Field(
+        default_factory=list, description="accelerate trackers receiving per-checkpoint SOI metrics (soi run)")
 
 
 class RecordingSpec(_Model):

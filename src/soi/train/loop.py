@@ -16,7 +16,7 @@ batch of a task may be smaller; nothing is dropped). The interleaving of task ba
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -216,7 +216,7 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
           recorder: DynamicsRecorder | None = None, idx_offsets: Mapping[str, int] | None = None,
           max_grad_norm: float | None = 1.0, device: torch.device | str | None = None,
           record_mode: RecordMode = "train-pass", max_steps: int | None = None,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, on_checkpoint: Callable[[int, int], None] | None = None) -> TrainResult:
     """Fine-tune ``model`` (a :class:`~soi.train.MultiHeadClassifier`) on ``{task: [splits]}``.
 
     Each batch is one task's (``model(..., task=task)``); an epoch covers every example once; the task order
@@ -235,6 +235,8 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
     prefix of its shuffled batch order, i.e. a without-replacement fraction of the data. Its train-pass rows
     cover only part of the examples, so no checkpoint is written for it (``recorder.close()`` drops them); with
     ``"eval-pass"`` it is checkpointed like a full epoch.
+
+    ``on_checkpoint(checkpoint, step)`` is called after each checkpoint is written (e.g. experiment trackers).
     """
     if max_steps is not None and max_steps < 1:
         raise SoiError(f"max_steps must be >= 1, got {max_steps}")
@@ -303,6 +305,8 @@ def train(model: nn.Module, tokenizer: Any, tasks: Mapping[str, Sequence[Split]]
                 if record_mode == "eval-pass":
                     eval_pass(model, encoded, recorder, offsets=offsets, pad_id=pad_id, device=device)
                 recorder.end_checkpoint(step=result.steps)
+                if on_checkpoint is not None:
+                    on_checkpoint(recorder.checkpoint - 1, result.steps)
     finally:
         if bar is not None:
             bar.stop()
