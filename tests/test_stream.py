@@ -291,6 +291,27 @@ def test_cli_select_streamed_matches(tmp_path):
     assert not (run / "analysis").exists()
 
 
+def test_cli_compare_streamed_matches(tmp_path):
+    a = simulate_run(tmp_path / "a", n=2500, checkpoints=4, seed=1, difficulty_seed=7, groups={"task": ["p", "q"]})
+    b = simulate_run(tmp_path / "b", n=2500, checkpoints=4, seed=2, difficulty_seed=7, skill=1.3,
+                     groups={"task": ["p", "q"]})
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "mem"), "--n-boot", "200",
+                              "--no-heatmaps", "-q"])
+    assert res.exit_code == 0, res.output
+    assert not (a / "analysis").exists()
+    res = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "stream"), "--n-boot", "200",
+                              "--no-heatmaps", "-q", "--memory-limit", "1GB", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert (a / "analysis" / "per_example.parquet").is_file()  # streamed analyses, then compared from them
+    sa, sb = (json.loads((tmp_path / d / "stats.json").read_text()) for d in ("mem", "stream"))
+    for side in ("run_a", "run_b"):  # the only difference: compare read the streamed analyses from analysis/
+        assert (sa[side].pop("cached_analyses"), sb[side].pop("cached_analyses")) == (0, 1)
+    assert sa == sb
+    assert pq.read_table(tmp_path / "mem" / "transitions.parquet").equals(
+        pq.read_table(tmp_path / "stream" / "transitions.parquet"))
+
+
 def test_dask_maps_the_shard_step(tmp_path):
     dask = pytest.importorskip("dask")
     from soi.analysis.streaming import analyze_shard

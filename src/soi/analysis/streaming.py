@@ -542,3 +542,45 @@ def stream_select(run_dir: str | Path, *, memory_limit: int | str | None = "2GB"
         rows = to_numpy(selection.rows["idx"]).astype(np.int64) if selection.rows.num_rows else np.zeros(0, np.int64)
         full = select_rows(Path(scratch) / ANALYSIS_DIR / PER_EXAMPLE_FILE, rows)
     return replace(selection, rows=full)
+
+
+def analyze_seed_sets(paths: Sequence[str | Path], *, memory_limit: int | str | None = "2GB",
+                      workers: int | None = None, late_fraction: float = 0.5,
+                      max_checkpoints: int | None = None) -> list[Path]:
+    """Stream-analyse every run of each run directory or seed folder into its ``analysis/`` (as ``soi analyze``).
+
+    :func:`soi.analysis.compare.compare_runs` then reads only the columns it needs from those fresh files
+    (its per-run cache), so a compare holds O(examples) columns, never (examples x checkpoints) arrays.
+    Runs whose ``analysis/`` is already fresh for ``late_fraction`` are left alone. Returns the runs analysed.
+    """
+    from soi.analysis.seeds import resolve_seed_set
+
+    if max_checkpoints is not None:
+        raise SoiError("--memory-limit: --max-checkpoints is not supported (the streamed analyses are reused "
+                       "through analysis/, which holds all checkpoints)")
+    done = []
+    for path in paths:
+        for run in resolve_seed_set(path).runs:
+            summary = Path(run) / ANALYSIS_DIR / SUMMARY_FILE
+            table = Path(run) / ANALYSIS_DIR / PER_EXAMPLE_FILE
+            if table.is_file() and summary.is_file() and _fresh(Path(run), late_fraction):
+                continue
+            stream_analysis(run, memory_limit=memory_limit, workers=workers, late_fraction=late_fraction)
+            done.append(Path(run))
+    return done
+
+
+def _fresh(run: Path, late_fraction: float) -> bool:
+    """``analysis/`` newer than the run's inputs and computed with ``late_fraction`` (what compare's cache reuses)."""
+    import json
+
+    out = run / ANALYSIS_DIR
+    try:
+        info = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+        built = min((out / SUMMARY_FILE).stat().st_mtime, (out / PER_EXAMPLE_FILE).stat().st_mtime)
+        inputs = [run / "run.json", run / EXAMPLES_FILE, run / "dynamics"]
+        inputs += list((run / "dynamics").iterdir())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("late_fraction") == late_fraction and \
+        not any(p.stat().st_mtime > built for p in inputs)

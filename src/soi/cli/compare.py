@@ -60,6 +60,12 @@ def compare(
         show_default=False)] = None,
     no_heatmaps: Annotated[bool, typer.Option("--no-heatmaps", help="Skip the PNG heatmaps.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    memory_limit: Annotated[str | None, typer.Option(
+        "--memory-limit", help="First analyse every run out of core within this bound (e.g. 2GB) into its "
+                               "analysis/ folder, then compare from those files.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Shards analysed at once with --memory-limit (default: CPU count).",
+        show_default=False)] = None,
 ) -> None:
     """Compare the SOI categories of two settings on their shared examples.
 
@@ -78,6 +84,11 @@ def compare(
         raise SoiError(f"--max-checkpoints must be >= 1, got {max_checkpoints}")
     from soi.analysis.compare import compare_runs
 
+    if memory_limit is not None or workers is not None:
+        from soi.analysis.streaming import analyze_seed_sets
+
+        analyze_seed_sets([run_a, run_b], memory_limit=memory_limit or "2GB", workers=workers,
+                          late_fraction=late_fraction, max_checkpoints=max_checkpoints)
     stats = compare_runs(run_a, run_b, out, group_by=keys, late_fraction=late_fraction, n_boot=n_boot, seed=seed,
                          label_a=label_a, label_b=label_b, alpha=alpha, max_checkpoints=max_checkpoints,
                          heatmaps=not no_heatmaps)
