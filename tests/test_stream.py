@@ -24,6 +24,7 @@ from soi.analysis.per_example import analyze_run
 from soi.analysis.streaming import (
     BASE_BYTES,
     IdCheck,
+    ShardMerger,
     id_hashes,
     parse_memory,
     shard_size_for,
@@ -319,6 +320,12 @@ def test_dask_maps_the_shard_step(tmp_path):
     run = simulate_run(tmp_path / "run", n=1200, checkpoints=3)
     plan = plan_shards(run, shard_size=300)
     tasks = [dask.delayed(analyze_shard)(plan, lo, hi) for lo, hi in plan.bounds]
-    parts = dask.compute(*tasks, scheduler="threads")
-    ref = analyze_run(run, write=False).table
-    assert_tables_equal(ref, pa.concat_tables([p.table for p in parts]))
+    parts = dask.compute(*tasks, scheduler="processes", num_workers=2)  # results pickled back from processes
+    ref = analyze_run(run, write=False)
+    assert_tables_equal(ref.table, pa.concat_tables([p.table for p in parts]))
+    merger = ShardMerger(plan)
+    with pytest.raises(SoiError, match="in order"):
+        merger.add(parts[1])
+    for part in parts:
+        merger.add(part)
+    assert merger.summary() | {"run": ref.summary["run"]} == ref.summary

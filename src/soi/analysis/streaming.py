@@ -358,6 +358,68 @@ def _summary(plan: ShardPlan, sums: dict[str, _GroupSums], steps: np.ndarray, *,
     }
 
 
+class ShardMerger:
+    """Merge :class:`ShardResult` s, added in shard (``idx``) order, into the run's summary.
+
+    The summary equals :func:`soi.analysis.per_example.analyze`'s (see the module doc for why the floats agree);
+    :meth:`summary` also runs the exact ``example_id`` uniqueness check.
+
+    Examples
+    --------
+    >>> merger = ShardMerger(plan)                                  # doctest: +SKIP
+    >>> for res in results_in_shard_order:                          # doctest: +SKIP
+    ...     merger.add(res)
+    >>> merger.summary()["groups"]["all"]["all"]["shares"]          # doctest: +SKIP
+    """
+
+    def __init__(self, plan: ShardPlan, *, late_fraction: float = 0.5, include_ci: bool = False,
+                 rules: CategoryRules | None = None, id_budget: int = 2**62, scratch: Path | None = None) -> None:
+        self.plan, self.late_fraction, self.include_ci, self.rules = plan, late_fraction, include_ci, rules
+        cat_cols = {"soi": len(SOI_CATEGORIES)} | ({"category": len(rules.names)} if rules is not None else {})
+        self.sums = {key: _GroupSums(plan.n_checkpoints, cat_cols) for key in ("all", *GROUP_KEYS)}
+        self._scratch = None if scratch is not None else tempfile.TemporaryDirectory(prefix=".tmp-soi-ids-")
+        self.ids = IdCheck(plan.n_examples, id_budget, scratch or Path(self._scratch.name))
+        self.steps: np.ndarray | None = None
+        self.next_lo = 0
+
+    def add(self, res: ShardResult) -> None:
+        """Add the next shard (its ``lo`` must be the previous shard's ``hi``)."""
+        if res.lo != self.next_lo:
+            raise SoiError(f"shards must be merged in order: expected the shard starting at {self.next_lo}, "
+                           f"got {res.lo}")
+        self.next_lo = res.hi
+        plan = self.plan
+        if self.steps is None:
+            self.steps = res.steps
+        elif not np.array_equal(self.steps, res.steps):
+            j = int(np.flatnonzero(self.steps != res.steps)[0])
+            paths = plan.parts[plan.checkpoints[j]]
+            raise SoiError(f"checkpoint {plan.checkpoints[j]} must have one 'step' value in all rows",
+                           path=paths[0].path if len(paths) == 1 else paths[0].path.parent)
+        conf = to_numpy(res.table["confidence"])
+        for key, part in res.groups.items():
+            self.sums[key].add(part, conf)
+        self.ids.add(res.lo, res.id_hash)
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` of the merged shards (after the last one)."""
+        if self.next_lo != self.plan.n_examples or self.steps is None:
+            raise SoiError(f"merged examples 0..{self.next_lo} of {self.plan.n_examples}; add every shard first")
+        try:
+            self.ids.check(self.plan)
+        finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
+        kw = {"late_fraction": self.late_fraction}
+        summary = _summary(self.plan, self.sums, self.steps, category_column="soi", names=SOI_CATEGORIES, **kw)
+        if self.rules is not None:
+            summary["custom"] = _summary(self.plan, self.sums, self.steps, category_column="category",
+                                         names=self.rules.names, **kw)
+            summary["custom"]["rules"] = dict(self.rules.rules) | {"<default>": self.rules.default}
+        summary["include_ci"] = self.include_ci
+        return summary
+
+
 def _write_options(schema: pa.Schema) -> dict[str, Any]:
     """The in-memory writer's options (zstd for ids/tags/integers, floats uncompressed, no statistics)."""
     return {"compression": {f.name: ("none" if pa.types.is_floating(f.type) else "zstd") for f in schema},
@@ -426,19 +488,17 @@ def stream_analysis(
     plan = plan.with_shard_size(shard_size)
     n_workers = min(n_workers, len(plan.bounds))
     info = StreamInfo(len(plan.bounds), int(shard_size), n_workers, limit)
-    cat_cols = {"soi": len(SOI_CATEGORIES)} | ({"category": len(rules.names)} if rules is not None else {})
-    sums = {key: _GroupSums(e, cat_cols) for key in ("all", *GROUP_KEYS)}
     keep = tuple(keep_columns) if keep_columns is not None else (() if write else None)
     kept: list[pa.Table] = []
     default_out = Path(run_dir) / (ANALYSIS_DIR if mode is None else f"{ANALYSIS_DIR}-{mode}")
     out_dir = Path(out) if out is not None else default_out
-    steps: np.ndarray | None = None
     id_budget = max(0, limit - BASE_BYTES) // 4 if limit is not None else 2**62
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_dir(out_dir)) if write else None
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix=".tmp-soi-ids-", dir=tmp if tmp is not None else None)))
-        ids = IdCheck(n, id_budget, scratch)
+        merger = ShardMerger(plan, late_fraction=late_fraction, include_ci=include_ci, rules=rules,
+                             id_budget=id_budget, scratch=scratch)
         writer: pq.ParquetWriter | None = None
         pool = stack.enter_context(ThreadPoolExecutor(n_workers))
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)
@@ -456,17 +516,7 @@ def stream_analysis(
         while pending:
             res = pending.popleft().result()
             submit()
-            if steps is None:
-                steps = res.steps
-            elif not np.array_equal(steps, res.steps):
-                j = int(np.flatnonzero(steps != res.steps)[0])
-                paths = plan.parts[plan.checkpoints[j]]
-                raise SoiError(f"checkpoint {plan.checkpoints[j]} must have one 'step' value in all rows",
-                               path=paths[0].path if len(paths) == 1 else paths[0].path.parent)
-            conf = to_numpy(res.table["confidence"])
-            for key, part in res.groups.items():
-                sums[key].add(part, conf)
-            ids.add(res.lo, res.id_hash)
+            merger.add(res)
             if tmp is not None:
                 if writer is None:
                     schema = res.table.schema
@@ -479,15 +529,7 @@ def stream_analysis(
             elif keep:
                 kept.append(res.table.select([c for c in keep if c in res.table.column_names]))
             del res
-        ids.check(plan)
-        assert steps is not None
-        summary = _summary(plan, sums, steps, late_fraction=late_fraction, category_column="soi",
-                           names=SOI_CATEGORIES)
-        if rules is not None:
-            summary["custom"] = _summary(plan, sums, steps, late_fraction=late_fraction, category_column="category",
-                                         names=rules.names)
-            summary["custom"]["rules"] = dict(rules.rules) | {"<default>": rules.default}
-        summary["include_ci"] = include_ci
+        summary = merger.summary()
         summary["run"] = str(run_dir)
         if writer is not None:
             writer.close()
