@@ -324,7 +324,7 @@ def test_json_round_trips_and_keeps_the_texts(report: Path, data: dict[str, Any]
 def test_figures_written(study: Path, data: dict[str, Any]) -> None:
     names = sorted(Path(f).name for f in data["figures"])
     assert names == ["datamap_multi.png", "datamap_single-a.png", "eval.png", "soi_shares_all.png",
-                     "soi_shares_language.png", "soi_shares_task.png", "transfer_gsm_curves.png",
+                     "soi_shares_language.png", "soi_shares_task.png", "stability.png", "transfer_gsm_curves.png",
                      "transfer_gsm_heatmap.png",
                      "transitions_single-a__vs__multi_seed-0.png", "transitions_single-a__vs__multi_seed-1.png",
                      "two_stage_forgettable-stage2.png"]

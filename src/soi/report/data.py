@@ -269,10 +269,13 @@ def _study_layout(root: Path, summary: dict[str, Any]) -> Layout:
         if not isinstance(c, dict) or "a" not in c or "b" not in c:
             raise SoiError("comparisons: each entry needs 'a' and 'b'", path=root / "summary.json")
         seed = c.get("seed")
-        preferred = root / "compare" / f"{c['a']}__vs__{c['b']}" / f"seed-{seed}"
+        # per-seed layout (compare/<a>__vs__<b>/seed-<s>/) or one seed-set comparison (compare/<a>__vs__<b>/)
+        preferred = root / "compare" / f"{c['a']}__vs__{c['b']}"
+        preferred = preferred if seed is None else preferred / f"seed-{seed}"
         found = _resolve(root, preferred, c.get("dir"))
         if found is None or not (found / "stats.json").is_file():
-            notes.append(f"comparison {c['a']} vs {c['b']} seed {seed}: stats.json not found")
+            what = "" if seed is None else f" seed {seed}"
+            notes.append(f"comparison {c['a']} vs {c['b']}{what}: stats.json not found")
             continue
         comps.append(CompareSource(found, str(c["a"]), str(c["b"]), seed))
     return Layout("study", root, summary, runs, comps, notes)
@@ -418,6 +421,129 @@ def _subsample(sizes: list[int], max_examples: int, seed: int = 0) -> list[np.nd
 # ------------------------------------------------------------------------------------------- assembly
 
 
+def seed_stability(loaded: list[RunData]) -> list[dict[str, Any]]:
+    """Per run name with >= 2 seeds (a seed set): how often the seeds agree on each example's SOI category.
+
+    The seeds are aligned on the first seed's ``example_id`` (examples missing from a seed are left out and
+    counted). Per example the stability is the share of seeds in the modal category
+    (:func:`soi.analysis.seeds.consensus`); ``hist[m - 1]`` counts the examples whose modal category holds m of
+    the S seeds (stability m / S). Per group (all, task, source, language of the first seed): mean stability,
+    Fleiss' P-bar (mean pairwise agreement) and kappa (:func:`soi.analysis.seeds.stability_by_group`;
+    Fleiss, 1971). Every example counts, not only the embedded sample.
+    """
+    import pyarrow.compute as pc
+
+    from soi.analysis.seeds import consensus, stability_by_group
+    from soi.store.reader import tag_codes
+
+    k = len(SOI_CATEGORIES)
+    by_name: dict[str, list[RunData]] = {}
+    for rd in loaded:
+        by_name.setdefault(rd.source.name, []).append(rd)
+    out = []
+    for name, rds in by_name.items():
+        if len(rds) < 2:
+            continue
+        first = rds[0].table
+        ref = first["example_id"].combine_chunks().cast(pa.string())
+        rows = []
+        for rd in rds:  # loop over seeds
+            pos = pc.index_in(ref, value_set=rd.table["example_id"].combine_chunks().cast(pa.string()))
+            rows.append(to_numpy(pos.fill_null(-1)).astype(np.int64))
+        take = np.stack(rows)
+        shared = (take >= 0).all(axis=0)
+        codes = np.stack([soi_codes(rd.table)[t[shared]] for rd, t in zip(rds, take, strict=True)])
+        s = codes.shape[0]
+        counts, _, _ = consensus(codes, k)
+        hist = np.bincount(counts.max(axis=1), minlength=s + 1)[1:] if codes.shape[1] else np.zeros(s, np.int64)
+        groups: dict[str, dict[str, Any]] = {}
+        keyed = [("all", np.zeros(codes.shape[1], np.int64), ["all"])]
+        for key in GROUP_KEYS:
+            if key in first.column_names:
+                gc, names = tag_codes(first, key)
+                keyed.append((key, gc.astype(np.int64)[shared], names))
+        for key, gc, names in keyed:
+            stab = stability_by_group(codes, k, gc, len(names))
+            groups[key] = {nm: {"n": st["n"], "mean_stability": st["mean_stability"], "agreement": st["agreement"],
+                                "kappa": st["kappa"]} for nm, st in zip(names, stab, strict=True) if st["n"]}
+        out.append({"name": name, "seeds": [rd.source.seed for rd in rds], "n_seeds": s, "n": int(codes.shape[1]),
+                    "n_not_in_every_seed": int((~shared).sum()), "hist": hist.tolist(), "groups": groups})
+    return out
+
+
+
+def _cell_matrix(cells: list[dict[str, Any]], cats: list[str], field: str) -> list[list[Any]]:
+    """A k x k matrix of one field of ``seed_null.cells`` (placed by the cells' from/to names, not their order)."""
+    pos = {c: i for i, c in enumerate(cats)}
+    out: list[list[Any]] = [[None] * len(cats) for _ in cats]
+    for cell in cells:
+        out[pos[cell["from"]]][pos[cell["to"]]] = cell.get(field)
+    return out
+
+
+def seed_null_view(null: dict[str, Any] | None, cats: list[str]) -> dict[str, Any] | None:
+    """The page's view of a group's ``seed_null`` block (docs/statistics.md): the between (observed), within
+    (reseeding null) and excess matrices as shares of the group's examples, per-cell intervals and BH q-values as
+    k x k matrices, ``significant`` exactly as stats.json flags it, and the overall test. ``None`` for a stats.json
+    without the block (older soi)."""
+    if null is None:
+        return None
+    if not isinstance(null, dict):
+        raise SoiError("seed_null: expected an object")
+    cells = null.get("cells") or []
+    overall = null.get("overall") or {}
+    perm = overall.get("permutation") or {}
+    has_matrices = null.get("between") is not None and null.get("within") is not None
+    view: dict[str, Any] = {
+        "data": null.get("data", "training dynamics"), "n": null.get("n"), "n_seeds": null.get("n_seeds"),
+        "alpha": null.get("alpha"), "level": null.get("level"), "method": null.get("method"),
+        "note": null.get("note"),
+        "overall": {"statistic": overall.get("statistic"), "statistic_name": overall.get("statistic_name"),
+                    "p_value": overall.get("p_value"), "method": overall.get("method"),
+                    "significant": bool(overall.get("significant")), "note": overall.get("note"),
+                    "permutation_p": perm.get("p_value"), "permutation_note": perm.get("note")},
+        "between": null.get("between") if has_matrices else None,
+        "within": null.get("within") if has_matrices else None,
+        "excess": null.get("excess") if has_matrices else None,
+        "significant_cells": list(null.get("significant_cells") or []),
+    }
+    if cells:
+        for field_name in ("lo", "hi", "p_value", "q_value"):
+            view[field_name] = _cell_matrix(cells, cats, field_name)
+        sig = _cell_matrix(cells, cats, "significant")
+        view["significant"] = [[bool(v) for v in row] for row in sig]
+    else:
+        view["significant"] = [[False] * len(cats) for _ in cats]
+    return view
+
+
+def eval_set_view(test_set: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per eval set (``test_set.<key>`` of stats.json): the paired accuracy difference B - A with its interval
+    and the McNemar tests, each labelled ``data: "test set"``."""
+    out = []
+    for key, t in (test_set or {}).items():
+        if not isinstance(t, dict):
+            raise SoiError(f"test_set.{key}: expected an object")
+        d = t.get("difference") or {}
+        mc = t.get("mcnemar") or {}
+        comb = mc.get("combined") or {}
+        out.append({
+            "key": key, "data": t.get("data", "test set"), "n_items": t.get("n_items"),
+            "n_only_a": t.get("n_only_a"), "n_only_b": t.get("n_only_b"), "seeds": t.get("seeds"),
+            "accuracy_a": (t.get("accuracy_a") or {}).get("mean"),
+            "accuracy_b": (t.get("accuracy_b") or {}).get("mean"),
+            "difference": d.get("observed"), "lo": d.get("lo"), "hi": d.get("hi"), "level": d.get("level"),
+            "significant": bool(d.get("significant")), "method": d.get("method"), "n_boot": d.get("n_boot"),
+            "mcnemar_p": comb.get("p_value"), "mcnemar_method": comb.get("method"),
+            "mcnemar_pairs": comb.get("n_pairs"),
+            "mcnemar_per_seed": [{"seed_a": m.get("seed_a"), "seed_b": m.get("seed_b"), "p_value": m.get("p_value"),
+                                  "accuracy_a": m.get("accuracy_a"), "accuracy_b": m.get("accuracy_b")}
+                                 for m in mc.get("per_seed") or []],
+            "note": t.get("note"),
+        })
+    return out
+
+
 def _comparison(source: CompareSource, root: Path) -> dict[str, Any]:
     stats = _read_json(source.path / "stats.json")
     if not isinstance(stats, dict) or not isinstance(stats.get("groups"), list):
@@ -433,12 +559,24 @@ def _comparison(source: CompareSource, root: Path) -> dict[str, Any]:
                 "share_a": [g["share_a"][c] for c in cats], "share_b": [g["share_b"][c] for c in cats],
                 "change": [sc[c]["observed"] for c in cats], "lo": [sc[c]["lo"] for c in cats],
                 "hi": [sc[c]["hi"] for c in cats], "significant": [bool(sc[c]["significant"]) for c in cats],
+                "share_change_method": g.get("share_change_method"),
                 "accuracy_a": g["accuracy_a"], "accuracy_b": g["accuracy_b"],
                 "mcnemar_p": g["mcnemar"]["p_value"], "mcnemar_method": g["mcnemar"]["method"],
                 "mcnemar_b": g["mcnemar"]["b"], "mcnemar_c": g["mcnemar"]["c"],
+                "mcnemar_data": g["mcnemar"].get("data", "training dynamics"),
+                "pooled_over": g.get("counts_pooled_over"), "seeds": g.get("seeds"),
+                "stability": g.get("stability"),
+                "seed_null": seed_null_view(g.get("seed_null"), cats),
             })
-        except (KeyError, TypeError) as exc:
-            raise SoiError(f"group entry lacks field {exc}", path=source.path / "stats.json") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SoiError(f"group entry lacks field {exc} or has the wrong type",
+                           path=source.path / "stats.json") from None
+    try:
+        test_set = eval_set_view(stats.get("test_set"))
+    except (TypeError, AttributeError) as exc:
+        raise SoiError(f"test_set: unexpected structure ({exc})", path=source.path / "stats.json") from None
+    except SoiError as exc:
+        raise SoiError(str(exc), path=source.path / "stats.json") from None
     a = source.a or ra.get("label") or "A"
     b = source.b or rb.get("label") or "B"
     try:
@@ -448,6 +586,9 @@ def _comparison(source: CompareSource, root: Path) -> dict[str, Any]:
     return {"a": a, "b": b, "label_a": ra.get("label", a), "label_b": rb.get("label", b),
             "seed": source.seed, "dir": rel, "categories": cats, "n_shared": stats.get("n_shared"),
             "n_only_a": stats.get("n_only_a"), "n_only_b": stats.get("n_only_b"),
+            "kind_a": ra.get("kind", "run"), "kind_b": rb.get("kind", "run"),
+            "seeds_a": ra.get("seeds", [ra.get("seed")]), "seeds_b": rb.get("seeds", [rb.get("seed")]),
+            "notes": list(stats.get("notes") or []), "test_set": test_set,
             "level": stats.get("params", {}).get("level", 0.95), "groups": groups}
 
 
@@ -600,6 +741,7 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
         "kind": layout.kind, "title": str(title), "source": str(root), "study": study,
         "notes": layout.notes, "categories": list(SOI_CATEGORIES), "metrics": list(METRICS),
         "runs": runs, "group_keys": group_keys(runs), "settings": _settings(layout, runs), "comparisons": comparisons,
+        "stability": seed_stability(loaded),
         "two_stage": summary.get("two_stage"), "transfer": summary.get("transfer"),
         "figures": [],
     }

@@ -3,7 +3,8 @@
 Drawn from the same collected data as the HTML page (:func:`soi.report.data.collect`): data maps (one per
 run name, first seed; Swayamdipta et al., 2020), SOI share bars, transition heatmaps (via
 :func:`soi.report.heatmap.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves and
-heatmaps (via :func:`soi.gen.transfer.plot_transfer`).
+heatmaps (via :func:`soi.gen.transfer.plot_transfer`), the reseeding null of every comparison with seeds
+(within / observed / excess, :func:`soi.report.heatmap.seed_null_heatmaps`) and the seed stability.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from soi._io import atomic_path
 from soi.report.data import decode_column
-from soi.report.heatmap import DPI, transition_heatmap
+from soi.report.heatmap import DPI, seed_null_heatmaps, transition_heatmap
 
 CAT_COLOURS = ["#1a9850", "#91cf60", "#d9b310", "#fc8d59", "#d73027", "#6a3d9a"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -145,6 +146,44 @@ def two_stage_figure(exp: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def seed_null_figure(c: dict[str, Any], g: dict[str, Any], path: Path) -> Path | None:
+    """The reseeding null of a comparison's group (within / observed / excess, BH marks); None without one."""
+    sn = g.get("seed_null")
+    if not sn or sn.get("between") is None or sn.get("within") is None or sn.get("excess") is None:
+        return None
+    o = sn.get("overall") or {}
+    if o.get("p_value") is not None:
+        foot = (f"global test: p = {o['p_value']:.2g} ({o.get('method') or ''}); * and frame: BH q <= "
+                f"{sn.get('alpha')} (training dynamics)")
+    else:
+        foot = str(o.get("note") or sn.get("note") or "no test")
+    what = "all shared examples" if g["key"] == "all" else f"{g['key']} = {g['group']}"
+    return seed_null_heatmaps(np.asarray(sn["within"], np.float64), np.asarray(sn["between"], np.float64),
+                              np.asarray(sn["excess"], np.float64), c["categories"],
+                              title=f"reseeding null, {c['label_a']} \u2192 {c['label_b']}: {what}",
+                              label_a=c["label_a"], label_b=c["label_b"], path=path,
+                              significant=np.asarray(sn["significant"], bool), footnote=foot)
+
+
+def stability_figure(sets: list[dict[str, Any]], path: Path) -> Path:
+    """Per seed set: the distribution of per-example stability (share of examples with m of S seeds in the modal
+    SOI category), with the overall Fleiss' kappa in the title."""
+    fig = _figure(max(3.2, 2.6 * len(sets)), 2.8)
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    for ax, st in zip(axes, sets, strict=True):
+        s, n = st["n_seeds"], max(st["n"], 1)
+        share = np.asarray(st["hist"], np.float64) / n
+        ax.bar(np.arange(1, s + 1), share, color="#4292c6")
+        ax.set_xticks(np.arange(1, s + 1), labels=[f"{m}/{s}" for m in range(1, s + 1)], fontsize=8)
+        ax.set_ylim(0, max(0.05, float(share.max()) * 1.1))
+        ax.set_xlabel("seeds in the modal category", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        kappa = ((st["groups"].get("all") or {}).get("all") or {}).get("kappa")
+        ax.set_title(f"{st['name']} ({s} seeds)" + ("" if kappa is None else f", kappa {kappa:.2f}"), fontsize=9)
+    axes[0].set_ylabel("share of examples", fontsize=8)
+    return _save(fig, path)
+
+
 def write_figures(src: Path, data: dict[str, Any], out_dir: Path) -> list[Path]:
     """Draw every static figure of the collected report data into ``out_dir``; returns the paths written."""
     written: list[Path] = []
@@ -182,6 +221,11 @@ def write_figures(src: Path, data: dict[str, Any], out_dir: Path) -> list[Path]:
                                           label_a=c["label_a"], label_b=c["label_b"], path=out_dir / f"{stem}.png",
                                           significant=g["significant"], share_change=g["change"],
                                           level=c.get("level") or 0.95))
+        p = seed_null_figure(c, g, out_dir / f"{stem.replace('transitions_', 'seed_null_', 1)}.png")
+        if p:
+            written.append(p)
+    if data.get("stability"):
+        written.append(stability_figure(data["stability"], out_dir / "stability.png"))
     with_eval = [s for s in data["settings"] if s.get("eval")]
     if with_eval:
         p = eval_figure(with_eval, out_dir / "eval.png")

@@ -107,3 +107,96 @@ def transition_heatmap(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
+
+
+def seed_null_heatmaps(
+    within: np.ndarray,
+    observed: np.ndarray,
+    excess: np.ndarray,
+    categories: Sequence[str],
+    *,
+    title: str,
+    label_a: str,
+    label_b: str,
+    path: str | Path,
+    significant: np.ndarray | None = None,
+    footnote: str = "",
+    dpi: int = DPI,
+) -> Path:
+    """The reseeding null of one comparison as three heatmaps side by side, saved as PNG atomically.
+
+    Panels: the within-setting (reseeding) null, the observed between-setting transitions (rows = A's
+    category, columns = B's) and the excess (observed - null), all as shares of the examples (shown in %;
+    docs/statistics.md). Cells flagged in ``significant`` (BH q <= alpha in ``seed_null.cells``) get a ``*``
+    and a black frame in the observed and excess panels. The two share panels use one colour scale; the
+    excess a diverging one symmetric around 0.
+
+    Parameters
+    ----------
+    within, observed, excess : float arrays (k, k), shares of the group's examples
+    categories : k category names
+    title : figure title
+    label_a, label_b : setting names for the axes
+    path : output PNG path (written through a temporary file and renamed)
+    significant : optional bool (k, k)
+    footnote : one line under the panels (the global test, or why there is none)
+    dpi : resolution, 150 by default
+
+    Returns
+    -------
+    The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import PercentFormatter
+
+    k = len(categories)
+    mats = [np.asarray(m, np.float64) for m in (within, observed, excess)]
+    for name, m in zip(("within", "observed", "excess"), mats, strict=True):
+        if m.shape != (k, k):
+            raise SoiError(f"seed-null heatmap: {name} has shape {m.shape}, expected ({k}, {k})")
+    sig = np.zeros((k, k), bool) if significant is None else np.asarray(significant, bool)
+    if sig.shape != (k, k):
+        raise SoiError(f"seed-null heatmap: significant has shape {sig.shape}, expected ({k}, {k})")
+    vmax = max(float(np.nanmax(mats[0])), float(np.nanmax(mats[1])), 1e-9)
+    emax = max(float(np.nanmax(np.abs(mats[2]))), 1e-4)
+    size = 1.0 + 0.75 * k
+    fig = Figure(figsize=(3 * size + 1.6, size + 1.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    fontsize = 8 if k <= 6 else max(5, 8 - (k - 6) // 2)
+    panels = (("within-seed null (reseeding)", "Blues", 0.0, vmax, False),
+              (f"observed {label_a} \u2192 {label_b}", "Blues", 0.0, vmax, True),
+              ("excess = observed \u2212 null", "RdBu", -emax, emax, True))
+    for p, (ax, m, (name, cmap, lo, hi, marks)) in enumerate(zip(axes, mats, panels, strict=True)):
+        im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi, aspect="equal")
+        for i in range(k):  # k^2 text cells, not examples
+            for j in range(k):
+                mark = marks and sig[i, j]
+                v = 100.0 * m[i, j]
+                text = (f"{v:+.1f}" if p == 2 else f"{v:.1f}") + ("*" if mark else "")
+                t = (m[i, j] - lo) / (hi - lo) if hi > lo else 0.0
+                dark = (abs(t - 0.5) > 0.33) if p == 2 else t > 0.55
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if dark else "black",
+                        fontweight="bold" if mark else "normal")
+                if mark:
+                    ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black",
+                                           linewidth=1.8))
+        ax.set_xticks(np.arange(k), labels=list(categories), rotation=35, ha="right", rotation_mode="anchor",
+                      fontsize=fontsize)
+        ax.set_yticks(np.arange(k), labels=list(categories) if p == 0 else [""] * k, fontsize=fontsize)
+        ax.set_xlabel(f"{label_b} category" if p else "other seed's category", fontsize=fontsize + 1)
+        if p == 0:
+            ax.set_ylabel(f"{label_a} category (null: one seed's)", fontsize=fontsize + 1)
+        ax.set_title(name + (" (pp)" if p == 2 else " (%)"), fontsize=fontsize + 2)
+        bar = fig.colorbar(im, ax=ax, shrink=0.7)
+        bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None if p < 2 else 1))
+        bar.ax.tick_params(labelsize=fontsize - 1)
+    fig.suptitle(title, fontsize=fontsize + 3)
+    if footnote:
+        fig.supxlabel(footnote, fontsize=fontsize)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path

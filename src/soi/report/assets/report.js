@@ -48,7 +48,7 @@
     return Number(x).toFixed(d === undefined ? 3 : d);
   }
   function pct(x, d) { return (x === null || x === undefined) ? "–" : (100 * x).toFixed(d === undefined ? 1 : d) + "%"; }
-  function pp(x) { return (x >= 0 ? "+" : "") + (100 * x).toFixed(1) + " pp"; }
+  function pp(x) { return x === null || x === undefined ? "–" : (x >= 0 ? "+" : "") + (100 * x).toFixed(1) + " pp"; }
   function pfmt(p) { return p === null || p === undefined ? "–" : (p < 1e-4 ? p.toExponential(1) : p.toPrecision(2)); }
   function mstd(o, d) {
     if (!o) return "–";
@@ -471,7 +471,8 @@
     const s = section("transitions", "SOI transitions",
       "How each shared example's category moves from run A (rows, usually the single-setting run) to run B (columns). " +
       "Colour = row %; each cell shows the count and the row %. * marks a category whose share change has a bootstrap " +
-      "confidence interval excluding 0; McNemar's test compares final correctness.");
+      "confidence interval excluding 0; McNemar's test compares final train-pass correctness (training dynamics). With seed folders, " +
+      "the counts are pooled over seed pairs and the reseeding null below separates the setting's effect from seed-to-seed noise.");
     const comps = D.comparisons;
     if (!comps.length) { s.append(el("p", {cls: "empty-note", text: "No comparisons (soi compare) found."})); return s; }
     const st = {c: 0, g: 0, show: "both"};
@@ -485,7 +486,7 @@
       gsel.append(labelled("group", select(c.groups.map((g, i) => [i, g.key === "all" ? "all shared" : g.key + " = " + g.group]), st.g,
         (v) => { st.g = +v; draw(); }, {id: "transitions-group"})));
       holder.textContent = "";
-      holder.append(transitionView(c, c.groups[st.g], st.show));
+      holder.append(transitionView(c, c.groups[st.g], st.show), seedNullView(c, c.groups[st.g]));
     };
     ctl.append(labelled("comparison", select(comps.map((c, i) => [i, c.a + " → " + c.b + (c.seed !== null && c.seed !== undefined ? " · seed " + c.seed : "")]),
       st.c, (v) => { st.c = +v; st.g = 0; draw(); }, {id: "transitions-comparison"})));
@@ -533,15 +534,213 @@
     const wrap = el("div", {cls: "figrow"});
     wrap.append(fig);
     const info = el("div");
-    info.append(el("p", {text: "Final accuracy " + fmt(g.accuracy_a) + " → " + fmt(g.accuracy_b) + "; McNemar p = " +
+    info.append(el("p", {cls: "small", text: "Data: " + (g.mcnemar_data || "training dynamics") + " (the recorded training examples, not a test set)" +
+      (g.pooled_over ? "; counts pooled over " + g.pooled_over : "") + "."}));
+    info.append(el("p", {text: "Final train-pass accuracy " + fmt(g.accuracy_a) + " → " + fmt(g.accuracy_b) + "; McNemar p = " +
       pfmt(g.mcnemar_p) + " (" + g.mcnemar_method + "; " + g.mcnemar_b + " correct only in A, " + g.mcnemar_c + " only in B)."}));
+    const stab = g.stability || {};
+    if (stab.a || stab.b) info.append(el("p", {cls: "small", text: "Seed agreement on the shared examples — A: " +
+      (stab.a && stab.a.kappa !== null && stab.a.kappa !== undefined ? "kappa " + fmt(stab.a.kappa, 2) + ", agreement " + fmt(stab.a.agreement, 2) : "one seed") +
+      "; B: " + (stab.b && stab.b.kappa !== null && stab.b.kappa !== undefined ? "kappa " + fmt(stab.b.kappa, 2) + ", agreement " + fmt(stab.b.agreement, 2) : "one seed") + "."}));
+    for (const n of (c.notes || [])) info.append(el("p", {cls: "notes", text: n}));
     if (c.n_only_a || c.n_only_b) info.append(el("p", {cls: "small", text: "Not shared: " + c.n_only_a + " only in A, " + c.n_only_b + " only in B."}));
     const trs = cats.map((name, i) => ({cls: g.significant[i] ? "sig" : null, cells: [name, pct(g.share_a[i]), pct(g.share_b[i]), pp(g.change[i]),
-      "[" + pp(g.lo[i]) + ", " + pp(g.hi[i]) + "]", g.significant[i] ? "yes" : ""]}));
+      g.lo[i] === null || g.lo[i] === undefined ? "–" : "[" + pp(g.lo[i]) + ", " + pp(g.hi[i]) + "]", g.significant[i] ? "yes" : ""]}));
     info.append(table(["category", "share A", "share B", "change", Math.round(100 * (c.level || 0.95)) + "% CI", "CI excludes 0"], trs,
       {num: [1, 2, 3], id: "share-change-table"}));
+    if (g.share_change_method) info.append(el("p", {cls: "small", text: "Share-change intervals: " + g.share_change_method + "."}));
     wrap.append(info);
     return wrap;
+  }
+
+  // ------------------------------------------------------------------------------------------- seed stability
+  const DIVERGING = ["#b2182b", "#ef8a62", "#fddbc7", "#f7f7f7", "#d1e5f0", "#67a9cf", "#2166ac"];
+  function fmtOpt(x, d) { return x === null || x === undefined ? "–" : fmt(x, d); }
+  function stability() {
+    const s = section("stability", "Seed stability",
+      "Training dynamics: how often the seeds of one run agree on an example's SOI category. Per example, stability = share of " +
+      "the seeds in its modal category (1 = all seeds agree); per group, Fleiss' kappa and mean pairwise agreement (Fleiss, 1971). " +
+      "Low stability means a single seed's category is mostly reseeding noise.");
+    const sets = D.stability || [];
+    if (!sets.length) {
+      s.append(el("p", {cls: "empty-note", id: "stability-note", text: "One seed per run: agreement between seeds needs >= 2 seeds of a run."}));
+      return s;
+    }
+    const row = el("div", {cls: "figrow"});
+    for (const st of sets) row.append(stabilityHist(st));
+    s.append(row);
+    const keys = [["all", "all examples"]].concat(GROUP_KEYS.filter((k) => sets.some((st) => st.groups[k] && Object.keys(st.groups[k]).length > 1))
+      .map((k) => [k, "per " + k]));
+    let key = "all";
+    const holder = el("div");
+    const draw = () => {
+      holder.textContent = "";
+      const rows = [];
+      for (const st of sets) for (const g in (st.groups[key] || {})) {
+        const v = st.groups[key][g];
+        rows.push([st.name, key === "all" ? "all" : key + " = " + g, v.n, st.n_seeds, fmtOpt(v.mean_stability), fmtOpt(v.agreement), fmtOpt(v.kappa)]);
+      }
+      holder.append(table(["run", "group", "examples", "seeds", "mean stability", "agreement (Fleiss P̄)", "Fleiss' kappa"], rows,
+        {num: [2, 3, 4, 5, 6], id: "stability-table"}));
+    };
+    s.append(el("div", {cls: "controls"}, [labelled("groups", select(keys, key, (v) => { key = v; draw(); }, {id: "stability-key"}))]));
+    s.append(holder);
+    draw();
+    return s;
+  }
+  function stabilityHist(st) {
+    const S = st.n_seeds, n = st.n, all = (st.groups.all || {}).all || {};
+    const fig = figure("stability", st.name + " · " + S + " seeds · mean stability " + fmtOpt(all.mean_stability, 2) +
+      " · kappa " + fmtOpt(all.kappa, 2));
+    fig.dataset.run = st.name;
+    const left = 44, top = 8, W = Math.max(200, 46 * S), H = 150, bw = W / S;
+    const shares = st.hist.map((c) => n ? c / n : 0), yMax = Math.min(1, Math.ceil(Math.max(0.05, ...shares) * 10 - 1e-9) / 10);
+    const svg = sv("svg", {width: left + W + 10, height: top + H + 40});
+    svg.append(sv("rect", {x: left, y: top, width: W, height: H, fill: "none", stroke: "#d0d7de", "data-plot": "1"}));
+    for (const t of niceTicks(0, yMax, 4)) {
+      const y = top + H - t / yMax * H;
+      svg.append(sv("line", {x1: left, x2: left + W, y1: y, y2: y, stroke: "#eef1f4"}));
+      svg.append(svgText(left - 4, y + 4, pct(t, 0), {"text-anchor": "end", "font-size": 10}));
+    }
+    shares.forEach((v, i) => {
+      const h = v / yMax * H, x = left + i * bw + 3;
+      svg.append(titled(sv("rect", {x: x, y: top + H - h, width: bw - 6, height: h, fill: "#4292c6"}),
+        st.name + ": " + st.hist[i] + " examples (" + pct(v) + ") with " + (i + 1) + " of " + S + " seeds in the modal category"));
+      svg.append(svgText(x + (bw - 6) / 2, top + H + 14, (i + 1) + "/" + S, {"text-anchor": "middle", "font-size": 10}));
+    });
+    svg.append(svgText(left + W / 2, top + H + 32, "seeds in the modal category", {"text-anchor": "middle", "font-size": 10, fill: "#656d76"}));
+    fig.append(svg);
+    if (st.n_not_in_every_seed) fig.append(el("div", {cls: "small", text: st.n_not_in_every_seed + " examples not in every seed left out"}));
+    return fig;
+  }
+
+  // ------------------------------------------------------------------------------------------- reseeding null
+  function nullHeatmap(panel, caption, M, cats, scale, sig, tip, rowLabels) {
+    const k = cats.length, cell = 50, left = rowLabels ? 140 : 40, top = 8;
+    const fig = figure("seed-null", caption);
+    fig.dataset.panel = panel;
+    const svg = sv("svg", {width: left + k * cell + 10, height: top + k * cell + 104});
+    svg.append(sv("rect", {x: left, y: top, width: k * cell, height: k * cell, fill: "none", stroke: "none", "data-plot": "1"}));
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
+      const v = M[i][j], x = left + j * cell, y = top + i * cell;
+      const t = scale.diverging ? (scale.max > 0 ? (v / scale.max + 1) / 2 : 0.5) : (scale.max > 0 ? v / scale.max : 0);
+      const fill = scale.diverging ? ramp(DIVERGING, t) : ramp(BLUES, t);
+      const mark = sig && sig[i][j];
+      svg.append(titled(sv("rect", {x: x, y: y, width: cell - 1, height: cell - 1, fill: fill}), tip(i, j)));
+      const ink = scale.diverging ? (Math.abs(t - 0.5) > 0.33 ? "#ffffff" : "#1f2328") : inkOn(t);
+      const txt = (scale.diverging ? (v >= 0 ? "+" : "") + (100 * v).toFixed(1) : (100 * v).toFixed(1)) + (mark ? " *" : "");
+      svg.append(svgText(x + cell / 2, y + cell / 2 + 4, txt, {"text-anchor": "middle", fill: ink, "font-size": 10.5, "font-weight": mark ? 700 : 400}));
+      if (mark) svg.append(sv("rect", {x: x + 1.5, y: y + 1.5, width: cell - 4, height: cell - 4, fill: "none", stroke: "#1f2328",
+        "stroke-width": 2.5, "data-sig": cats[i] + " -> " + cats[j]}));
+    }
+    if (rowLabels) for (let i = 0; i < k; i++) svg.append(svgText(left - 6, top + i * cell + cell / 2 + 4, cats[i], {"text-anchor": "end", "font-size": 11}));
+    for (let j = 0; j < k; j++) {
+      const x = left + j * cell + cell / 2, y = top + k * cell + 12;
+      svg.append(svgText(x, y, cats[j], {"text-anchor": "end", transform: `rotate(-35 ${x} ${y})`, "font-size": 11}));
+    }
+    fig.append(svg);
+    return fig;
+  }
+  function seedNullView(c, g) {
+    const wrap = el("div", {cls: "seed-null", "data-comparison": c.a + "__vs__" + c.b});
+    wrap.append(el("h3", {text: "Reseeding null: transitions beyond seed-to-seed noise (training dynamics)"}));
+    const sn = g.seed_null;
+    if (!sn) {
+      wrap.append(el("p", {cls: "notes", "data-null-note": "1", text: "This stats.json has no reseeding null (written by an older soi); re-run soi compare on seed folders."}));
+      return wrap;
+    }
+    const cats = c.categories, o = sn.overall || {};
+    wrap.append(el("p", {cls: "help", text: "Shares of the group's " + (sn.n || g.n_shared).toLocaleString() + " examples. Observed: A seed vs B seed " +
+      "(pooled over seed pairs); within-seed null: two seeds of the same setting; excess = observed − null. * and a frame: BH q ≤ " +
+      (sn.alpha === null || sn.alpha === undefined ? "α" : sn.alpha) + " (per-cell tests over seeds and examples). Seeds: A " +
+      ((g.seeds && g.seeds.a) || c.seeds_a || []).join(", ") + "; B " + ((g.seeds && g.seeds.b) || c.seeds_b || []).join(", ") + "."}));
+    const note = o.p_value === null || o.p_value === undefined ? (o.note || sn.note) : null;
+    if (o.p_value !== null && o.p_value !== undefined) {
+      wrap.append(el("p", {cls: "null-test", text: "Global test that the setting changes the category distribution beyond reseeding noise: " +
+        "statistic " + fmtOpt(o.statistic, 4) + (o.statistic_name ? " (" + o.statistic_name + ")" : "") + ", p = " + pfmt(o.p_value) +
+        (o.significant ? " (significant)" : "") + " — " + (o.method || "") + "." +
+        (o.permutation_p !== null && o.permutation_p !== undefined ? " Run-label permutation: p = " + pfmt(o.permutation_p) + "." :
+          (o.permutation_note ? " Run-label permutation: " + o.permutation_note + "." : ""))}));
+    }
+    if (note) wrap.append(el("p", {cls: "notes", "data-null-note": "1", text: note}));
+    if (!sn.between || !sn.within || !sn.excess) return wrap;
+    const vmax = Math.max(...sn.between.flat(), ...sn.within.flat());
+    const emax = Math.max(1e-4, ...sn.excess.flat().map(Math.abs));
+    const sig = sn.significant;
+    const tip = (i, j) => {
+      let t = cats[i] + " → " + cats[j] + ": observed " + pct(sn.between[i][j], 2) + ", reseeding null " + pct(sn.within[i][j], 2) +
+        ", excess " + pp(sn.excess[i][j]);
+      if (sn.lo && sn.lo[i][j] !== null) t += " [" + pp(sn.lo[i][j]) + ", " + pp(sn.hi[i][j]) + "], q = " + pfmt(sn.q_value[i][j]);
+      return t;
+    };
+    const row = el("div", {cls: "figrow"});
+    row.append(nullHeatmap("within", "within-seed null (% of examples)", sn.within, cats, {max: vmax}, null, tip, true),
+      nullHeatmap("observed", "observed A → B (% of examples)", sn.between, cats, {max: vmax}, sig, tip, false),
+      nullHeatmap("excess", "excess = observed − null (pp)", sn.excess, cats, {max: emax, diverging: true}, sig, tip, false));
+    wrap.append(row);
+    const cells = [];
+    for (let i = 0; i < cats.length; i++) for (let j = 0; j < cats.length; j++) cells.push([i, j]);
+    cells.sort((u, v) => Math.abs(sn.excess[v[0]][v[1]]) - Math.abs(sn.excess[u[0]][u[1]]));
+    const shown = cells.filter(([i, j]) => sig[i][j] || sn.excess[i][j] !== 0).slice(0, Math.max(8, cells.filter(([i, j]) => sig[i][j]).length));
+    const lvl = Math.round(100 * (sn.level || c.level || 0.95));
+    wrap.append(table(["transition", "observed", "reseeding null", "excess", lvl + "% CI", "q (BH)", "significant"], shown.map(([i, j]) => ({
+      cls: sig[i][j] ? "sig" : null,
+      cells: [cats[i] + " → " + cats[j], pct(sn.between[i][j], 2), pct(sn.within[i][j], 2), pp(sn.excess[i][j]),
+        sn.lo && sn.lo[i][j] !== null ? "[" + pp(sn.lo[i][j]) + ", " + pp(sn.hi[i][j]) + "]" : "–",
+        sn.q_value ? pfmt(sn.q_value[i][j]) : "–", sig[i][j] ? "yes" : ""]})), {num: [1, 2, 3, 5], id: "seed-null-table"}));
+    return wrap;
+  }
+
+  // ------------------------------------------------------------------------------------------- test-set differences
+  function testSet() {
+    const s = section("test-set", "Test-set differences",
+      "Data: test set — held-out eval items predicted by the trained models (seed-*/eval/<key>.parquet), not the training dynamics above. " +
+      "Accuracy difference B − A (seed means) with a paired bootstrap interval over items and seeds, and McNemar's test per seed pair and " +
+      "combined over the seed pairs.");
+    const comps = D.comparisons.filter((c) => c.test_set && c.test_set.length);
+    if (!comps.length) {
+      s.append(el("p", {cls: "empty-note", text: "No paired test-set statistics: the compared runs have no per-item eval predictions (seed-*/eval/<key>.parquet)."}));
+      return s;
+    }
+    for (const c of comps) {
+      s.append(el("h3", {text: c.a + " → " + c.b + (c.seed !== null && c.seed !== undefined ? " · seed " + c.seed : "")}));
+      s.append(testSetForest(c));
+      s.append(table(["eval set", "data", "items", "seed pairs", "accuracy A", "accuracy B", "difference B − A", "CI", "CI excludes 0",
+        "McNemar p (combined)", "McNemar p per seed pair"], c.test_set.map((t) => ({cls: t.significant ? "sig" : null,
+        cells: [t.key, t.data, t.n_items, t.mcnemar_pairs === null || t.mcnemar_pairs === undefined ? t.mcnemar_per_seed.length : t.mcnemar_pairs,
+          fmtOpt(t.accuracy_a), fmtOpt(t.accuracy_b), t.difference === null || t.difference === undefined ? "–" : pp(t.difference),
+          t.lo === null || t.lo === undefined ? "–" : "[" + pp(t.lo) + ", " + pp(t.hi) + "]", t.significant ? "yes" : "", pfmt(t.mcnemar_p),
+          t.mcnemar_per_seed.map((m) => pfmt(m.p_value)).join(", ") || "–"]})), {num: [2, 3, 4, 5, 6, 9], id: "test-set-table"}));
+      const notes = c.test_set.filter((t) => t.note).map((t) => t.key + ": " + t.note);
+      for (const n of notes) s.append(el("p", {cls: "small", text: n}));
+    }
+    return s;
+  }
+  function testSetForest(c) {
+    const items = c.test_set.filter((t) => t.difference !== null && t.difference !== undefined);
+    const fig = figure("test-set", c.a + " → " + c.b + ": accuracy difference on test data (B − A, " +
+      Math.round(100 * ((items[0] && items[0].level) || c.level || 0.95)) + "% CI)");
+    const rowH = 24, left = 300, W = 380, top = 6, H = Math.max(1, items.length) * rowH;
+    let lo = 0, hi = 0;
+    for (const t of items) { lo = Math.min(lo, t.lo === null ? t.difference : t.lo); hi = Math.max(hi, t.hi === null ? t.difference : t.hi); }
+    const pad = Math.max(0.005, (hi - lo) * 0.1);
+    lo -= pad; hi += pad;
+    const x = (v) => left + (v - lo) / (hi - lo) * W;
+    const svg = sv("svg", {width: left + W + 20, height: top + H + 34});
+    svg.append(sv("rect", {x: left, y: top, width: W, height: H, fill: "none", stroke: "#d0d7de", "data-plot": "1"}));
+    for (const t of niceTicks(lo, hi, 6)) {
+      svg.append(sv("line", {x1: x(t), x2: x(t), y1: top, y2: top + H, stroke: Math.abs(t) < 1e-12 ? "#57606a" : "#eef1f4"}));
+      svg.append(svgText(x(t), top + H + 14, pp(t), {"text-anchor": "middle", "font-size": 10}));
+    }
+    items.forEach((t, i) => {
+      const cy = top + i * rowH + rowH / 2, col = t.significant ? "#cf222e" : "#0969da";
+      svg.append(svgText(left - 6, cy + 4, t.key + " · test set, n = " + t.n_items + " items", {"text-anchor": "end"}));
+      if (t.lo !== null && t.lo !== undefined) svg.append(sv("line", {x1: x(t.lo), x2: x(t.hi), y1: cy, y2: cy, stroke: col, "stroke-width": 2}));
+      svg.append(titled(sv("rect", {x: x(t.difference) - 4, y: cy - 4, width: 8, height: 8, fill: col}),
+        t.key + " (test set): " + pp(t.difference) + (t.lo !== null && t.lo !== undefined ? " [" + pp(t.lo) + ", " + pp(t.hi) + "]" : "")));
+    });
+    fig.append(svg);
+    return fig;
   }
 
   // ------------------------------------------------------------------------------------------- example browser
@@ -901,7 +1100,9 @@
   add("overview", "Overview", overview);
   add("datamaps", "Data maps", dataMaps);
   add("shares", "SOI shares", shares);
+  if (D.stability && RUNS.length) add("stability", "Stability", stability);
   add("transitions", "Transitions", transitions);
+  if (D.comparisons.length) add("test-set", "Test set", testSet);
   if (D.two_stage) add("two-stage", "Two-stage", twoStage);
   if (D.transfer) add("transfer", "Transfer", transfer);
   add("examples", "Examples", browser);
