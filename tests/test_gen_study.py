@@ -283,3 +283,117 @@ def test_end_to_end_multi_task_run(tiny_lm: Path, tmp_path: Path) -> None:
     header = (tmp_path / "out" / "tables" / "scores.csv").read_text("utf-8").splitlines()[0].split(",")
     assert header[-8:] == ["exact_match_mean", "exact_match_std", "rouge_l_mean", "rouge_l_std", "chrf_mean",
                            "chrf_std", "language_fidelity_mean", "language_fidelity_std"]
+
+
+# ------------------------------------------------------------------------------ TRL engine: models, resume
+_KILL_SCRIPT = """
+import os, signal, sys
+import torch
+from transformers import TrainerCallback
+from soi.record import sft
+from soi.gen.study import run_generative_study
+
+torch.set_num_threads(1)
+step = int(sys.argv[3])
+
+
+class Kill(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+init = sft.SoiSFTTrainer.__init__
+
+
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self.add_callback(Kill())
+
+
+sft.SoiSFTTrainer.__init__ = patched
+run_generative_study(sys.argv[1], sys.argv[2], progress=False)
+"""
+
+
+def _resume_study(model: Path, **training: Any) -> dict[str, Any]:
+    return _tiny_study(model, mixture={"english_n": 6, "seen": ["es"], "unseen": ["de"], "k": [0], "n_eval": 2,
+                                       "n_validation": 2},
+                       training={"max_steps": 6, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
+                                 "max_length": 96, **training})
+
+
+@needs_shared
+def test_lora_run_saves_a_merged_best_model_that_reproduces_the_predictions(tiny_lm: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soi.gen.sft import generate
+    from soi.gen.study import run_generative_study
+
+    cfg = GenerativeStudyConfig.from_dict(_resume_study(tiny_lm, lora={"r": 4, "alpha": 8, "dropout": 0.0}))
+    run_generative_study(cfg, tmp_path / "out", progress=False)
+    rdir = tmp_path / "out" / "runs" / "math-k0" / "seed-0"
+    result = json.loads((rdir / "result.json").read_text("utf-8"))
+    assert result["steps"] == 6 and set(result["validation_loss"]) == {"2", "4", "6"}
+    vl = {int(s): v for s, v in result["validation_loss"].items()}
+    assert result["best_step"] == min(vl, key=vl.get)
+    assert result["models"]["best"] == "model-best"
+    assert (rdir / "model-final").is_dir() == (result["best_step"] != 6)
+    assert not (rdir / "checkpoints").exists()  # Trainer checkpoints are for resume only
+    model = AutoModelForCausalLM.from_pretrained(rdir / "model-best")
+    assert not any("lora" in n for n, _ in model.named_parameters())  # merged into plain weights
+    tok = AutoTokenizer.from_pretrained(rdir / "model-best")
+    preds = [json.loads(x) for x in (rdir / "predictions.jsonl").read_text("utf-8").splitlines()]
+    rows = {r["id"]: r for r in _eval_rows(cfg)}
+    again = generate(model, tok, [rows[p["id"]]["prompt"] for p in preds], max_new_tokens=6, max_length=96)
+    assert again == [p["prediction"] for p in preds]
+    meta = json.loads((rdir / "run.json").read_text("utf-8"))
+    assert meta["recording_mode"] == "train-pass" and meta["extra"]["best_step"] == result["best_step"]
+    assert meta["extra"]["recorder"] == "soi.record.sft.SoiSFTTrainer"
+
+
+def _eval_rows(cfg: GenerativeStudyConfig) -> list[dict[str, Any]]:
+    from soi.gen.study import build_mixtures
+
+    return build_mixtures(cfg)["math"].eval_rows()
+
+
+@needs_shared
+def test_killed_study_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_one(tiny_lm: Path,
+                                                                                      tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+    import yaml
+
+    from soi.gen.record import load_generative
+    from soi.gen.study import run_generative_study
+    from soi.store import load_dynamics
+
+    data = _resume_study(tiny_lm)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(data), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(study), str(tmp_path / "out"), "4"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    rdir = tmp_path / "out" / "runs" / "math-k0" / "seed-0"
+    assert not (rdir / "result.json").exists() and (rdir / "checkpoints" / "checkpoint-4").is_dir()
+    run_generative_study(study, tmp_path / "out", progress=False)  # `soi run` again: resumes at step 4
+    result = json.loads((rdir / "result.json").read_text("utf-8"))
+    assert result["resumed_from"] == 4 and result["steps"] == 6
+    run_generative_study(study, tmp_path / "ref", progress=False)  # uninterrupted
+    ref = tmp_path / "ref" / "runs" / "math-k0" / "seed-0"
+    want = json.loads((ref / "result.json").read_text("utf-8"))
+    assert result["validation_loss"] == pytest.approx(want["validation_loss"], rel=1e-6)
+    assert result["best_step"] == want["best_step"] and result["eval"] == want["eval"]
+    for sub in ("", "probe"):
+        got, exp = load_dynamics(rdir / sub), load_dynamics(ref / sub)
+        assert got.steps.tolist() == exp.steps.tolist() == [2, 4, 6]
+        for col in ("p_gold", "margin", "loss"):
+            np.testing.assert_allclose(getattr(got, col), getattr(exp, col), rtol=1e-6, atol=1e-7, err_msg=col)
+        assert np.array_equal(got.pred, exp.pred)
+        g, w = load_generative(rdir / sub), load_generative(ref / sub)
+        np.testing.assert_allclose(g["logp"], w["logp"], rtol=1e-6, atol=1e-6)
+    assert (rdir / "predictions.jsonl").read_text("utf-8") == (ref / "predictions.jsonl").read_text("utf-8")
