@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from soi.analysis.categories import SOI_CATEGORIES
-from soi.simulate import simulate_run
-from soi.store import read_examples, write_examples
+from soi.simulate import simulate_run, simulate_seed_folder
+from soi.store import RunMeta, read_examples, write_examples
 
 N = 300
 GROUPS = {"task": ["nli", "sst"], "source": ["web", "news"], "language": ["en", "de"]}
@@ -150,12 +151,103 @@ def test_group_by_option_and_labels(runs, tmp_path) -> None:
     ("other", [], "share no example_id"),
     ("missing", [], "run directory not found"),
     ("b", ["--group-by", "task,lang"], "--group-by: unknown value 'lang'"),
+    ("b", ["--max-checkpoints", "0"], "--max-checkpoints must be >= 1"),
+    ("b", ["--max-checkpoints", "-1"], "--max-checkpoints must be >= 1"),
+    ("b", ["--n-boot", "0"], "--n-boot must be >= 1"),
+    ("b", ["--alpha", "0"], "--alpha must be in (0, 0.5]"),
+    ("b", ["--late-fraction", "1.5"], "--late-fraction must be in (0, 1]"),
+    ("relabelled", [], "label names differ"),
 ])
 def test_errors_exit_2_with_one_line(runs, tmp_path, which, extra, message) -> None:
-    run_b = tmp_path / "nope" if which == "missing" else runs[which]
+    if which == "relabelled":  # same number of labels, other names: not comparable
+        run_b = tmp_path / "relabelled"
+        shutil.copytree(runs["b"], run_b)
+        meta = RunMeta.load(run_b)
+        meta.tasks = {t: [f"other_{i}" for i in range(len(v))] for t, v in meta.tasks.items()}
+        meta.save(run_b)
+    else:
+        run_b = tmp_path / "nope" if which == "missing" else runs[which]
     out = tmp_path / "o"
     proc = soi("compare", runs["a"], run_b, "--out", out, *extra)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_out_is_replaced_as_a_whole_and_foreign_folders_are_refused(runs, tmp_path) -> None:
+    out = tmp_path / "o"
+    assert soi("compare", runs["a"], runs["b"], "-o", out, "--n-boot", "20").returncode == 0
+    (out / "heatmaps" / "task=gone.png").write_bytes(b"stale")
+    assert soi("compare", runs["a"], runs["b"], "-o", out, "--n-boot", "20", "-g", "none").returncode == 0
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["all=all.png"]  # old set gone with its files
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    proc = soi("compare", runs["a"], runs["b"], "-o", foreign)
+    assert proc.returncode == 2 and "not a soi compare output" in proc.stderr
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    # a failing compare leaves the previous output untouched and no temp folder behind
+    before = (out / "stats.json").read_bytes()
+    proc = soi("compare", runs["a"], runs["other"], "-o", out)
+    assert proc.returncode == 2 and (out / "stats.json").read_bytes() == before
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+@pytest.fixture(scope="module")
+def seed_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seeds")
+    planted = np.zeros(N, bool)
+    planted[: N // 5] = True
+    a = simulate_seed_folder(root / "single", [1, 2, 3], n=N, checkpoints=4, groups=GROUPS, setting="single")
+    b = simulate_seed_folder(root / "multi", [1, 2, 3], n=N, checkpoints=4, groups=GROUPS, setting="multi",
+                             planted=planted, planted_shift=-3.0)
+    rng = np.random.default_rng(0)
+    ids = [f"test-{i}" for i in range(80)]
+    for folder, p in ((a, 0.6), (b, 0.75)):
+        for run in sorted(folder.iterdir()):
+            (run / "eval").mkdir()
+            pq.write_table(pa.table({"example_id": ids, "gold": np.zeros(80, np.int64), "pred": np.zeros(80, np.int64),
+                                     "p_gold": np.full(80, 0.5), "correct": rng.random(80) < p,
+                                     "language": ["en"] * 80}), run / "eval" / "test.parquet")
+    return {"a": a, "b": b}
+
+
+def test_compare_seed_folders(seed_folders, tmp_path) -> None:
+    out = tmp_path / "o"
+    proc = soi("compare", seed_folders["a"], seed_folders["b"], "-o", out, "--n-boot", "200", "--no-heatmaps")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 + 3 seeds" in proc.stdout and "test set test" in proc.stdout
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["run_a"]["kind"] == "seeds" and stats["run_a"]["seeds"] == [1, 2, 3]
+    g = stats["groups"][0]
+    assert g["seeds"] == {"a": [1, 2, 3], "b": [1, 2, 3]} and g["n_seed_pairs"] == 9
+    assert sum(sum(r) for r in g["counts"]) == 9 * N  # pooled over the 3 x 3 seed pairs
+    assert g["mcnemar"]["data"] == "training dynamics" and len(g["mcnemar"]["per_seed"]) == 3
+    assert 0 <= g["stability"]["a"]["mean_stability"] <= 1 and g["stability"]["b"]["kappa"] is not None
+    null = g["seed_null"]
+    assert null["data"] == "training dynamics" and len(null["cells"]) == 36
+    assert null["overall"]["significant"]  # the planted effect (20% of examples much harder in B)
+    assert any(c["significant"] and c["to"] == "never_learned" and c["excess"] > 0 for c in null["cells"])
+    for c in null["cells"]:
+        assert c["excess"] == pytest.approx(c["observed"] - c["null"])
+        assert c["lo"] <= c["excess"] <= c["hi"] and c["q_value"] >= c["p_value"] - 1e-12
+    np.testing.assert_allclose(np.array(null["excess"]).sum(), 0.0, atol=1e-12)
+    t = stats["test_set"]["test"]
+    assert t["data"] == "test set" and t["mcnemar"]["data"] == "test set" and len(t["mcnemar"]["per_seed"]) == 3
+    assert t["difference"]["lo"] <= t["difference"]["observed"] <= t["difference"]["hi"]
+
+
+def test_compare_run_against_seed_folder_and_single_seed_note(seed_folders, runs, tmp_path) -> None:
+    out = tmp_path / "o"
+    proc = soi("compare", seed_folders["a"] / "seed-1", seed_folders["b"], "-o", out, "--n-boot", "50", "-g", "none",
+               "--no-heatmaps")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert any("seed noise cannot be separated" in n for n in stats["notes"])
+    g = stats["groups"][0]
+    assert g["seed_null"]["overall"]["p_value"] is None and g["stability"]["a"]["kappa"] is None
+    # one run per side: the classic statistics plus the note
+    proc = soi("compare", runs["a"], runs["b"], "-o", tmp_path / "o2", "--n-boot", "50", "-g", "none")
+    stats = json.loads((tmp_path / "o2" / "stats.json").read_text(encoding="utf-8"))
+    assert stats["groups"][0]["seed_null"]["cells"] == [] and "note:" in proc.stdout
