@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import soi.analysis.streaming as streaming
 from soi.analysis.categories import CategoryRules
 from soi.analysis.per_example import analyze_run
 from soi.analysis.streaming import (
@@ -84,11 +85,14 @@ def assert_tables_equal(a: pa.Table, b: pa.Table) -> None:
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 260), e=st.integers(1, 5), ranks=st.integers(1, 3),
        block=st.sampled_from([7, 32, 1 << 17]), shard=st.integers(1, 300), workers=st.integers(1, 3),
-       with_text=st.booleans(), rules=st.booleans(), include_ci=st.booleans(), late=st.sampled_from([0.3, 0.5, 1.0]))
-def test_streamed_equals_in_memory(seed, n, e, ranks, block, shard, workers, with_text, rules, include_ci, late):
+       with_text=st.booleans(), rules=st.booleans(), include_ci=st.booleans(), late=st.sampled_from([0.3, 0.5, 1.0]),
+       joint=st.booleans())
+def test_streamed_equals_in_memory(seed, n, e, ranks, block, shard, workers, with_text, rules, include_ci, late,
+                                   joint):
     include_ci = include_ci and e >= 2
     kw = {"late_fraction": late, "include_ci": include_ci, "rules": RULES if rules else None}
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(store_writer, "ROW_BLOCK", block):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(store_writer, "ROW_BLOCK", block), \
+            mock.patch.object(streaming, "JOINT_GROUPS", 1 << 16 if joint else 0):
         run = random_store(Path(tmp), seed, n, e, ranks, with_text)
         ref = analyze_run(run, write=False, **kw)
         _, info = stream_analysis(run, shard_size=shard, workers=workers, **kw)
@@ -228,8 +232,6 @@ def test_corrupt_part_mid_stream_names_file_and_leaves_nothing(tmp_path):
 def test_part_removed_mid_stream(tmp_path):
     with mock.patch.object(store_writer, "ROW_BLOCK", 16):
         run = random_store(tmp_path, 4, 100, 3, 2, False)
-    import soi.analysis.streaming as streaming
-
     calls = []
     real = streaming.read_shard
 

@@ -59,6 +59,9 @@ BASE_BYTES = 300 * 2**20
 """Memory of the process before any shard: interpreter, NumPy, pyarrow, the plan (measured ~260 MB)."""
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+JOINT_GROUPS = 1 << 16
+"""Up to this many (task, source, language) combinations, a shard's summary statistics are
+counted once over the joint code and summed per tag; beyond, per tag."""
 COMPARE_COLUMNS = ("idx", "example_id", "gold", "final_correct", "soi", *GROUP_KEYS)
 """Per-example columns :func:`soi.analysis.transitions.compare_tables` needs."""
 
@@ -268,19 +271,37 @@ def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0
     correct = dyn.correct
     cat_cols = {"soi": len(SOI_CATEGORIES)} | ({"category": len(rules.names)} if rules is not None else {})
     cats = {c: to_numpy(table[c].combine_chunks().indices).astype(np.int64) for c in cat_cols}
-    groups: dict[str, GroupPart] = {}
     m = hi - lo
-    for key in ("all", *GROUP_KEYS):
-        if key == "all":
-            codes, names = np.zeros(m, np.int64), ["all"]
-        else:
-            c32, names = tag_codes(dyn.examples, key)
-            codes = c32.astype(np.int64)
-        g = len(names)
-        acc = np.stack([np.bincount(codes, weights=correct[:, j], minlength=g)
-                        for j in range(correct.shape[1])], axis=1).astype(np.int64)
-        counts = {c: np.bincount(codes * k + cats[c], minlength=g * k).reshape(g, k) for c, k in cat_cols.items()}
-        groups[key] = GroupPart(names, codes, np.bincount(codes, minlength=g), acc, counts)
+    keyed = {"all": (np.zeros(m, np.int64), ["all"])}
+    for key in GROUP_KEYS:
+        c32, names = tag_codes(dyn.examples, key)
+        keyed[key] = (c32.astype(np.int64), names)
+    sizes = [len(keyed[k][1]) for k in GROUP_KEYS]
+    groups: dict[str, GroupPart] = {}
+    if math.prod(sizes) <= JOINT_GROUPS:
+        # one pass per checkpoint over the joint (task, source, language) code, then marginal sums per tag
+        joint = np.zeros(m, np.int64)
+        for key, size in zip(GROUP_KEYS, sizes, strict=True):
+            joint = joint * size + keyed[key][0]
+        g = math.prod(sizes)
+        acc = np.stack([np.bincount(joint, weights=correct[:, j], minlength=g)
+                        for j in range(correct.shape[1])], axis=1).astype(np.int64).reshape(*sizes, -1)
+        n = np.bincount(joint, minlength=g).reshape(sizes)
+        counts = {c: np.bincount(joint * k + cats[c], minlength=g * k).reshape(*sizes, k) for c, k in cat_cols.items()}
+        for key in ("all", *GROUP_KEYS):
+            axes = tuple(i for i, k in enumerate(GROUP_KEYS) if k != key)
+            codes, names = keyed[key]
+            shape = (len(names),)
+            groups[key] = GroupPart(names, codes, n.sum(axis=axes).reshape(shape),
+                                    acc.sum(axis=axes).reshape(*shape, -1),
+                                    {c: v.sum(axis=axes).reshape(*shape, -1) for c, v in counts.items()})
+    else:  # many tag combinations: per tag
+        for key, (codes, names) in keyed.items():
+            g = len(names)
+            acc = np.stack([np.bincount(codes, weights=correct[:, j], minlength=g)
+                            for j in range(correct.shape[1])], axis=1).astype(np.int64)
+            counts = {c: np.bincount(codes * k + cats[c], minlength=g * k).reshape(g, k) for c, k in cat_cols.items()}
+            groups[key] = GroupPart(names, codes, np.bincount(codes, minlength=g), acc, counts)
     return ShardResult(lo, hi, dyn.steps, table, groups, id_hashes(dyn.examples["example_id"]))
 
 

@@ -267,6 +267,11 @@ def _rows_in_range(table: pa.Table, lo: int, hi: int) -> pa.Table:
 
 def read_examples_range(plan: ShardPlan, lo: int, hi: int) -> pa.Table:
     """Rows ``lo .. hi`` of ``examples.parquet``, validated as :func:`soi.store.read_examples` does."""
+    return _examples_range(plan, lo, hi)[0]
+
+
+def _examples_range(plan: ShardPlan, lo: int, hi: int) -> tuple[pa.Table, np.ndarray]:
+    """:func:`read_examples_range` and the number of labels of each example's task."""
     path = plan.run_dir / EXAMPLES_FILE
     starts = plan.example_starts
     groups = np.flatnonzero((starts[1:] > lo) & (starts[:-1] < hi))
@@ -286,7 +291,7 @@ def read_examples_range(plan: ShardPlan, lo: int, hi: int) -> pa.Table:
         task = names[codes[bad[0]]]
         raise SoiError(f"gold label {int(gold[bad[0]])} of example {ids[int(bad[0])].as_py()!r} out of range "
                        f"for task {task!r} ({plan.meta.num_labels(task)} labels)", path=path)
-    return table
+    return table, n_labels
 
 
 def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
@@ -295,9 +300,8 @@ def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
     The arrays have the same layout as :func:`soi.store.load_dynamics` (checkpoint-major, exposed as (N, E)
     views), so every per-example kernel gives bit-identical values on a shard and on the whole run.
     """
-    examples = read_examples_range(plan, lo, hi)
+    examples, n_labels = _examples_range(plan, lo, hi)
     gold = to_numpy(examples["gold"]).astype(np.int16)
-    n_labels = labels_per_example(examples, plan.meta) if examples.num_rows else np.zeros(0, np.int64)
     m, e = hi - lo, plan.n_checkpoints
     dense = {"pred": np.empty((e, m), np.int16), "p_gold": np.empty((e, m), np.float32),
              "margin": np.empty((e, m), np.float32), "loss": np.empty((e, m), np.float32)}
