@@ -96,6 +96,27 @@ class Selection:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    def to_dataset(self, *, with_text: bool = True) -> Any:
+        """The selected rows as a ``datasets.Dataset``; the provenance is JSON in ``info.description``.
+
+        With ``with_text`` and a source run whose ``examples.parquet`` has text, ``text`` / ``text_pair`` are
+        joined on ``example_id``. Dictionary columns (task, source, language, soi) become strings.
+        """
+        from soi.data.split import hf_dataset
+
+        rows = self.rows
+        source = self.provenance.get("source_run")
+        examples = Path(source) / "examples.parquet" if source else None
+        if with_text and examples is not None and examples.is_file() and "text" not in rows.column_names:
+            ex = pq.read_table(examples, columns=[c for c in ("example_id", "text", "text_pair")
+                                                  if c in pq.read_schema(examples).names])
+            at = pc.index_in(rows.column("example_id").cast(pa.string()),
+                             value_set=ex.column("example_id").cast(pa.string()).combine_chunks())
+            for col in ("text", "text_pair"):
+                if col in ex.column_names:
+                    rows = rows.append_column(col, pc.take(ex.column(col), at))
+        return hf_dataset(rows, provenance={"soi": "selection", **self.provenance})
+
 
 # --------------------------------------------------------------------------------------------- amounts
 def parse_amount(value: Amount | str | None, field: str) -> Amount | None:
@@ -466,6 +487,24 @@ def select(
     return Selection(ids=ids, rows=rows, provenance=provenance)
 
 
+def filter_dataset(dataset: Any, selection: Selection, *, id_column: str = "id") -> Any:
+    """The rows of a ``datasets.Dataset`` whose ``id_column`` is one of ``selection``'s example ids, in the
+    dataset's order (e.g. the tokenised training set of the next stage). Every selected id must be present."""
+    if id_column not in (getattr(dataset, "column_names", None) or []):
+        raise SoiError(f"filter_dataset: the dataset has no column {id_column!r} (pass id_column=...); columns: "
+                       f"{', '.join(getattr(dataset, 'column_names', None) or [])}")
+    ids = dataset.with_format("arrow")[id_column]
+    ids = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids).cast(pa.string())
+    wanted = pa.array(selection.ids.tolist(), pa.string())
+    keep = np.flatnonzero(pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False))
+    found = pc.is_in(wanted, value_set=ids).to_numpy(zero_copy_only=False)
+    if not found.all():
+        missing = wanted.filter(pa.array(~found)).to_pylist()
+        raise SoiError(f"filter_dataset: {len(missing)} selected id(s) not in the dataset's {id_column!r} column, "
+                       f"e.g. {missing[:3]} (a dataset of another run, or another id column?)")
+    return dataset.select(keep)
+
+
 # --------------------------------------------------------------------------------------------- save
 def _write_all(directory: Path, selection: Selection) -> None:
     """Stage all three files, then move them in (``selection.json`` last); nothing moves on an error."""
@@ -529,6 +568,22 @@ def save(selection: Selection, out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
+def save_dataset(selection: Selection, out_dir: str | os.PathLike[str], *, with_text: bool = True) -> Path:
+    """Write :meth:`Selection.to_dataset` with ``save_to_disk`` into ``out_dir`` (``datasets.load_from_disk``
+    reads it; the provenance is in its ``info.description`` and in ``selection.json`` beside it), atomically:
+    the folder is built next to ``out_dir`` and replaces it as one unit."""
+    from soi._io import atomic_dir, write_json
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SoiError("out: exists and is not a directory", path=out)
+    dataset = selection.to_dataset(with_text=with_text)
+    with atomic_dir(out) as tmp:
+        dataset.save_to_disk(str(tmp))
+        write_json(tmp / PROVENANCE_FILE, selection.provenance)
+    return out
+
+
 def describe(selection: Selection, *, category_column: str | None = None) -> str:
     """One-line summary: ``selected n of N (p%); cat a, cat b, ...`` (non-zero category counts)."""
     prov = selection.provenance
@@ -548,7 +603,9 @@ __all__ = [
     "Selection",
     "amount_to_count",
     "describe",
+    "filter_dataset",
     "parse_amount",
     "save",
+    "save_dataset",
     "select",
 ]

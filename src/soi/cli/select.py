@@ -35,6 +35,10 @@ def select(
         help="Analyse RUN_DIR in example shards within this memory bound (e.g. 2GB); same selection.")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Shards analysed at once with --memory-limit (default: CPU count).")] = None,
+    format_: Annotated[str, typer.Option(
+        "--format", help="files: selected_ids.txt, selected.parquet, selection.json; hf: a datasets save_to_disk "
+                         "folder (datasets.load_from_disk) with the provenance in its info, plus selection.json.")
+    ] = "files",
 ) -> None:
     """Select a subset of examples (SOI categories, expression filter, top/bottom by a metric) and save it.
 
@@ -49,8 +53,11 @@ def select(
     from rich.console import Console
 
     from soi.errors import SoiError
-    from soi.selection import describe, save
+    from soi.selection import describe, save, save_dataset
     from soi.selection import select as run_select
+
+    if format_ not in ("files", "hf"):
+        raise SoiError(f"--format must be 'files' or 'hf', got {format_!r}")
 
     selection = None
     if from_table is None and run_dir is not None and (memory_limit is not None or workers is not None):
@@ -84,7 +91,7 @@ def select(
         selection = run_select(
             table, categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
             sample=sample, seed=seed, category_column=category_column, source_run=source)
-    save(selection, out)
+    (save_dataset if format_ == "hf" else save)(selection, out)
     Console(soft_wrap=True, highlight=False).print(f"{describe(selection)} -> {out}", markup=False)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     for warning in selection.provenance["warnings"]:

@@ -681,7 +681,9 @@
     const cells = [];
     for (let i = 0; i < cats.length; i++) for (let j = 0; j < cats.length; j++) cells.push([i, j]);
     cells.sort((u, v) => Math.abs(sn.excess[v[0]][v[1]]) - Math.abs(sn.excess[u[0]][u[1]]));
-    const shown = cells.filter(([i, j]) => sig[i][j] || sn.excess[i][j] !== 0).slice(0, Math.max(8, cells.filter(([i, j]) => sig[i][j]).length));
+    // every flagged cell, then the largest other excesses, up to 8 rows
+    const flagged = cells.filter(([i, j]) => sig[i][j]);
+    const shown = flagged.concat(cells.filter(([i, j]) => !sig[i][j] && sn.excess[i][j] !== 0).slice(0, Math.max(0, 8 - flagged.length)));
     const lvl = Math.round(100 * (sn.level || c.level || 0.95));
     wrap.append(table(["transition", "observed", "reseeding null", "excess", lvl + "% CI", "q (BH)", "significant"], shown.map(([i, j]) => ({
       cls: sig[i][j] ? "sig" : null,
