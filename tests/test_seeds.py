@@ -189,3 +189,25 @@ def test_single_run_is_a_seed_set_of_one(seeds: Path) -> None:
     assert ss.single_run and ss.n_seeds == 1
     with pytest.raises(SoiError, match="neither a run directory"):
         resolve_seed_set(seeds / "seed-1" / "dynamics")
+
+
+def test_cli_select_on_seed_consensus(seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sel"
+    proc = soi("select", seeds, "--out", out, "--categories", "never_learned,forgettable_lost", "--min-stability",
+               "0.67", "--metric", "confidence", "--bottom", "5")
+    assert proc.returncode == 0, proc.stderr
+    table = analyze_seeds(seeds, write=False).table
+    stab = table["soi_stability"].to_numpy()
+    cons = np.asarray(SOI_CATEGORIES, dtype=object)[np.asarray(table["soi_consensus"].combine_chunks().indices)]
+    conf = table["confidence_mean"].to_numpy()
+    pool = np.flatnonzero((stab >= 2 / 3 - 1e-12) & np.isin(cons, ["never_learned", "forgettable_lost"]))
+    expected = set(np.asarray(table["example_id"].to_pylist(), dtype=object)[pool[np.argsort(conf[pool])[:5]]])
+    got = set((out / "selected_ids.txt").read_text().split())
+    assert got == expected
+    prov = json.loads((out / "selection.json").read_text())
+    assert prov["rule"]["min_stability"] == 0.67
+    assert not (seeds / "analysis").exists()  # selecting does not write the consensus
+    bad = soi("select", seeds, "--out", tmp_path / "x", "--min-stability", "0")
+    assert bad.returncode == 2 and "--min-stability must be in (0, 1]" in bad.stderr
+    bad = soi("select", seeds / "seed-1", "--out", tmp_path / "x", "--min-stability", "0.5")
+    assert bad.returncode == 2 and "soi_stability" in bad.stderr

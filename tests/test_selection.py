@@ -194,7 +194,7 @@ def test_provenance_contents():
     p = sel.provenance
     assert p["rule"] == {"categories": ["never_learned"], "category_column": "soi", "where": None,
                          "metric": "confidence", "top": 1, "bottom": None, "per_group": None, "sample": None,
-                         "seed": 7}
+                         "seed": 7, "min_stability": None}
     assert p["seed"] == 7 and p["soi_version"] == __version__ and p["source_run"] == "runs/x"
     assert p["n_input"] == 10 and p["n_selected"] == 1 and ids(sel) == ["e9"]
     assert p["counts"]["soi"]["never_learned"] == 1 and sum(p["counts"]["soi"].values()) == 1
@@ -449,3 +449,18 @@ def test_cli_error_exits_2_with_one_line_and_writes_nothing(sim_run, tmp_path):
     res = _soi(str(sim_run), "--out", "sel", "--categories", "bogus", cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.startswith("error: categories: unknown ['bogus']")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_min_stability_filters_first_and_is_validated():
+    t = table10().append_column("soi_stability", pa.array([1.0, 2 / 3, 1 / 3, 1.0, 2 / 3, 1 / 3, 1.0, 1.0, 0.5, 2 / 3]))
+    sel = select(t, min_stability=2 / 3)
+    assert ids(sel) == ["e0", "e1", "e3", "e4", "e6", "e7", "e9"]
+    assert sel.provenance["pool_sizes"]["min_stability"] == 7 and sel.provenance["rule"]["min_stability"] == 2 / 3
+    both = select(t, min_stability=1.0, categories=["always_correct", "never_learned"])
+    plain = set(ids(select(t, categories=["always_correct", "never_learned"])))
+    assert set(ids(both)) == plain & {"e0", "e3", "e6", "e7"}
+    for bad in (0, 1.5, -0.1, True, "x"):
+        with pytest.raises(SoiError, match="min_stability: must be a number in"):
+            select(t, min_stability=bad)
+    with pytest.raises(SoiError, match="no 'soi_stability' column"):
+        select(table10(), min_stability=0.5)

@@ -7,6 +7,8 @@ bottom=0.33``) or the *easy-to-learn* ones (``metric="confidence", top=0.33``).
 
 The steps of :func:`select` run in a fixed order, each on the pool left by the one before:
 
+0. ``min_stability`` -- (seed consensus tables) keep rows whose ``soi_stability`` (share of seeds in the
+   modal category, :mod:`soi.analysis.seeds`) is at least this;
 1. ``categories`` -- keep rows whose category (column ``category_column``, default ``soi``) is listed;
 2. ``where`` -- keep rows where the expression (:mod:`soi.analysis.expr`) is true;
 3. ``metric`` + ``top``/``bottom`` -- keep the highest/lowest rows by ``metric`` (rows whose metric is
@@ -288,6 +290,7 @@ def select(
     seed: int = 0,
     category_column: str = "soi",
     source_run: str | os.PathLike[str] | None = None,
+    min_stability: float | None = None,
 ) -> Selection:
     """Select examples from a per-example table (see the module docstring for the order of the steps).
 
@@ -313,6 +316,9 @@ def select(
         Column ``categories`` refers to (e.g. ``"category"`` for custom rules).
     source_run : str or path, optional
         Recorded in the provenance.
+    min_stability : float in (0, 1], optional
+        Keep only rows with ``soi_stability >= min_stability`` (a seed-consensus table,
+        :func:`soi.analysis.seeds.selection_table`), applied before ``categories``.
 
     Returns
     -------
@@ -362,6 +368,14 @@ def select(
             raise SoiError(f"per_group: the table has no {per_group!r} column")
         if rank_amount is None and sample_n is None:
             raise SoiError("per_group: has no effect without top, bottom or sample")
+    if min_stability is not None:
+        if isinstance(min_stability, bool) or not isinstance(min_stability, Real) or \
+                not 0.0 < float(min_stability) <= 1.0:
+            raise SoiError(f"min_stability: must be a number in (0, 1], got {min_stability!r}")
+        if "soi_stability" not in columns:
+            raise SoiError("min_stability: the table has no 'soi_stability' column; select from a seed folder "
+                           "(its consensus table) to use it")
+        min_stability = float(min_stability)
     cat_list: list[str] | None = None
     if categories is not None:
         raw = categories.split(",") if isinstance(categories, str) else list(categories)
@@ -391,6 +405,10 @@ def select(
     # ---- filters
     pool_sizes: dict[str, int] = {"input": n}
     mask = np.ones(n, bool)
+    if min_stability is not None:
+        stability = table["soi_stability"].to_numpy(zero_copy_only=False).astype(np.float64)
+        mask &= stability >= min_stability - 1e-12  # 2/3 stored as 0.666...: compare with a tolerance
+        pool_sizes["min_stability"] = int(mask.sum())
     if cat_list is not None:
         wanted = np.isin(np.asarray(cat_names, dtype=object), np.asarray(cat_list, dtype=object))
         wanted = np.append(wanted, False)  # code -1 (null) -> False
@@ -468,10 +486,12 @@ def select(
             "per_group": per_group,
             "sample": sample_n,
             "seed": seed,
+            "min_stability": min_stability,
         },
         "seed": seed,
         "method": {
-            "order": "categories -> where -> metric top/bottom -> sample; ranking and sample per group",
+            "order": "min_stability -> categories -> where -> metric top/bottom -> sample; ranking and sample "
+                     "per group",
             "fraction": "floor(f * pool + 0.5), at least 1 of a non-empty pool; counts capped at the pool",
             "ties": "seeded random permutation of example ids (numpy PCG64, seed [seed, 0]); "
                     "sample: seed [seed, 1]",

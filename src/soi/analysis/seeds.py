@@ -428,3 +428,17 @@ def analyze_seeds(path: str | Path, *, late_fraction: float = 0.5, max_checkpoin
             write_parquet(tmp / CONSENSUS_FILE, table)
             write_json(tmp / SUMMARY_FILE, summary)
     return SeedAnalysis(table=table, summary=summary, data=data)
+
+
+def selection_table(table: pa.Table) -> pa.Table:
+    """A consensus table ready for :func:`soi.selection.select`: ``soi`` is ``soi_consensus`` and every
+    metric column is its seed mean (``confidence`` = ``confidence_mean``, ...), next to the original columns,
+    so the rules and options of a single run apply to the seed consensus."""
+    out = table
+    if "soi_consensus" in table.column_names and "soi" not in table.column_names:
+        out = out.append_column("soi", table["soi_consensus"])
+    for metric in MEAN_METRICS:
+        name = f"{metric}_mean"
+        if name in table.column_names and metric not in out.column_names:
+            out = out.append_column(metric, table[name])
+    return out

@@ -12,7 +12,8 @@ _AMOUNT = "fraction in (0, 1) such as 0.33 or 33%, or a count such as 5000"
 
 def select(
     run_dir: Annotated[Path | None, typer.Argument(
-        help="Run directory (optional with --from-table, where it is only recorded as the source).")] = None,
+        help="Run directory, or a seed folder of seed-*/ runs (selects on the seed consensus); optional with "
+             "--from-table, where it is only recorded as the source.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")] = ...,
     categories: Annotated[str | None, typer.Option(
         help="Comma-separated categories to keep, e.g. forgettable_lost,learned_late.")] = None,
@@ -39,6 +40,9 @@ def select(
         "--format", help="files: selected_ids.txt, selected.parquet, selection.json; hf: a datasets save_to_disk "
                          "folder (datasets.load_from_disk) with the provenance in its info, plus selection.json.")
     ] = "files",
+    min_stability: Annotated[float | None, typer.Option(
+        help="Seed folders: keep only examples whose consensus category is shared by at least this share of "
+             "seeds, in (0, 1] (e.g. 0.67).", show_default=False)] = None,
 ) -> None:
     """Select a subset of examples (SOI categories, expression filter, top/bottom by a metric) and save it.
 
@@ -47,6 +51,8 @@ def select(
     Writes OUT/selected_ids.txt (one example_id per line), OUT/selected.parquet (rows), OUT/selection.json (provenance).
 
     Cartography-style subsets (Swayamdipta et al., 2020): ambiguous: --metric variability --top 0.33; hard-to-learn: --metric confidence --bottom 0.33; easy-to-learn: --metric confidence --top 0.33.
+
+    On a seed folder (seed-*/ runs of one setting) the rows are the per-example consensus: soi is the modal category over seeds, the metrics are seed means, soi_stability the share of seeds in the modal category (--min-stability filters on it first).
     """  # noqa: E501 - typer keeps docstring line breaks, so each paragraph is one line
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -59,8 +65,29 @@ def select(
     if format_ not in ("files", "hf"):
         raise SoiError(f"--format must be 'files' or 'hf', got {format_!r}")
 
+    if not 0.0 < late_fraction <= 1.0:
+        raise SoiError(f"--late-fraction must be in (0, 1], got {late_fraction}")
+    if workers is not None and workers < 1:
+        raise SoiError(f"--workers must be >= 1, got {workers}")
+    if seed < 0:
+        raise SoiError(f"--seed must be >= 0, got {seed}")
+    if min_stability is not None and not 0.0 < min_stability <= 1.0:
+        raise SoiError(f"--min-stability must be in (0, 1], got {min_stability}")
     selection = None
-    if from_table is None and run_dir is not None and (memory_limit is not None or workers is not None):
+    seed_folder = False
+    if from_table is None and run_dir is not None and run_dir.is_dir():
+        from soi.analysis.seeds import SEED_DIR
+
+        seed_folder = any(SEED_DIR.match(p.name) for p in run_dir.iterdir())
+    if seed_folder:
+        from soi.analysis.seeds import analyze_seeds, selection_table
+
+        assert run_dir is not None
+        if memory_limit is not None:
+            raise SoiError("--memory-limit is not supported for a seed folder")
+        table = selection_table(analyze_seeds(run_dir, late_fraction=late_fraction, write=False).table)
+        source = run_dir
+    elif from_table is None and run_dir is not None and (memory_limit is not None or workers is not None):
         from soi.analysis.streaming import stream_select
 
         if not run_dir.is_dir():
@@ -90,7 +117,7 @@ def select(
     if selection is None:
         selection = run_select(
             table, categories=categories, where=where, metric=metric, top=top, bottom=bottom, per_group=per_group,
-            sample=sample, seed=seed, category_column=category_column, source_run=source)
+            sample=sample, seed=seed, category_column=category_column, source_run=source, min_stability=min_stability)
     (save_dataset if format_ == "hf" else save)(selection, out)
     Console(soft_wrap=True, highlight=False).print(f"{describe(selection)} -> {out}", markup=False)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
