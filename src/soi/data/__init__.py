@@ -22,7 +22,14 @@ from soi.data.registry import (
     registry_table,
     resolve_data_dir,
 )
-from soi.data.split import Split, common_parallel_ids, run_tasks, subsample_indices, to_examples_table
+from soi.data.split import (
+    Split,
+    common_parallel_ids,
+    hf_dataset,
+    run_tasks,
+    subsample_indices,
+    to_examples_table,
+)
 from soi.data.user import DataSpec, infer_labels
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "dataset_dir",
     "dataset_names",
     "get_entry",
+    "hf_dataset",
     "infer_labels",
     "load_local_split",
     "load_split",

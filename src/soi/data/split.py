@@ -155,6 +155,22 @@ class Split:
         """The dynamics store's examples table for this split (see :func:`to_examples_table`)."""
         return to_examples_table(self, task=task)
 
+    def to_dataset(self) -> Any:
+        """This split as a ``datasets.Dataset`` (provenance = :attr:`metadata` as JSON in ``info.description``).
+
+        Classification: ``label`` is a ``ClassLabel`` over :attr:`labels` holding the gold index (the string
+        ``label`` and the ``gold`` column become that one column), as ``Trainer`` expects; generative splits keep
+        their columns. ``id``, ``language``, ``source``, ``parallel_id``, ``orig_id`` are kept.
+        """
+        table = self.table
+        labels = None
+        if self.type == "classification":
+            table = table.drop(["label"]).rename_columns(["label" if c == "gold" else c for c in
+                                                         table.drop(["label"]).column_names])
+            labels = {"label": list(self.labels or ())}
+        return hf_dataset(table, provenance={"soi": "split", **self.metadata}, class_labels=labels,
+                          split=self.split, name=self.name, license=self.license)
+
 
 def common_parallel_ids(*splits: Split) -> list[str]:
     """``parallel_id`` values present in every split, in the first split's row order."""
@@ -216,3 +232,39 @@ def to_examples_table(*splits: Split, task: str | Mapping[str, str] | None = Non
         ids, col["gold"].to_numpy(zero_copy_only=False), task=tasks, source=col["source"].to_pylist(),
         language=col["language"].to_pylist(), text=col["text"].to_pylist(), text_pair=col["text_pair"].to_pylist(),
     )
+
+
+def hf_dataset(table: pa.Table, *, provenance: Mapping[str, Any] | None = None,
+               class_labels: Mapping[str, Sequence[str]] | None = None, split: str | None = None,
+               name: str | None = None, license: str | None = None) -> Any:
+    """A ``datasets.Dataset`` over ``table`` (Arrow memory shared, no row loop).
+
+    Dictionary-encoded columns become plain strings; ``class_labels`` ``{column: names}`` turn integer columns into
+    ``ClassLabel`` features; ``provenance`` is stored as JSON in ``info.description`` (``json.loads`` it back).
+    """
+    import json
+
+    try:
+        import datasets
+        from datasets.table import InMemoryTable
+    except ImportError:
+        raise SoiError("converting to a datasets.Dataset needs the 'datasets' package: pip install 'soi[train]'") \
+            from None
+    cols = []
+    for field_ in table.schema:
+        col = table.column(field_.name)
+        if pa.types.is_dictionary(field_.type):
+            col = col.cast(field_.type.value_type)
+        if class_labels and field_.name in class_labels:
+            col = col.cast(pa.int64())
+        cols.append(col)
+    table = pa.table(cols, names=table.column_names)
+    features = datasets.Features.from_arrow_schema(table.schema)
+    for column, names in (class_labels or {}).items():
+        if column not in features:
+            raise SoiError(f"class_labels: no column {column!r}; columns: {', '.join(table.column_names)}")
+        features[column] = datasets.ClassLabel(names=list(names))
+    info = datasets.DatasetInfo(
+        description=json.dumps(dict(provenance or {}), ensure_ascii=False, sort_keys=True, default=str),
+        features=features, license=license or "", dataset_name=name)
+    return datasets.Dataset(InMemoryTable(table), info=info, split=datasets.NamedSplit(split) if split else None)

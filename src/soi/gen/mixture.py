@@ -268,6 +268,29 @@ class Mixture:
             "ids": {"train": train, "validation": self.plan.validation_ids, "eval": self.plan.eval_ids},
         }
 
+    def to_dataset(self, k: int) -> Any:
+        """The mixture for ``k`` as a ``datasets.DatasetDict`` (``train``, ``validation``, ``eval``; empty roles
+        left out), with :meth:`manifest` as JSON in each split's ``info.description``. Train and validation rows
+        carry the responses trained on (templated where the source had none: ``response_filled``)."""
+        from soi.data.split import hf_dataset
+
+        try:
+            import datasets
+        except ImportError:
+            raise SoiError("Mixture.to_dataset needs the 'datasets' package: pip install 'soi[train]'") from None
+        columns = ["id", "prompt", "response", "answer", "language", "source", "parallel_id", "task",
+                   "response_filled"]
+        schema = pa.schema([(c, pa.bool_() if c == "response_filled" else pa.string()) for c in columns])
+        manifest = self.manifest(k)
+        out = {}
+        for role, rows in (("train", self.train_rows(k)), ("validation", self.validation_rows()),
+                           ("eval", self.eval_rows())):
+            if rows:
+                table = pa.Table.from_pylist([{c: r.get(c, False if c == "response_filled" else None)
+                                               for c in columns} for r in rows], schema=schema)
+                out[role] = hf_dataset(table, provenance={"soi": "mixture", **manifest}, split=role, name=self.task)
+        return datasets.DatasetDict(out)
+
     def save_manifest(self, path: str | Path, k: int) -> Path:
         """Write :meth:`manifest` as JSON (atomically)."""
         path = Path(path)
