@@ -466,8 +466,11 @@ def seed_stability(loaded: list[RunData]) -> list[dict[str, Any]]:
             stab = stability_by_group(codes, k, gc, len(names))
             groups[key] = {nm: {"n": st["n"], "mean_stability": st["mean_stability"], "agreement": st["agreement"],
                                 "kappa": st["kappa"]} for nm, st in zip(names, stab, strict=True) if st["n"]}
+        # a run read out of core is a sample of its examples: the view then covers the examples sampled in every seed
+        sampled = any(getattr(rd, "n_total", None) is not None for rd in rds)
         out.append({"name": name, "seeds": [rd.source.seed for rd in rds], "n_seeds": s, "n": int(codes.shape[1]),
-                    "n_not_in_every_seed": int((~shared).sum()), "hist": hist.tolist(), "groups": groups})
+                    "n_not_in_every_seed": int((~shared).sum()), "sampled": sampled, "hist": hist.tolist(),
+                    "groups": groups})
     return out
 
 

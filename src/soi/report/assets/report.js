@@ -610,7 +610,8 @@
     });
     svg.append(svgText(left + W / 2, top + H + 32, "seeds in the modal category", {"text-anchor": "middle", "font-size": 10, fill: "#656d76"}));
     fig.append(svg);
-    if (st.n_not_in_every_seed) fig.append(el("div", {cls: "small", text: st.n_not_in_every_seed + " examples not in every seed left out"}));
+    if (st.sampled) fig.append(el("div", {cls: "small", text: "on a sample of " + n.toLocaleString() + " examples (runs read out of core)"}));
+    else if (st.n_not_in_every_seed) fig.append(el("div", {cls: "small", text: st.n_not_in_every_seed + " examples not in every seed left out"}));
     return fig;
   }
 
