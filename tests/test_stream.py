@@ -331,3 +331,51 @@ def test_dask_maps_the_shard_step(tmp_path):
     for part in parts:
         merger.add(part)
     assert merger.summary() | {"run": ref.summary["run"]} == ref.summary
+
+
+def test_sample_examples_is_stratified_and_seed_consistent(tmp_path):
+    from soi.analysis.streaming import sample_examples
+
+    runs = [simulate_run(tmp_path / f"s{s}", n=6000, checkpoints=5, seed=s, difficulty_seed=3,
+                         groups={"task": ["a", "b", "c"], "language": ["x", "y"]}) for s in (1, 2)]
+    for run in runs:
+        stream_analysis(run, shard_size=1000)
+    path = runs[0] / "analysis" / "per_example.parquet"
+    full = pq.read_table(path)
+    sample = sample_examples(path, 600)
+    assert sample.column_names == full.column_names
+    idx = sample["idx"].to_numpy()
+    assert np.all(np.diff(idx) > 0)
+    assert_tables_equal(sample, full.take(pa.array(idx)))
+    key = lambda t: [f"{a}|{b}|{c}" for a, b, c in zip(t["task"].to_pylist(), t["language"].to_pylist(),  # noqa: E731
+                                                         t["soi"].to_pylist(), strict=True)]
+    strata_full, strata_sample = np.unique(key(full), return_counts=True), np.unique(key(sample), return_counts=True)
+    assert list(strata_sample[0]) == list(strata_full[0])  # every (task, language, category) present, even tiny ones
+    quota = np.minimum(strata_full[1], np.maximum(1, np.floor(600 * strata_full[1] / 6000 + 0.5)))
+    assert list(strata_sample[1]) == quota.astype(int).tolist()
+    again = sample_examples(path, 600)
+    assert again["example_id"].to_pylist() == sample["example_id"].to_pylist()
+    other = sample_examples(runs[1] / "analysis" / "per_example.parquet", 600)
+    shared = set(sample["example_id"].to_pylist()) & set(other["example_id"].to_pylist())
+    assert len(shared) > 0.5 * len(sample)  # seeds of one setting mostly sample the same examples
+    assert sample_examples(path, 10**6).num_rows == 6000
+
+
+def test_report_reads_a_large_run_out_of_core(tmp_path):
+    import soi.report.data as report_data
+
+    run = simulate_run(tmp_path / "run", n=5000, checkpoints=4, groups={"task": ["a", "b"], "language": ["x", "y"]})
+    (ref,) = report_data.collect(run, max_examples=100_000)["runs"]  # in memory: every example embedded
+    assert ref["n_shown"] == 5000
+    for analysed in (False, True):
+        if analysed:
+            stream_analysis(run, shard_size=1000)
+        with mock.patch.object(report_data, "OUT_OF_CORE_ROWS", 1000), \
+                mock.patch.object(report_data, "OUT_OF_CORE_SAMPLE", 400):
+            data = report_data.collect(run, max_examples=100_000)
+        (entry,) = data["runs"]
+        assert entry["n_examples"] == 5000 and 400 <= entry["n_shown"] <= 400 + 48
+        assert entry["groups"] == ref["groups"]  # counts and shares over every example, as in memory
+        assert entry["final_accuracy"] == ref["final_accuracy"]
+        assert entry["analysed_on_the_fly"] is (not analysed)
+        assert (run / "analysis").exists() is analysed  # the report never writes into the run

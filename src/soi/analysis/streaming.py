@@ -647,3 +647,72 @@ def _fresh(run: Path, late_fraction: float) -> bool:
         return False
     return isinstance(info, dict) and info.get("late_fraction") == late_fraction and \
         not any(p.stat().st_mtime > built for p in inputs)
+
+
+SAMPLE_STRATA = ("task", "source", "language", "soi")
+"""Columns whose combinations stratify :func:`sample_examples` (groups and SOI category)."""
+
+
+def sample_examples(per_example: str | Path, max_rows: int, *, seed: int = 0,
+                    strata: Sequence[str] = SAMPLE_STRATA) -> pa.Table:
+    """A stratified sample of a ``per_example.parquet``, read row group by row group (out of core).
+
+    Every combination of ``strata`` values present (task, source, language, SOI category) gets a share of
+    ``max_rows`` proportional to its size, and at least one row, so rare categories of small groups stay
+    visible; within a stratum the rows with the smallest seeded hash of ``example_id`` are kept, so runs that
+    share examples (the seeds of one setting) sample the same ids where their strata agree. Only the strata
+    columns and a 64-bit key per row are held in memory (~12 bytes per example); the sampled rows are then read
+    with all their columns, in row (``idx``) order.
+    """
+    if max_rows < 1:
+        raise SoiError(f"max_rows must be >= 1, got {max_rows}")
+    path = Path(per_example)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read Parquet file ({exc})", path=path) from None
+    with pf:
+        n = pf.metadata.num_rows
+        if n <= max_rows:
+            return pf.read()
+        cols = [c for c in strata if c in pf.schema_arrow.names]
+        vocab: dict[tuple[str, ...], int] = {}
+        stratum = np.empty(n, np.int64)
+        key = np.empty(n, np.uint64)
+        mix = np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+        at = 0
+        for g in range(pf.metadata.num_row_groups):
+            t = pf.read_row_group(g, columns=[*cols, "example_id"])
+            m = t.num_rows
+            codes = np.zeros(m, np.int64)
+            names: list[list[str]] = []
+            for c in cols:
+                arr = t[c].combine_chunks()
+                arr = arr if pa.types.is_dictionary(arr.type) else arr.cast(pa.string()).dictionary_encode()
+                arr = arr.fill_null("") if arr.null_count else arr
+                local = arr.dictionary.to_pylist()
+                codes = codes * len(local) + to_numpy(arr.indices).astype(np.int64)
+                names.append(local)
+            # local joint code -> global stratum id (via the tuple of names)
+            uniq, inv = np.unique(codes, return_inverse=True)
+            ids = []
+            for u in uniq.tolist():
+                parts = []
+                for local in reversed(names):
+                    u, r = divmod(u, len(local))
+                    parts.append(local[r])
+                ids.append(vocab.setdefault(tuple(reversed(parts)), len(vocab)))
+            stratum[at:at + m] = np.asarray(ids, np.int64)[inv]
+            with np.errstate(over="ignore"):
+                h = id_hashes(t["example_id"]) ^ mix
+                h *= np.uint64(0xC4CEB9FE1A85EC53)
+                h ^= h >> np.uint64(29)
+            key[at:at + m] = h
+            at += m
+    sizes = np.bincount(stratum, minlength=len(vocab))
+    quota = np.minimum(sizes, np.maximum(1, np.floor(max_rows * sizes / n + 0.5).astype(np.int64)))
+    order = np.lexsort((key, stratum))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.arange(n) - starts[stratum[order]]
+    rows = np.sort(order[rank < quota[stratum[order]]])
+    return select_rows(path, rows)

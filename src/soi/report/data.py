@@ -293,6 +293,57 @@ class RunData:
     table: pa.Table
     summary: dict[str, Any]
     analysed_on_the_fly: bool
+    n_total: int | None = None
+    """Examples of the run when ``table`` is an out-of-core sample (runs above :data:`OUT_OF_CORE_ROWS`)."""
+    groups: dict[str, Any] | None = None
+    """The run's :func:`group_counts` over every example (from ``summary.json``) when ``table`` is a sample."""
+
+
+OUT_OF_CORE_ROWS = 1_000_000
+"""Runs with more examples are read out of core: a stratified sample of :data:`OUT_OF_CORE_SAMPLE` rows
+(:func:`soi.analysis.streaming.sample_examples`; counts and shares still come from every example)."""
+OUT_OF_CORE_SAMPLE = 250_000
+
+
+def _groups_from_summary(summary: dict[str, Any], table: pa.Table) -> dict[str, Any]:
+    """:func:`group_counts` of every example, from an analysis ``summary.json`` (same numbers)."""
+    out: dict[str, Any] = {}
+    groups = summary["groups"]
+    for key in ("all", *GROUP_KEYS):
+        if key != "all" and key not in table.column_names:
+            continue
+        k = len(SOI_CATEGORIES)
+        out[key] = {name: {"n": g["n"], "counts": [g["counts"][c] for c in SOI_CATEGORIES],
+                           "shares": [g["shares"][c] for c in SOI_CATEGORIES] if g["n"] else [0.0] * k,
+                           "final_accuracy": g["final_accuracy"]}
+                    for name, g in groups[key].items()}
+    return out
+
+
+def _load_large(source: RunSource, meta: Any, table_path: Path, summary_path: Path) -> RunData | None:
+    """Out-of-core read of a run above :data:`OUT_OF_CORE_ROWS` examples (None for smaller runs)."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from soi.analysis.streaming import sample_examples, stream_analysis
+    from soi.store.meta import EXAMPLES_FILE
+
+    have = table_path.is_file() and summary_path.is_file()
+    try:
+        n = pq.ParquetFile(table_path if have else source.path / EXAMPLES_FILE).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None  # the regular path reports the unreadable file
+    if n <= OUT_OF_CORE_ROWS:
+        return None
+    if have:
+        table, summary = sample_examples(table_path, OUT_OF_CORE_SAMPLE), _read_json(summary_path)
+    else:  # stream the analysis into a scratch folder (the run is not written), then sample it
+        with tempfile.TemporaryDirectory(prefix=".tmp-soi-report-") as tmp:
+            res, _ = stream_analysis(source.path, memory_limit="2GB", out=Path(tmp) / "analysis")
+            table = sample_examples(Path(tmp) / "analysis" / table_path.name, OUT_OF_CORE_SAMPLE)
+            summary = res.summary
+    return RunData(source, meta, table, summary, not have, n_total=n, groups=_groups_from_summary(summary, table))
 
 
 def load_run(source: RunSource) -> RunData:
@@ -305,7 +356,10 @@ def load_run(source: RunSource) -> RunData:
     meta = RunMeta.load(source.path)
     adir = source.path / ANALYSIS_DIR
     table_path, summary_path = adir / PER_EXAMPLE_FILE, adir / ANALYSIS_SUMMARY
-    if table_path.is_file() and summary_path.is_file():
+    large = _load_large(source, meta, table_path, summary_path)
+    if large is not None:
+        table, summary, fly = large.table, large.summary, large.analysed_on_the_fly
+    elif table_path.is_file() and summary_path.is_file():
         table = _read_parquet(table_path)
         summary = _read_json(summary_path)
         fly = False
@@ -317,6 +371,8 @@ def load_run(source: RunSource) -> RunData:
     missing = [c for c in ("example_id", "soi", "final_correct", *METRICS) if c not in table.column_names]
     if missing:
         raise SoiError(f"per-example table lacks column(s) {missing}; re-run soi analyze", path=table_path)
+    if large is not None:
+        return large
     return RunData(source, meta, table, summary, fly)
 
 
@@ -700,7 +756,7 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
         any_text = any_text or tx is not None
         texts.extend(tx if tx is not None else [""] * rows.size)
         idx = to_numpy(sub["idx"]).astype(np.int64) if "idx" in sub.column_names else rows
-        tr = read_traces(rd.source.path, idx, n)
+        tr = read_traces(rd.source.path, idx, n if rd.n_total is None else rd.n_total)
         e = 0 if tr is None else tr.shape[1]
         if tr is not None:
             traces.append(tr.ravel())
@@ -713,11 +769,14 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
             "id": rid, "name": rd.source.name, "seed": rd.source.seed if rd.source.seed is not None else rd.meta.seed,
             "dir": rel or ".", "setting": rd.meta.setting, "model": rd.meta.model,
             "recording_mode": rd.meta.recording_mode, "checkpoint_unit": rd.meta.checkpoint_unit,
-            "tasks": rd.meta.tasks, "n_examples": n, "n_shown": int(rows.size), "row_start": row_start,
+            "tasks": rd.meta.tasks, "n_examples": n if rd.n_total is None else rd.n_total, "n_shown": int(rows.size),
+            "row_start": row_start,
             "n_checkpoints": int(s.get("n_checkpoints", e)), "trace_checkpoints": e, "trace_start": trace_start,
             "steps": s.get("steps", []), "accuracy_per_checkpoint": s.get("accuracy_per_checkpoint", []),
-            "final_accuracy": float(np.mean(to_numpy(t["final_correct"]))) if n else 0.0,
-            "analysed_on_the_fly": rd.analysed_on_the_fly, "groups": group_counts(t),
+            "final_accuracy": (float(np.mean(to_numpy(t["final_correct"]))) if n else 0.0) if rd.groups is None
+            else rd.groups["all"]["all"]["final_accuracy"],
+            "analysed_on_the_fly": rd.analysed_on_the_fly,
+            "groups": group_counts(t) if rd.groups is None else rd.groups,
         })
         row_start += int(rows.size)
         trace_start += int(rows.size) * e
