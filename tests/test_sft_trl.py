@@ -9,6 +9,7 @@ filled rows); training itself is checked against a plain ``trl.SFTTrainer``. The
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,29 @@ def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
             _trainer(tmp_path, model_dir, **kw)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- 4. the README's TRL example
+def test_readme_trl_example_runs(tmp_path, monkeypatch):
+    import re
+
+    import soi.model
+    from soi.gen.models import tiny_causal_lm
+
+    data = Path(os.environ.get("SOI_DATA_DIR") or HERE.parents[1] / "shared" / "data")
+    if not (data / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip(f"shared data not found at {data}")
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "SoiSFTTrainer" in b)
+    tiny = tiny_causal_lm(tmp_path / "tiny-chat")  # ChatML template, like SmolLM2-Instruct
+    monkeypatch.setattr(soi.model, "resolve_model", lambda name: str(tiny))
+    monkeypatch.setenv("SOI_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    block = block.replace("max_steps=16", "max_steps=8").replace("max_new_tokens=64", "max_new_tokens=4")
+    block = block.replace("max_length=256", "max_length=2048")  # the tiny tokenizer has byte tokens
+    exec(compile(block, "README.md", "exec"), {})
+    dyn = load_dynamics(tmp_path / "runs" / "sft-smollm2")
+    assert dyn.p_gold.shape == (64, 2) and dyn.steps.tolist() == [4, 8]
+    assert load_dynamics(tmp_path / "runs" / "sft-smollm2" / "probe").p_gold.shape == (8, 2)
+    ex = read_examples(tmp_path / "runs" / "sft-smollm2")
+    assert ex["example_id"][0].as_py() == "gsm8k-train-0" and ex["language"][0].as_py() == "en"
