@@ -379,3 +379,36 @@ def test_report_reads_a_large_run_out_of_core(tmp_path):
         assert entry["final_accuracy"] == ref["final_accuracy"]
         assert entry["analysed_on_the_fly"] is (not analysed)
         assert (run / "analysis").exists() is analysed  # the report never writes into the run
+
+
+def test_streamed_seed_consensus_equals_in_memory(tmp_path):
+    from soi.analysis.seeds import analyze_seeds
+    from soi.analysis.streaming import stream_consensus
+
+    folder = tmp_path / "runs" / "single"
+    for s in (1, 2, 3):
+        simulate_run(folder / f"seed-{s}", n=3000, checkpoints=4, seed=s, difficulty_seed=9,
+                     groups={"task": ["a", "b"], "language": ["x", "y"]})
+    ref = analyze_seeds(folder, write=False)
+    with mock.patch.object(streaming, "shard_size_for", lambda *a: 700):
+        res = CliRunner().invoke(app, ["analyze", str(folder), "--memory-limit", "1GB", "--workers", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    got = stream_consensus(folder, workers=2)  # fresh seed analyses are reused
+    table = pq.read_table(folder / "analysis" / "consensus.parquet")
+    assert_tables_equal(ref.table, table)
+    summary = json.loads((folder / "analysis" / "summary.json").read_text())
+    assert (ref.summary.pop("cached_seed_analyses"), summary.pop("cached_seed_analyses")) == (0, 3)
+    assert summary == json.loads(json.dumps(ref.summary))
+    assert got.summary["n_examples"] == 3000
+    assert pq.ParquetFile(folder / "seed-1" / "analysis" / "per_example.parquet").metadata.num_row_groups == 5
+    # seeds listing their examples in another order: a clear error, nothing written
+    import shutil
+
+    shutil.rmtree(folder / "analysis")
+    ex = pq.read_table(folder / "seed-3" / "examples.parquet")
+    ids = ex["example_id"].to_pylist()
+    ids[10], ids[11] = ids[11], ids[10]
+    pq.write_table(ex.set_column(1, "example_id", pa.array(ids)), folder / "seed-3" / "examples.parquet")
+    with pytest.raises(SoiError, match=r"seed-3: example ids differ from seed-1 in rows 0\.\.600"):
+        stream_consensus(folder, workers=1)
+    assert not (folder / "analysis").exists()

@@ -23,6 +23,8 @@ example for the id check (or a bucket of it), plus whatever ``keep_columns`` hol
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import math
 import os
 import re
@@ -635,8 +637,6 @@ def analyze_seed_sets(paths: Sequence[str | Path], *, memory_limit: int | str | 
 
 def _fresh(run: Path, late_fraction: float) -> bool:
     """``analysis/`` newer than the run's inputs and computed with ``late_fraction`` (what compare's cache reuses)."""
-    import json
-
     out = run / ANALYSIS_DIR
     try:
         info = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -716,3 +716,122 @@ def sample_examples(per_example: str | Path, max_rows: int, *, seed: int = 0,
     rank = np.arange(n) - starts[stratum[order]]
     rows = np.sort(order[rank < quota[stratum[order]]])
     return select_rows(path, rows)
+
+
+# ------------------------------------------------------------------------------------------- seed consensus
+def _rows(pf: pq.ParquetFile, starts: np.ndarray, lo: int, hi: int, columns: list[str]) -> pa.Table:
+    groups = np.flatnonzero((starts[1:] > lo) & (starts[:-1] < hi))
+    table = pf.read_row_groups(groups.tolist(), columns=columns)
+    return table.slice(lo - int(starts[groups[0]]), hi - lo)
+
+
+def _soi_codes(table: pa.Table, path: Path) -> np.ndarray:
+    col = table["soi"].combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        pos = {name: i for i, name in enumerate(SOI_CATEGORIES)}
+        names = col.dictionary.to_pylist()
+        if any(x not in pos for x in names):
+            raise SoiError("per-example table: column 'soi' holds values that are not SOI categories", path=path)
+        return np.asarray([pos[x] for x in names], np.int8)[to_numpy(col.indices).astype(np.int64)]
+    raise SoiError("per-example table: column 'soi' is not a category column", path=path)
+
+
+def stream_consensus(path: str | Path, *, memory_limit: int | str | None = "2GB", workers: int | None = None,
+                     late_fraction: float = 0.5, write: bool = True):
+    """:func:`soi.analysis.seeds.analyze_seeds` out of core: the same ``consensus.parquet`` rows and ``summary.json``.
+
+    Every seed is streamed into its ``analysis/`` (:func:`analyze_seed_sets`; fresh analyses are reused), then the
+    seeds' per-example files are read range by range: the consensus rows of a range are
+    :func:`~soi.analysis.seeds.consensus_table` of that range (a pure per-example kernel), appended to
+    ``consensus.parquet``; the summary is :func:`~soi.analysis.seeds.consensus_summary` over the (seeds x examples)
+    int8 code array and the tag columns (about ``seeds + 16`` bytes per example in memory). The seeds must list
+    their examples in the same order (seeds of one setting share ``examples.parquet``); otherwise the error says
+    so (the in-memory path aligns them by ``example_id``).
+    """
+    from soi.analysis.seeds import (
+        CONSENSUS_FILE,
+        MEAN_METRICS,
+        SeedAnalysis,
+        SeedData,
+        consensus_summary,
+        consensus_table,
+        resolve_seed_set,
+    )
+    from soi.analysis.seeds import SUMMARY_FILE as SEEDS_SUMMARY
+    from soi.store.meta import RunMeta
+    from soi.store.writer import TAG_COLUMNS
+
+    seed_set = resolve_seed_set(path)
+    analyze_seed_sets([path], memory_limit=memory_limit, workers=workers, late_fraction=late_fraction)
+    runs = list(seed_set.runs)
+    files, infos = [], []
+    for run in runs:
+        table_path = run / ANALYSIS_DIR / PER_EXAMPLE_FILE
+        summary = json.loads((run / ANALYSIS_DIR / SUMMARY_FILE).read_text(encoding="utf-8"))
+        meta = RunMeta.load(run)
+        infos.append({k: summary.get(k) for k in ("n_examples", "n_checkpoints", "early_cutoff")}
+                     | {"setting": meta.setting, "seed": meta.seed, "model": meta.model, "tasks": meta.tasks})
+        files.append(pq.ParquetFile(table_path))
+    first = runs[0]
+    for run, info in zip(runs[1:], infos[1:], strict=True):
+        if info["tasks"] != infos[0]["tasks"]:
+            raise SoiError(f"labels per task differ from {first.name} ({info['tasks']} vs {infos[0]['tasks']})",
+                           path=run)
+        if info["n_checkpoints"] != infos[0]["n_checkpoints"]:
+            raise SoiError(f"{info['n_checkpoints']} checkpoints, but {first.name} has {infos[0]['n_checkpoints']}; "
+                           "seeds of one setting must record the same checkpoints", path=run)
+        if info["n_examples"] != infos[0]["n_examples"]:
+            raise SoiError(f"{info['n_examples']} examples, but {first.name} has {infos[0]['n_examples']}; "
+                           "seeds of one setting must record the same examples", path=run)
+    n, s = int(infos[0]["n_examples"]), len(runs)
+    starts = [np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
+              for pf in files]
+    names = files[0].schema_arrow.names
+    columns = [c for c in ("example_id", *TAG_COLUMNS, "gold", "soi", "final_correct", *MEAN_METRICS) if c in names]
+    codes = np.empty((s, n), np.int8)
+    slim: list[pa.Table] = []
+    out_dir = Path(path) / ANALYSIS_DIR
+    with contextlib.ExitStack() as stack:
+        for pf in files:
+            stack.enter_context(pf)
+        tmp = stack.enter_context(atomic_dir(out_dir)) if write else None
+        writer: pq.ParquetWriter | None = None
+        kept: list[pa.Table] = []
+        for lo, hi in itertools.pairwise(starts[0].tolist()):
+            tables = [_rows(pf, st, lo, hi, columns) for pf, st in zip(files, starts, strict=True)]
+            ids = tables[0]["example_id"]
+            for run, t in zip(runs[1:], tables[1:], strict=True):
+                if not t["example_id"].equals(ids):
+                    raise SoiError(f"example ids differ from {first.name} in rows {lo}..{hi}; the streamed consensus "
+                                   "needs the seeds' examples in the same order (without --memory-limit they are "
+                                   "aligned by example_id)", path=run)
+                bad = np.flatnonzero(to_numpy(t["gold"]) != to_numpy(tables[0]["gold"]))
+                if bad.size:
+                    raise SoiError(f"gold labels differ from {first.name} for {bad.size} example(s) (e.g. "
+                                   f"{ids[int(bad[0])].as_py()!r})", path=run)
+            part_codes = np.stack([_soi_codes(t, run) for t, run in zip(tables, runs, strict=True)])
+            codes[:, lo:hi] = part_codes
+            final = np.stack([to_numpy(t["final_correct"]).astype(bool) for t in tables])
+            shard = SeedData(seed_set=seed_set, label=seed_set.path.name, tables=tuple(tables), codes=part_codes,
+                             final_correct=final, infos=tuple(infos), cached=(True,) * s)
+            rows = consensus_table(shard)
+            if tmp is not None:
+                if writer is None:
+                    writer = stack.enter_context(pq.ParquetWriter(tmp / CONSENSUS_FILE, rows.schema,
+                                                                  compression="zstd"))
+                writer.write_table(rows, row_group_size=max(1, rows.num_rows))
+            else:
+                kept.append(rows)
+            slim.append(pa.table({c: tables[0][c] for c in (*TAG_COLUMNS, "example_id") if c in columns}
+                                 | {"soi_consensus": rows["soi_consensus"]}))
+        table = pa.concat_tables(slim).unify_dictionaries().combine_chunks()
+        data = SeedData(seed_set=seed_set, label=seed_set.path.name, tables=(table,), codes=codes,
+                        final_correct=np.zeros((s, 0), bool), infos=tuple(infos), cached=(True,) * s)
+        summary = consensus_summary(data, table)
+        summary["late_fraction"] = late_fraction
+        if writer is not None:
+            writer.close()
+        if tmp is not None:
+            write_json(tmp / SEEDS_SUMMARY, summary)
+    result = pa.concat_tables(kept) if kept else table
+    return SeedAnalysis(table=result, summary=summary, data=data)

@@ -44,11 +44,18 @@ def analyze(
         from soi.analysis.seeds import SEED_DIR, analyze_seeds
 
         if any(SEED_DIR.match(p.name) for p in run_dir.iterdir()):  # a seed folder (or a mix: an error)
-            for name, value in (("--rules", rules), ("--mode", mode), ("--memory-limit", memory_limit),
-                                ("--include-ci", include_ci or None)):
+            for name, value in (("--rules", rules), ("--mode", mode), ("--include-ci", include_ci or None)):
                 if value is not None:
                     raise SoiError(f"{name} is not supported for a seed folder; analyse the seed runs one by one")
-            res = analyze_seeds(run_dir, late_fraction=late_fraction, max_checkpoints=max_checkpoints)
+            if memory_limit is not None or workers is not None:  # every seed streamed, then the consensus by range
+                from soi.analysis.streaming import stream_consensus
+
+                if max_checkpoints is not None:
+                    raise SoiError("--max-checkpoints is not supported with --memory-limit for a seed folder")
+                res = stream_consensus(run_dir, memory_limit=memory_limit or "2GB", workers=workers,
+                                       late_fraction=late_fraction)
+            else:
+                res = analyze_seeds(run_dir, late_fraction=late_fraction, max_checkpoints=max_checkpoints)
             if not quiet:
                 print_consensus(res.summary, out=run_dir / "analysis", seconds=time.perf_counter() - start)
             return
