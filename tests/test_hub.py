@@ -232,3 +232,23 @@ def test_study_mixing_registered_hub_and_file_data_runs_end_to_end(tmp_path: Pat
     assert {k: v["n"] for k, v in evals.items()} == {"reg": 12, "hubds": 6, "file": 8}
     assert {c for c in fake.calls if c[2] == "test"} == {("org/topics", None, "test", None)}
     assert summary["comparisons"] and list((out / "compare" / "reg-only__vs__all").rglob("stats.json"))
+
+
+def test_docs_offline_recipe_writes_a_canonical_folder(tmp_path: Path, hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs/data.md offline recipe, run verbatim on a faked hub: its folder then loads locally."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### Offline recipe"):]
+    (block,) = re.findall(r"```python\n(.*?)```", section[:section.index("\n## ")], flags=re.S)
+    intents = {"train": ["alarm_set", "qa_maths", "alarm_set"], "validation": ["play_music"],
+               "test": ["weather_query", "iot_coffee"]}
+    hub({("AmazonScience/massive", "fr-FR", split): massive_rows("fr", rows, LABELS[::-1])
+         for split, rows in intents.items()})
+    monkeypatch.setenv("SOI_DATA_DIR", str(tmp_path))
+    exec(block, {})
+    for split, rows in intents.items():
+        s = load_split("massive_fr", split)
+        assert (s.origin, s.table.column("label").to_pylist()) == ("local", rows)
+        assert s.ids == [f"massive_fr-{split}-{i}" for i in range(len(rows))]
+        assert s.parallel_ids == [f"massive-{split}-{i}" for i in range(len(rows))]
