@@ -139,34 +139,48 @@ def main() -> None:
     }
     if not args.skip_small:
         from soi.simulate import simulate_run
+        from soi.store import writer as store_writer
 
         small = args.workdir / f"small-{args.small_n}x{args.checkpoints}x{args.classes}"
-        if not (small / "run.json").is_file():
-            shutil.rmtree(small, ignore_errors=True)
-            simulate_run(small, n=args.small_n, checkpoints=args.checkpoints, classes=args.classes, seed=0,
-                         groups=TAGS)
-        mem_cmd = [soi_bin, "analyze", str(small), "--quiet"]
-        str_cmd = [soi_bin, "analyze", str(small), "--quiet", "--memory-limit", args.memory_limit,
-                   "--workers", str(args.workers)]
-        run_process(mem_cmd)  # warm the page cache
-        timing: dict[str, list[tuple[float, float]]] = {"memory": [], "stream": []}
-        summaries = {}
-        for _ in range(args.small_repeats):  # alternate, so load changes hit both alike
-            for key, cmd in (("memory", mem_cmd), ("stream", str_cmd)):
-                timing[key].append(run_process(cmd))
-                summary = json.loads((small / "analysis" / "summary.json").read_text())
-                summaries[key] = summary
-        result["small"] = {
-            "n_examples": args.small_n,
-            "in_memory_wall_s_median": round(statistics.median(w for w, _ in timing["memory"]), 3),
-            "in_memory_wall_s_min": round(min(w for w, _ in timing["memory"]), 3),
-            "in_memory_peak_rss_mb_max": round(max(r for _, r in timing["memory"]), 1),
-            "stream_wall_s_median": round(statistics.median(w for w, _ in timing["stream"]), 3),
-            "stream_peak_rss_mb_max": round(max(r for _, r in timing["stream"]), 1),
-            "summaries_equal": summaries["memory"] == summaries["stream"],
+        # the same run in the layout of soi before ROW_BLOCK (one row group per 1,048,576 rows, pyarrow's default)
+        old = args.workdir / f"small-old-layout-{args.small_n}x{args.checkpoints}x{args.classes}"
+        for path, block in ((small, store_writer.ROW_BLOCK), (old, 1 << 30)):
+            if not (path / "run.json").is_file():
+                shutil.rmtree(path, ignore_errors=True)
+                saved, store_writer.ROW_BLOCK = store_writer.ROW_BLOCK, block
+                try:
+                    simulate_run(path, n=args.small_n, checkpoints=args.checkpoints, classes=args.classes, seed=0,
+                                 groups=TAGS)
+                finally:
+                    store_writer.ROW_BLOCK = saved
+        cmds = {
+            "memory": [soi_bin, "analyze", str(small), "--quiet"],
+            "memory_old_layout": [soi_bin, "analyze", str(old), "--quiet"],
+            "stream": [soi_bin, "analyze", str(small), "--quiet", "--memory-limit", args.memory_limit,
+                       "--workers", str(args.workers)],
         }
+        run_process(cmds["memory"])  # warm the page cache
+        run_process(cmds["memory_old_layout"])
+        timing: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
+        summaries = {}
+        for _ in range(args.small_repeats):  # alternate, so load changes hit all alike
+            for key, cmd in cmds.items():
+                timing[key].append(run_process(cmd))
+                summary = json.loads((Path(cmd[2]) / "analysis" / "summary.json").read_text())
+                summary.pop("run")
+                summaries[key] = summary
+        result["small"] = {"n_examples": args.small_n, "repeats": args.small_repeats,
+                           "summaries_equal": summaries["memory"] == summaries["stream"] == summaries[
+                               "memory_old_layout"]}
+        for key in cmds:
+            result["small"] |= {
+                f"{key}_wall_s_median": round(statistics.median(w for w, _ in timing[key]), 3),
+                f"{key}_wall_s_min": round(min(w for w, _ in timing[key]), 3),
+                f"{key}_peak_rss_mb_max": round(max(r for _, r in timing[key]), 1),
+            }
         if not args.keep:
             shutil.rmtree(small, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     result |= {"load_after": os.getloadavg(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "numpy": np.__version__}
     print(json.dumps(result, indent=2))
