@@ -42,47 +42,72 @@ def run_process(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def generate(run: Path, n: int, checkpoints: int, classes: int, chunk: int, seed: int = 0) -> float:
-    """Write a synthetic run chunk by chunk (memory ~ one chunk); return the seconds it took."""
-    from soi.store import RunMeta, dynamics_table, examples_table, rows_from_logits
-    from soi.store.meta import RUN_JSON
-    from soi.store.shards import ChunkedExamplesWriter, ChunkedPartWriter
+def _chunk_data(seed: int, classes: int, k: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Examples ``lo .. hi`` (chunk ``k``): true class, gold (5% flipped), difficulty, tags; seeded per chunk."""
+    rng = np.random.default_rng([seed, k])
+    m = hi - lo
+    true = rng.integers(0, classes, m)
+    flip = rng.random(m) < 0.05
+    gold = np.where(flip, (true + rng.integers(1, classes, m)) % classes, true)
+    return {"true": true, "gold": gold, "d": rng.normal(0.0, 1.0, m) - rng.normal(0.0, 0.3, m),
+            **{key: rng.integers(0, len(v), m) for key, v in TAGS.items()}}
+
+
+def _write_checkpoint(job: tuple[Path, int, int, int, int, int, int]) -> None:
+    """One dynamics part, chunk by chunk (the learning model of soi.simulate)."""
+    from soi.store import dynamics_table, rows_from_logits
+    from soi.store.shards import ChunkedPartWriter
+
+    run, n, checkpoints, classes, chunk, seed, t = job
+    with ChunkedPartWriter(run, checkpoint=t) as part:
+        for k, lo in enumerate(range(0, n, chunk)):
+            hi = min(lo + chunk, n)
+            d = _chunk_data(seed, classes, k, lo, hi)
+            rng = np.random.default_rng([seed, k, t + 1])
+            logits = rng.normal(0.0, 1.0, (hi - lo, classes)).astype(np.float32)
+            logits[np.arange(hi - lo), d["true"]] += (4.0 * (t + 1) / checkpoints * (1.0 - d["d"])).astype(np.float32)
+            rows = rows_from_logits(logits, d["gold"])
+            part.write(dynamics_table(checkpoint=t, step=(t + 1) * 100, idx=np.arange(lo, hi), gold=d["gold"],
+                                      sort=False, **rows))
+
+
+def generate(run: Path, n: int, checkpoints: int, classes: int, chunk: int, seed: int = 0, procs: int = 1) -> float:
+    """Write a synthetic run chunk by chunk (memory ~ one chunk per process); return the seconds it took.
+
+    Resumable: an existing ``examples.parquet`` of ``n`` rows and finished parts are kept; ``procs`` processes
+    write the missing checkpoints.
+    """
+    import multiprocessing
+
+    import pyarrow.parquet as pq
+
+    from soi.store import RunMeta, examples_table
+    from soi.store.meta import part_name
+    from soi.store.shards import ChunkedExamplesWriter
 
     start = time.perf_counter()
     labels = [f"class_{i}" for i in range(classes)]
     meta = RunMeta(tasks={t: labels for t in TAGS["task"]}, setting="synthetic-large", seed=seed, model="simulated",
                    extra={"simulated": {"n": n, "checkpoints": checkpoints, "chunked": chunk}})
     run.mkdir(parents=True, exist_ok=True)
-
-    def chunk_data(k: int, lo: int, hi: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([seed, k])
-        m = hi - lo
-        true = rng.integers(0, classes, m)
-        flip = rng.random(m) < 0.05
-        gold = np.where(flip, (true + rng.integers(1, classes, m)) % classes, true)
-        return {"true": true, "gold": gold, "d": rng.normal(0.0, 1.0, m) - rng.normal(0.0, 0.3, m),
-                **{key: rng.integers(0, len(v), m) for key, v in TAGS.items()}}
-
-    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-    with ChunkedExamplesWriter(run) as ex:
-        for k, (lo, hi) in enumerate(bounds):
-            d = chunk_data(k, lo, hi)
-            ids = np.char.add("ex-", np.arange(lo, hi).astype(str))
-            ex.write(examples_table(ids, d["gold"], task=np.asarray(TAGS["task"])[d["task"]],
-                                    language=np.asarray(TAGS["language"])[d["language"]]))
-    for t in range(checkpoints):
-        with ChunkedPartWriter(run, checkpoint=t) as part:
-            for k, (lo, hi) in enumerate(bounds):
-                d = chunk_data(k, lo, hi)
-                rng = np.random.default_rng([seed, k, t + 1])
-                logits = rng.normal(0.0, 1.0, (hi - lo, classes)).astype(np.float32)
-                logits[np.arange(hi - lo), d["true"]] += (4.0 * (t + 1) / checkpoints * (1.0 - d["d"])).astype(
-                    np.float32)
-                rows = rows_from_logits(logits, d["gold"])
-                part.write(dynamics_table(checkpoint=t, step=(t + 1) * 100, idx=np.arange(lo, hi), gold=d["gold"],
-                                          sort=False, **rows))
+    ex_path = run / "examples.parquet"
+    if not (ex_path.is_file() and pq.ParquetFile(ex_path).metadata.num_rows == n):
+        with ChunkedExamplesWriter(run) as ex:
+            for k, lo in enumerate(range(0, n, chunk)):
+                hi = min(lo + chunk, n)
+                d = _chunk_data(seed, classes, k, lo, hi)
+                ids = np.char.add("ex-", np.arange(lo, hi).astype(str))
+                ex.write(examples_table(ids, d["gold"], task=np.asarray(TAGS["task"])[d["task"]],
+                                        language=np.asarray(TAGS["language"])[d["language"]]))
+    jobs = [(run, n, checkpoints, classes, chunk, seed, t) for t in range(checkpoints)
+            if not (run / "dynamics" / part_name(t, 0)).is_file()]
+    if procs > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            pool.map(_write_checkpoint, jobs, chunksize=1)
+    else:
+        for job in jobs:
+            _write_checkpoint(job)
     meta.save(run)
-    assert (run / RUN_JSON).is_file()
     return time.perf_counter() - start
 
 
@@ -104,6 +129,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=1 << 20, help="examples per generated chunk")
+    ap.add_argument("--gen-procs", type=int, default=1, help="processes writing the generated checkpoints")
     ap.add_argument("--small-n", type=int, default=1_000_000)
     ap.add_argument("--small-repeats", type=int, default=5)
     ap.add_argument("--skip-small", action="store_true", help="skip the 1M side-by-side part")
@@ -116,7 +142,8 @@ def main() -> None:
     run = args.workdir / f"run-{args.n}x{args.checkpoints}x{args.classes}"
     if not (run / "run.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
-        result["generate_s"] = round(generate(run, args.n, args.checkpoints, args.classes, args.chunk), 1)
+        result["generate_s"] = round(generate(run, args.n, args.checkpoints, args.classes, args.chunk,
+                                              procs=args.gen_procs), 1)
         print(f"generated {run} in {result['generate_s']} s", file=sys.stderr)
     stream_cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", args.memory_limit,
                   "--workers", str(args.workers)]
