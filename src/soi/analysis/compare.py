@@ -44,7 +44,14 @@ from soi.analysis.seed_null import (
     pairs_of,
     reseeding_null,
 )
-from soi.analysis.seeds import SINGLE_SEED_NOTE, SeedData, load_seed_set, resolve_seed_set, stability_by_group
+from soi.analysis.seeds import (
+    SINGLE_SEED_NOTE,
+    SeedData,
+    consensus,
+    load_seed_set,
+    resolve_seed_set,
+    stability_by_group,
+)
 from soi.analysis.transitions import (
     DEFAULT_GROUP_BY,
     EXACT_BELOW,
@@ -295,8 +302,10 @@ def compare_runs(
     for key in used_keys:
         codes, names = tag_codes(da.first, key)
         key_codes[key] = (codes.astype(np.int64)[rows_a], names)
-    stab_a = {key: stability_by_group(da.codes[:, rows_a], k, c, len(nm)) for key, (c, nm) in key_codes.items()}
-    stab_b = {key: stability_by_group(db.codes[:, rows_b], k, c, len(nm)) for key, (c, nm) in key_codes.items()}
+    codes_a, codes_b = da.codes[:, rows_a], db.codes[:, rows_b]
+    pre_a, pre_b = consensus(codes_a, k), consensus(codes_b, k)
+    stab_a = {key: stability_by_group(codes_a, k, c, len(nm), pre_a) for key, (c, nm) in key_codes.items()}
+    stab_b = {key: stability_by_group(codes_b, k, c, len(nm), pre_b) for key, (c, nm) in key_codes.items()}
 
     comp: Comparison | None = None
     if single:

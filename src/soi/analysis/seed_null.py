@@ -153,7 +153,7 @@ class NullResult:
 
 def _t_stats(est: np.ndarray, v_runs: np.ndarray, v_ex: np.ndarray, df_runs: int, df_ex: int,
              level: float) -> tuple[np.ndarray, ...]:
-    from scipy.stats import t as student_t
+    from scipy.special import stdtr, stdtrit  # Student t CDF and its inverse (lighter than scipy.stats)
 
     var = v_runs + v_ex
     se = np.sqrt(var)
@@ -162,8 +162,8 @@ def _t_stats(est: np.ndarray, v_runs: np.ndarray, v_ex: np.ndarray, df_runs: int
         df = np.where(denom > 0, var * var / denom, float(df_runs))
         df = np.clip(df, min(df_runs, df_ex), df_runs + df_ex)
         tstat = np.where(se > 0, np.abs(est) / se, 0.0)
-    p = np.where(se > 0, 2.0 * student_t.sf(tstat, df), 1.0)
-    half = student_t.ppf(0.5 + level / 2.0, df) * se
+    p = np.where(se > 0, 2.0 * stdtr(df, -tstat), 1.0)
+    half = stdtrit(df, 0.5 + level / 2.0) * se
     return se, df, p, est - half, est + half
 
 

@@ -254,8 +254,10 @@ def _codes_of(table: pa.Table, run: Path) -> np.ndarray:
 
 def load_seed_set(seed_set: SeedSet, *, label: str | None = None, late_fraction: float = 0.5,
                   max_checkpoints: int | None = None, columns: tuple[str, ...] | None = NEEDED,
-                  cache: bool = True) -> SeedData:
+                  cache: bool = True, workers: int | None = None) -> SeedData:
     """Analyse (or read the cached analysis of) every seed and align the seeds on the first seed's rows.
+
+    ``workers`` seeds are loaded at once (threads; default 2). ``columns`` limits what is kept per seed.
 
     Raises
     ------
@@ -263,14 +265,24 @@ def load_seed_set(seed_set: SeedSet, *, label: str | None = None, late_fraction:
         A broken seed run (its own error, naming the run), or seeds that disagree on example ids, gold
         labels, label names per task or checkpoint counts (names the seed run that differs).
     """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     label = label or seed_set.path.name
-    tables, infos, cached = [], [], []
-    for run in seed_set.runs:
-        table, info, was_cached = load_run_table(run, late_fraction=late_fraction, max_checkpoints=max_checkpoints,
-                                                 columns=columns, cache=cache)
-        tables.append(table)
-        infos.append(info)
-        cached.append(was_cached)
+
+    def one(run: Path) -> tuple[pa.Table, dict[str, Any], bool]:
+        return load_run_table(run, late_fraction=late_fraction, max_checkpoints=max_checkpoints, columns=columns,
+                              cache=cache)
+
+    workers = max(1, min(workers if workers is not None else 2, len(seed_set.runs), os.cpu_count() or 1))
+    if workers == 1:
+        loaded = [one(run) for run in seed_set.runs]
+    else:  # NumPy and Arrow release the GIL for most of an analysis
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = list(pool.map(one, seed_set.runs))  # errors surface in seed order
+    tables = [t for t, _, _ in loaded]
+    infos = [i for _, i, _ in loaded]
+    cached = [c for _, _, c in loaded]
     ref = tables[0]
     ref_ids = ref["example_id"].combine_chunks().cast(pa.string())
     dup = first_duplicate(ref_ids) if len(ref_ids) else None
@@ -317,12 +329,14 @@ def load_seed_set(seed_set: SeedSet, *, label: str | None = None, late_fraction:
 # ------------------------------------------------------------------------------------------- analysis
 
 
-def stability_by_group(codes: np.ndarray, k: int, group_codes: np.ndarray, n_groups: int) -> list[dict[str, Any]]:
+def stability_by_group(codes: np.ndarray, k: int, group_codes: np.ndarray, n_groups: int,
+                       precomputed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Per group: mean stability, mean pairwise agreement and Fleiss' kappa of the seeds' categories.
 
-    With one seed every value is ``None`` (agreement between seeds needs >= 2 seeds).
+    With one seed every value is ``None`` (agreement between seeds needs >= 2 seeds). ``precomputed`` is
+    :func:`consensus` of ``codes`` when the caller has it already.
     """
-    counts, _, stab = consensus(codes, k)
+    counts, _, stab = consensus(codes, k) if precomputed is None else precomputed
     s = codes.shape[0]
     g = np.asarray(group_codes, np.int64)
     n = np.bincount(g, minlength=n_groups)
@@ -372,8 +386,9 @@ def consensus_summary(data: SeedData, table: pa.Table) -> dict[str, Any]:
         if key in data.first.column_names:
             codes, names = tag_codes(data.first, key)
             keyed.append((key, codes.astype(np.int64), names))
+    pre = consensus(data.codes, k)
     for key, codes, names in keyed:
-        stab = stability_by_group(data.codes, k, codes, len(names))
+        stab = stability_by_group(data.codes, k, codes, len(names), pre)
         counts = np.bincount(codes * k + modal, minlength=len(names) * k).reshape(len(names), k)
         groups[key] = {}
         for i, name in enumerate(names):
