@@ -211,3 +211,17 @@ def test_cli_select_on_seed_consensus(seeds: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--min-stability must be in (0, 1]" in bad.stderr
     bad = soi("select", seeds / "seed-1", "--out", tmp_path / "x", "--min-stability", "0.5")
     assert bad.returncode == 2 and "soi_stability" in bad.stderr
+
+
+def test_one_seed_folder_works_with_a_note(seeds: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copytree(seeds / "seed-2", folder / "seed-2")
+    proc = soi("analyze", folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "seed noise cannot be separated" in proc.stdout.replace("\n", " ")
+    summary = json.loads((folder / "analysis" / "summary.json").read_text())
+    g = summary["groups"]["all"]["all"]
+    assert summary["n_seeds"] == 1 and g["kappa"] is None and g["mean_stability"] is None
+    table = pq.read_table(folder / "analysis" / "consensus.parquet")
+    assert set(table["soi_stability"].to_pylist()) == {1.0}
