@@ -162,22 +162,22 @@ def test_probe_run_and_analyze(tmp_path, model_dir):
 
 # ---------------------------------------------------------------- 3. bad input: one error, nothing written
 def _trainer(tmp_path: Path, model_dir: Path, *, ds: Any = None, model: Any = None, soi: Any = None,
-             **config: Any) -> Any:
+             data_collator: Any = None, **config: Any) -> Any:
     m, tok = load_causal_lm(model_dir, device="cpu")
     args = SFTConfig(str(tmp_path / "out"), report_to=[], use_cpu=True, max_steps=1, **config)
     return SoiSFTTrainer(model=m if model is None else model, args=args, processing_class=tok,
                          train_dataset=datasets.Dataset.from_list(common.sft_rows(6)) if ds is None else ds,
-                         soi=soi or SoiRecording(tmp_path / "run"))
+                         soi=soi or SoiRecording(tmp_path / "run"), data_collator=data_collator)
 
 
-@pytest.mark.parametrize("case", ["idx", "no-head", "packing", "dropped", "list", "mode", "probe"])
+@pytest.mark.parametrize("case", ["idx", "no-head", "packing", "dropped", "list", "mode", "probe", "collator"])
 def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
     from transformers import LlamaModel
 
     kw: dict[str, Any] = {}
     match = {"idx": "column 'idx'", "no-head": "no output-embedding head", "packing": "packing",
              "dropped": "dropped by SFTTrainer", "list": "datasets.Dataset", "mode": "train-pass",
-             "probe": "GenProbe.size"}[case]
+             "probe": "GenProbe.size", "collator": "needs input_ids and labels"}[case]
     if case == "idx":
         kw["ds"] = datasets.Dataset.from_list([{**r, "idx": 5 - i} for i, r in enumerate(common.sft_rows(6))])
     elif case == "no-head":
@@ -190,6 +190,8 @@ def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
         kw["ds"] = common.sft_rows(6)
     elif case == "mode":
         kw["soi"] = SoiRecording(tmp_path / "run", mode="eval-pass")
+    elif case == "collator":  # a collator that loses the labels
+        kw["data_collator"] = lambda rows: {"input_ids": torch.tensor([r["input_ids"][:4] for r in rows])}
     with pytest.raises(SoiError, match=match) as exc:
         if case == "probe":
             GenProbe(0)

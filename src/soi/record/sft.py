@@ -269,6 +269,7 @@ class SoiSFTTrainer(SFTTrainer):
         self._soi_check_prepared(len(raw))
         if not isinstance(self.data_collator, IdxCollator):
             self.data_collator = IdxCollator(self.data_collator)
+        self._soi_check_collator()
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self._soi_stash = install_recording_forward(base)
         n = len(raw)
@@ -341,6 +342,17 @@ class SoiSFTTrainer(SFTTrainer):
         if bad.size:
             raise SoiError(f"SoiSFTTrainer: train example at row {int(idx[bad[0]])} has no completion label after "
                            "the first token (labels must mark the completion; prompt tokens -100)")
+
+    def _soi_check_collator(self) -> None:
+        """The collated batch carries ``labels`` aligned with ``input_ids`` and the examples' ``idx``."""
+        ds, collator = self._soi_eval_inputs()
+        batch = collator([ds[i] for i in range(min(2, len(ds)))])
+        labels, ids = batch.get("labels"), batch.get("input_ids")
+        if labels is None or ids is None or tuple(labels.shape) != tuple(ids.shape):
+            raise SoiError("SoiSFTTrainer: the data collator's batch needs input_ids and labels of the same shape "
+                           f"(got {sorted(batch)}); soi reads the completion tokens from labels != -100")
+        if IDX not in batch:
+            raise SoiError("SoiSFTTrainer: the example idx did not survive the data collator")
 
     def _soi_meta(self) -> RunMeta:
         from soi.gen.record import generative_meta
