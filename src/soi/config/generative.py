@@ -14,17 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from soi.config.study import Seeds, _FieldError, validate_study
+from soi.config.base import NAME_MAX_LENGTH, Seed, StrictModel
+from soi.config.study import Seeds, _FieldError, local_model_error, validate_study
 
 TaskKind = Literal["math", "instruction", "summarization"]
 METRICS = {"math": ("exact_match",), "instruction": ("rouge_l", "chrf", "language_fidelity"),
            "summarization": ("rouge_l", "chrf", "language_fidelity")}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Study-YAML models: no unknown fields, no booleans as numbers, finite floats (:mod:`soi.config.base`)."""
 
 
 class SourceSpec(_Model):
@@ -135,7 +136,7 @@ class GenerationSpec(_Model):
 class RunSpec(_Model):
     """One run: the tasks trained together (one = single-task, several = multi-task), repeated per k and seed."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     tasks: list[str] = Field(min_length=1)
 
     @property
@@ -151,7 +152,7 @@ class GenerativeStudyConfig(_Model):
     model: str = Field(min_length=1, description="alias (smollm2-135m, gemma3-270m, ...), local path or hub id")
     data_dir: str | None = None
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
-    data_seed: int = 0
+    data_seed: Seed = 0
     tasks: dict[str, TaskSpec] = Field(min_length=1)
     mixture: MixtureFields = Field(default_factory=MixtureFields)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -161,6 +162,8 @@ class GenerativeStudyConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> GenerativeStudyConfig:
+        if (err := local_model_error(self.model)) is not None:
+            raise _FieldError("model", err)
         for key, task in self.tasks.items():
             if task.kind is None and key not in METRICS:
                 raise _FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "

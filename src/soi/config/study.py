@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
+from soi.config.base import NAME_MAX_LENGTH, SEED_LIMIT, StrictModel
 from soi.config.two_stage import TwoStageSpec
 from soi.errors import SoiError
 
@@ -26,14 +27,16 @@ GroupKey = Literal["task", "source", "language"]
 def _distinct(v: list[int]) -> list[int]:
     if len(set(v)) != len(v):
         raise ValueError(f"seeds must be distinct, got {v}")
+    if any(not 0 <= s < SEED_LIMIT for s in v):
+        raise ValueError(f"seeds must be integers in [0, 2**32), got {v}")
     return v
 
 
 Seeds = Annotated[list[int], AfterValidator(_distinct)]  # distinct training seeds
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Study-YAML models: no unknown fields, no booleans as numbers, finite floats (:mod:`soi.config.base`)."""
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -143,7 +146,7 @@ class RunSpec(_Model):
     the k=64 ones) and is always evaluated, so ``k = 0`` measures zero-shot transfer.
     """
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     setting: Setting
     train: list[str] = Field(min_length=1)
     n_train: dict[str, int | float] = Field(default_factory=dict,
@@ -200,7 +203,7 @@ class StudyConfig(_Model):
     model: str = Field(min_length=1, description="alias (minilm-l6, me5-small), local path or hub id")
     data_dir: str | None = None
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
-    data_seed: int = 0
+    data_seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     max_length: int = Field(128, ge=8)
     train: TrainSpec = Field(default_factory=TrainSpec)
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
@@ -209,6 +212,14 @@ class StudyConfig(_Model):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     compare: list[CompareSpec] | None = None
     two_stage: TwoStageSpec | None = None
+
+    @model_validator(mode="after")
+    def _paths(self) -> StudyConfig:
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            raise _FieldError("data_dir", f"folder not found: {self.data_dir}")
+        if (err := local_model_error(self.model)) is not None:
+            raise _FieldError("model", err)
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:
@@ -391,9 +402,25 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_UNION_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "constrained-int", "constrained-float"}
+
+
+def local_model_error(model: str) -> str | None:
+    """Why ``model`` names a local path that does not exist (``None`` for aliases, hub ids and existing paths).
+
+    A name looks local when it starts with ``/``, ``./``, ``../`` or ``~`` (hub ids are ``org/name``)."""
+    if not model.startswith(("/", "./", "../", "~", ".\\", "..\\")):
+        return None
+    path = Path(model).expanduser()
+    if path.exists():
+        return None
+    return f"local model path not found: {model} (a model is an alias, an existing folder or a hub id org/name)"
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")
+                                                                      or p in _UNION_TAGS)))
     msg = str(err.get("msg", "invalid"))
     ctx = err.get("ctx") or {}
     if isinstance(ctx.get("error"), _FieldError):

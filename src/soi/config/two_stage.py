@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from soi.config.base import NAME_MAX_LENGTH, Seed, StrictModel
 from soi.errors import SoiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,14 +33,14 @@ NUMERIC_COLUMNS = ("gold", "final_pred", "confidence", "variability", "correctne
 """Columns a rule may rank by (``metric``)."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(StrictModel):
+    """Study-YAML models: no unknown fields, no booleans as numbers, finite floats (:mod:`soi.config.base`)."""
 
 
 class SelectionRule(_Model):
     """One stage-2 selection rule: the arguments of :func:`soi.selection.select` under a name."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     categories: list[str] | None = Field(None, min_length=1, description="keep these SOI categories")
     where: str | None = Field(None, description="expression over the per-example columns (soi.analysis.expr)")
     metric: str | None = None
@@ -47,7 +48,7 @@ class SelectionRule(_Model):
     bottom: int | float | None = None
     per_group: Literal["task", "source", "language"] | None = None
     sample: int | float | None = None
-    seed: int = Field(0, ge=0, description="seed of metric ties and of `sample`")
+    seed: Seed = Field(0, description="seed of metric ties and of `sample`")
 
     @field_validator("categories")
     @classmethod
@@ -139,8 +140,8 @@ class TwoStageSpec(_Model):
     lr: float | None = Field(None, gt=0, description="stage-2 learning rate (default: train.lr)")
     batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
     warmup_ratio: float | None = Field(None, ge=0, le=1, description="default: train.warmup_ratio")
-    seeds: list[int] | None = Field(None, min_length=1, description="stage-2 seeds (default: the study's seeds)")
-    stage1_seed: int | None = Field(None, description="stage-1 seed every stage-2 seed starts from "
+    seeds: list[Seed] | None = Field(None, min_length=1, description="stage-2 seeds (default: the study's seeds)")
+    stage1_seed: Seed | None = Field(None, description="stage-1 seed every stage-2 seed starts from "
                                                       "(default: the stage-1 run of the same seed)")
     eval: list[str] | None = Field(None, min_length=1, description="eval sets (default: the run's trained "
                                                                    "datasets and eval.ood)")

@@ -112,8 +112,13 @@ class Split:
         return replace(self, table=self.table.take(pa.array(np.asarray(positions, dtype=np.int64))))
 
     def subsample(self, n: int | float | None, seed: int = 0) -> Split:
-        """Seeded subsample, kept in file order (see :func:`subsample_indices`)."""
-        return self.take(subsample_indices(len(self), n, seed))
+        """Seeded subsample, kept in file order (see :func:`subsample_indices`); a fraction of a non-empty split
+        that rounds to 0 rows is a SoiError (it would make an empty run)."""
+        idx = subsample_indices(len(self), n, seed)
+        if not idx.size and len(self):
+            raise SoiError(f"{self.path or self.name}: n = {n} of {len(self)} rows rounds to 0 rows; give a larger "
+                           "fraction or a row count")
+        return self.take(idx)
 
     def filter_languages(self, languages: Iterable[str]) -> Split:
         """Rows whose ``language`` is one of ``languages`` (SoiError if none match)."""
