@@ -108,7 +108,7 @@ def evaluate(expression: str, columns: Mapping[str, np.ndarray], n: int | None =
                 if isinstance(v, bool):
                     return np.bool_(v)
                 if isinstance(v, int | float):  # float64: no huge integers, 1/0 is inf
-                    return np.float64(v if isinstance(v, float) or abs(v) < 1e308 else np.copysign(np.inf, v))
+                    return np.float64(v if isinstance(v, float) or abs(v) < 1e308 else (np.inf if v > 0 else -np.inf))
                 if not isinstance(v, str):
                     raise SoiError(f"unsupported constant {v!r:.60} in expression {shown!r}")
                 return v
