@@ -32,7 +32,7 @@ def demo(
     list_: Annotated[bool, typer.Option("--list", help="List the packaged studies and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
     n: Annotated[int, typer.Option(help="Examples per run (synthetic study only).", min=10)] = 3000,
-    seed: Annotated[int, typer.Option(help="Seed (synthetic study only).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed (synthetic study only).", min=0, max=2**32 - 1)] = 0,
 ) -> None:
     """Run a packaged study end to end and write every output under --out.
 
