@@ -88,6 +88,8 @@ def write_report(path: str | Path, out: str | Path | None = None, *, max_example
 def build_report(path: str | Path, out: str | Path | None = None, *, max_examples: int = 100_000,
                  figures: bool = True, log: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """:func:`write_report`, also returning the embedded data."""
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise SoiError(f"max_examples must be an integer >= 1, got {max_examples!r}")
     src = Path(path)
     target = Path(out) if out is not None else src / REPORT_FILE
     if target.exists() and target.is_dir():

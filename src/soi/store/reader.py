@@ -376,6 +376,13 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
     return int(lo.as_py())
 
 
+def check_max_checkpoints(max_checkpoints: int | None) -> None:
+    """``max_checkpoints`` is None (all) or an integer >= 1 (0 or -1 would silently mean all / drop the last)."""
+    if max_checkpoints is not None and (isinstance(max_checkpoints, bool) or not isinstance(max_checkpoints, int)
+                                        or max_checkpoints < 1):
+        raise SoiError(f"max_checkpoints must be an integer >= 1 (or None for all), got {max_checkpoints!r}")
+
+
 def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
                   max_checkpoints: int | None = None) -> Dynamics:
     """Read a run into dense arrays, validating every part against ``examples.parquet``.
@@ -388,6 +395,7 @@ def load_dynamics(run_dir: str | Path, *, mode: str | None = None,
     mode : secondary recording mode folder (``dynamics-<mode>/``); ``None`` reads ``dynamics/``
     max_checkpoints : read only the first checkpoints (like cartography's ``burn_out``)
     """
+    check_max_checkpoints(max_checkpoints)
     run_dir = Path(run_dir)
     meta = RunMeta.load(run_dir)
     examples = read_examples(run_dir, meta, check_unique=False)
