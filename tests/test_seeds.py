@@ -225,3 +225,25 @@ def test_one_seed_folder_works_with_a_note(seeds: Path, tmp_path: Path) -> None:
     assert summary["n_seeds"] == 1 and g["kappa"] is None and g["mean_stability"] is None
     table = pq.read_table(folder / "analysis" / "consensus.parquet")
     assert set(table["soi_stability"].to_pylist()) == {1.0}
+
+
+def test_cached_seed_analysis_used_only_when_fresh(seeds: Path, tmp_path: Path) -> None:
+    import os
+
+    from soi.analysis.seeds import load_run_table
+
+    run = copy(seeds / "seed-1", tmp_path / "run")
+    table, _, cached = load_run_table(run)
+    assert not cached
+    analyze_run(run)
+    again, info, cached = load_run_table(run)
+    assert cached and info["n_checkpoints"] == 4
+    assert again["soi"].to_pylist() == table["soi"].to_pylist()
+    assert not load_run_table(run, late_fraction=0.75)[2]  # other late_fraction
+    analyze_run(run, max_checkpoints=2)
+    assert not load_run_table(run)[2]  # analysed on fewer checkpoints
+    analyze_run(run)
+    part = sorted((run / "dynamics").iterdir())[0]
+    later = (run / "analysis" / "summary.json").stat().st_mtime + 10
+    os.utime(part, (later, later))
+    assert not load_run_table(run)[2]  # dynamics newer than the analysis

@@ -27,7 +27,7 @@ from soi import __version__
 from soi._arrow import first_duplicate, to_numpy
 from soi.analysis.categories import SOI_CATEGORIES
 from soi.errors import SoiError
-from soi.store.meta import ANALYSIS_DIR, DYNAMICS_DIR, EXAMPLES_FILE, RUN_JSON, RunMeta
+from soi.store.meta import ANALYSIS_DIR, DYNAMICS_DIR, EXAMPLES_FILE, PART_RE, RUN_JSON, RunMeta
 from soi.store.reader import tag_codes
 from soi.store.writer import TAG_COLUMNS
 
@@ -178,8 +178,13 @@ def _fresh_cache(run: Path, late_fraction: float, max_checkpoints: int | None) -
     built = min(table.stat().st_mtime, summary.stat().st_mtime)
     inputs = [run / RUN_JSON, run / EXAMPLES_FILE]
     dyn = run / DYNAMICS_DIR
-    if dyn.is_dir():
-        inputs += [dyn, *dyn.iterdir()]
+    if not dyn.is_dir():
+        return None
+    parts = list(dyn.iterdir())
+    checkpoints = {m.group(1) for m in (PART_RE.match(p.name) for p in parts) if m}
+    if info.get("n_checkpoints") != len(checkpoints):  # e.g. analysed with --max-checkpoints
+        return None
+    inputs += [dyn, *parts]
     if any(p.exists() and p.stat().st_mtime > built for p in inputs):
         return None
     return table
