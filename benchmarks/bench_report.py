@@ -4,12 +4,18 @@ Prints one JSON object. Usage::
 
     python benchmarks/bench_report.py                    # 100,000 x 10 (simulated, analysed), 3 builds
     python benchmarks/bench_report.py --n 20000 --repeats 1
+    python benchmarks/bench_report.py --n 16000 --seeds 3  # seed sets: 2 settings x 3 seeds x 16,000, one compare
 
 Build: ``write_report`` on one analysed simulated run (3 tasks x 2 languages, no text), median of
 ``--repeats`` builds without figures, plus one build with the PNG figures. Browser (when chromium and
 Playwright are found, as in tests/test_report_browser.py): navigation start to the page's "rendered" mark
 (``window.__soiReport.readyAt``: JSON parsed, columns decoded, every section drawn), median of
 ``--browser-repeats`` fresh page loads, and the time of three interactions on all N examples.
+
+With ``--seeds S`` (> 1) the report covers a directory of two seed folders (single, and multi with a planted
+effect on a third of the examples; S seeds x N examples each) and their ``compare_runs`` output, so the page also
+draws the seed stability, the reseeding null and the test-set views; the switch of the transitions group (which
+redraws the three null heatmaps) is timed too.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ INTERACT = """() => {
   t.sort_confidence_ms = performance.now() - t0;
   t0 = performance.now(); fire('datamap-key', document.getElementById('datamap-key').options[1].value);
   t.datamap_per_group_ms = performance.now() - t0;
+  const g = document.getElementById('transitions-group');
+  if (g && g.options.length > 1) {
+    t0 = performance.now(); fire('transitions-group', g.options[1].value);
+    t.transitions_group_ms = performance.now() - t0;
+  }
   t.matching = +document.getElementById('browser-count').dataset.count;
   return t;
 }"""
@@ -84,17 +95,39 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--browser-repeats", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=1, help="Seeds per setting (> 1: two seed folders + compare).")
     ap.add_argument("--keep", type=Path, default=None, help="Also copy the report here.")
     args = ap.parse_args()
 
+    import numpy as np
+
+    from soi.analysis.compare import compare_runs
     from soi.analysis.per_example import analyze_run
     from soi.report import write_report
-    from soi.simulate import simulate_run
+    from soi.simulate import simulate_run, simulate_seed_folder
 
+    groups = {"task": ["a", "b", "c"], "language": ["en", "de"]}
+    extra: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        run = simulate_run(Path(tmp) / "run", n=args.n, checkpoints=args.checkpoints, classes=3, seed=0,
-                           groups={"task": ["a", "b", "c"], "language": ["en", "de"]})
-        analyze_run(run)
+        if args.seeds > 1:
+            run = Path(tmp) / "study"
+            planted = np.zeros(args.n, bool)
+            planted[: args.n // 3] = True
+            seeds = list(range(args.seeds))
+            for name, kw in (("single", {"setting": "single"}),
+                             ("multi", {"setting": "multi-task", "planted": planted, "planted_shift": 1.0})):
+                folder = simulate_seed_folder(run / "runs" / name, seeds, n=args.n, checkpoints=args.checkpoints,
+                                              classes=3, groups=groups, run_effect=0.1, **kw)
+                for sd in seeds:
+                    analyze_run(folder / f"seed-{sd}")
+            t0 = time.perf_counter()
+            compare_runs(run / "runs" / "single", run / "runs" / "multi", run / "compare" / "single__vs__multi",
+                         heatmaps=False)
+            extra = {"seeds": args.seeds, "compare_s": round(time.perf_counter() - t0, 3)}
+        else:
+            run = simulate_run(Path(tmp) / "run", n=args.n, checkpoints=args.checkpoints, classes=3, seed=0,
+                               groups=groups)
+            analyze_run(run)
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -104,11 +137,12 @@ def main() -> None:
         write_report(run, Path(tmp) / "with-figures" / "report.html", figures=True)
         with_figures = time.perf_counter() - t0
         size = html.stat().st_size
+        n_examples = args.n * (2 * args.seeds if args.seeds > 1 else 1)
         result = {
-            "benchmark": "report", "n": args.n, "checkpoints": args.checkpoints,
+            "benchmark": "report", "n": args.n, "checkpoints": args.checkpoints, **extra,
             "build_s": round(statistics.median(times), 3), "build_s_all": [round(x, 3) for x in times],
             "build_with_figures_s": round(with_figures, 3),
-            "html_bytes": size, "html_mb": round(size / 1e6, 2), "bytes_per_example": round(size / args.n, 1),
+            "html_bytes": size, "html_mb": round(size / 1e6, 2), "bytes_per_example": round(size / n_examples, 1),
         }
         result |= browser_figures(html, args.browser_repeats)
         if args.keep:

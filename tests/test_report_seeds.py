@@ -304,3 +304,14 @@ def test_malformed_seed_fields_are_one_line_errors(study: Path, tmp_path: Path, 
         collect(tmp_path)
     msg = str(err.value)
     assert "\n" not in msg and str(tmp_path / "bad" / "stats.json") in msg
+
+
+def test_report_of_one_seed_folder(study: Path) -> None:
+    """``soi report runs/<name>/``: the seeds are one run name, with their stability."""
+    from soi.report.data import collect
+
+    got = collect(study / "runs" / "single")
+    assert [(r["name"], r["seed"]) for r in got["runs"]] == [("single", s) for s in SEEDS]
+    assert [st["name"] for st in got["stability"]] == ["single"]
+    ref = analyze_seeds(study / "runs" / "single", write=False).summary["groups"]["all"]["all"]
+    assert got["stability"][0]["groups"]["all"]["all"]["kappa"] == pytest.approx(ref["kappa"], rel=1e-3)  # 4 digits

@@ -204,6 +204,8 @@ def _run_name(root: Path, path: Path) -> tuple[str, int | None]:
     seed = _seed_of(path)
     if seed is not None and len(parts) > 1:
         parts = parts[:-1]
+    elif seed is not None:  # the report of one seed folder: its seeds are one run, named after the folder
+        parts = [root.resolve().name]
     return "/".join(parts) or path.name, seed
 
 

@@ -542,7 +542,8 @@
     if (stab.a || stab.b) info.append(el("p", {cls: "small", text: "Seed agreement on the shared examples — A: " +
       (stab.a && stab.a.kappa !== null && stab.a.kappa !== undefined ? "kappa " + fmt(stab.a.kappa, 2) + ", agreement " + fmt(stab.a.agreement, 2) : "one seed") +
       "; B: " + (stab.b && stab.b.kappa !== null && stab.b.kappa !== undefined ? "kappa " + fmt(stab.b.kappa, 2) + ", agreement " + fmt(stab.b.agreement, 2) : "one seed") + "."}));
-    for (const n of (c.notes || [])) info.append(el("p", {cls: "notes", text: n}));
+    // a note the reseeding-null block below repeats is shown there only
+    for (const n of (c.notes || [])) if (!(g.seed_null && g.seed_null.note === n)) info.append(el("p", {cls: "notes", text: n}));
     if (c.n_only_a || c.n_only_b) info.append(el("p", {cls: "small", text: "Not shared: " + c.n_only_a + " only in A, " + c.n_only_b + " only in B."}));
     const trs = cats.map((name, i) => ({cls: g.significant[i] ? "sig" : null, cells: [name, pct(g.share_a[i]), pct(g.share_b[i]), pp(g.change[i]),
       g.lo[i] === null || g.lo[i] === undefined ? "–" : "[" + pp(g.lo[i]) + ", " + pp(g.hi[i]) + "]", g.significant[i] ? "yes" : ""]}));
@@ -617,7 +618,7 @@
 
   // ------------------------------------------------------------------------------------------- reseeding null
   function nullHeatmap(panel, caption, M, cats, scale, sig, tip, rowLabels) {
-    const k = cats.length, cell = 50, left = rowLabels ? 140 : 40, top = 8;
+    const k = cats.length, cell = 46, left = rowLabels ? 140 : 48, top = 8;
     const fig = figure("seed-null", caption);
     fig.dataset.panel = panel;
     const svg = sv("svg", {width: left + k * cell + 10, height: top + k * cell + 104});
@@ -651,7 +652,7 @@
       return wrap;
     }
     const cats = c.categories, o = sn.overall || {};
-    wrap.append(el("p", {cls: "help", text: "Shares of the group's " + (sn.n || g.n_shared).toLocaleString() + " examples. Observed: A seed vs B seed " +
+    if (sn.between && sn.within && sn.excess) wrap.append(el("p", {cls: "help", text: "Shares of the group's " + (sn.n || g.n_shared).toLocaleString() + " examples. Observed: A seed vs B seed " +
       "(pooled over seed pairs); within-seed null: two seeds of the same setting; excess = observed − null. * and a frame: BH q ≤ " +
       (sn.alpha === null || sn.alpha === undefined ? "α" : sn.alpha) + " (per-cell tests over seeds and examples). Seeds: A " +
       ((g.seeds && g.seeds.a) || c.seeds_a || []).join(", ") + "; B " + ((g.seeds && g.seeds.b) || c.seeds_b || []).join(", ") + "."}));
@@ -708,8 +709,9 @@
     for (const c of comps) {
       s.append(el("h3", {text: c.a + " → " + c.b + (c.seed !== null && c.seed !== undefined ? " · seed " + c.seed : "")}));
       s.append(testSetForest(c));
-      s.append(table(["eval set", "data", "items", "seed pairs", "accuracy A", "accuracy B", "difference B − A", "CI", "CI excludes 0",
-        "McNemar p (combined)", "McNemar p per seed pair"], c.test_set.map((t) => ({cls: t.significant ? "sig" : null,
+      const lvl = Math.round(100 * ((c.test_set[0] && c.test_set[0].level) || c.level || 0.95));
+      s.append(table(["eval set", "data", "items", "seed pairs", "acc. A", "acc. B", "B − A", lvl + "% CI", "CI excl. 0",
+        "McNemar p", "p per seed pair"], c.test_set.map((t) => ({cls: t.significant ? "sig" : null,
         cells: [t.key, t.data, t.n_items, t.mcnemar_pairs === null || t.mcnemar_pairs === undefined ? t.mcnemar_per_seed.length : t.mcnemar_pairs,
           fmtOpt(t.accuracy_a), fmtOpt(t.accuracy_b), t.difference === null || t.difference === undefined ? "–" : pp(t.difference),
           t.lo === null || t.lo === undefined ? "–" : "[" + pp(t.lo) + ", " + pp(t.hi) + "]", t.significant ? "yes" : "", pfmt(t.mcnemar_p),
