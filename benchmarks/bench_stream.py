@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="2GB")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--extra-limits", nargs="*", default=["1GB"], help="also one run at each of these bounds")
     ap.add_argument("--chunk", type=int, default=1 << 20, help="examples per generated chunk")
     ap.add_argument("--gen-procs", type=int, default=1, help="processes writing the generated checkpoints")
     ap.add_argument("--small-n", type=int, default=1_000_000)
@@ -164,6 +165,11 @@ def main() -> None:
         "disk_bytes": disk_bytes(run),
         "dynamics_bytes_per_example_checkpoint": round(disk_bytes(run)["dynamics"] / ec, 2),
     }
+    result["extra_limits"] = {}
+    for limit in args.extra_limits:
+        cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", limit, "--workers", str(args.workers)]
+        w, r = run_process(cmd)
+        result["extra_limits"][limit] = {"wall_s": round(w, 2), "peak_rss_mb": round(r, 1)}
     if not args.skip_small:
         from soi.simulate import simulate_run
         from soi.store import writer as store_writer
