@@ -31,14 +31,19 @@ import numpy as np
 TAGS = {"task": ["a", "b", "c"], "language": ["en", "fa", "de"]}
 
 
+CPU_S: list[float] = []
+"""CPU seconds (user + system) of every child run, in order (load-independent, unlike wall time)."""
+
+
 def run_process(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
+    """Wall seconds and peak RSS (MB) of one child process (its CPU seconds appended to ``CPU_S``)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}")
+    CPU_S.append(usage.ru_utime + usage.ru_stime)
     return wall, usage.ru_maxrss / 1024
 
 
@@ -148,11 +153,12 @@ def main() -> None:
         print(f"generated {run} in {result['generate_s']} s", file=sys.stderr)
     stream_cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", args.memory_limit,
                   "--workers", str(args.workers)]
-    walls, rss = [], []
+    walls, rss, cpu = [], [], []
     for _ in range(args.repeats):
         w, r = run_process(stream_cmd)
         walls.append(w)
         rss.append(r)
+        cpu.append(CPU_S[-1])
     ec = args.n * args.checkpoints
     result |= {
         "n_examples": args.n, "checkpoints": args.checkpoints, "classes": args.classes,
@@ -161,6 +167,8 @@ def main() -> None:
         "stream_wall_s": [round(w, 2) for w in walls],
         "stream_wall_s_median": round(statistics.median(walls), 2),
         "stream_peak_rss_mb_max": round(max(rss), 1),
+        "stream_cpu_s": [round(c, 2) for c in cpu],
+        "stream_cpu_s_per_10m_example_checkpoints": round(statistics.median(cpu) / (ec / 1e7), 2),
         "stream_example_checkpoints_per_s": round(ec / statistics.median(walls)),
         "disk_bytes": disk_bytes(run),
         "dynamics_bytes_per_example_checkpoint": round(disk_bytes(run)["dynamics"] / ec, 2),
@@ -195,10 +203,12 @@ def main() -> None:
         run_process(cmds["memory"])  # warm the page cache
         run_process(cmds["memory_old_layout"])
         timing: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
+        cpus: dict[str, list[float]] = {k: [] for k in cmds}
         summaries = {}
         for _ in range(args.small_repeats):  # alternate, so load changes hit all alike
             for key, cmd in cmds.items():
                 timing[key].append(run_process(cmd))
+                cpus[key].append(CPU_S[-1])
                 summary = json.loads((Path(cmd[2]) / "analysis" / "summary.json").read_text())
                 summary.pop("run")
                 summaries[key] = summary
@@ -210,6 +220,7 @@ def main() -> None:
                 f"{key}_wall_s_median": round(statistics.median(w for w, _ in timing[key]), 3),
                 f"{key}_wall_s_min": round(min(w for w, _ in timing[key]), 3),
                 f"{key}_peak_rss_mb_max": round(max(r for _, r in timing[key]), 1),
+                f"{key}_cpu_s_median": round(statistics.median(cpus[key]), 3),
             }
         if not args.keep:
             shutil.rmtree(small, ignore_errors=True)
