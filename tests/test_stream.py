@@ -412,3 +412,21 @@ def test_streamed_seed_consensus_equals_in_memory(tmp_path):
     with pytest.raises(SoiError, match=r"seed-3: example ids differ from seed-1 in rows 0\.\.600"):
         stream_consensus(folder, workers=1)
     assert not (folder / "analysis").exists()
+
+
+def test_mode_and_max_checkpoints(tmp_path):
+    run = random_store(tmp_path, 7, 120, 4, 2, False)
+    ex = pq.read_table(run / "examples.parquet")
+    gold = ex["gold"].to_numpy()
+    w = RunWriter(run, RunMeta.load(run), mode="eval-pass")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        w.write_logits(checkpoint=c, step=c + 1, idx=np.arange(120), logits=rng.normal(0, 1, (120, 4)) - 9 *
+                       (np.arange(4)[None, :] >= 2), gold=gold)
+    for kw in ({"mode": "eval-pass"}, {"max_checkpoints": 2}):
+        ref = analyze_run(run, write=False, **kw)
+        _, info = stream_analysis(run, shard_size=50, **kw)
+        out = run / ("analysis-eval-pass" if "mode" in kw else "analysis")
+        assert_tables_equal(ref.table, pq.read_table(out / "per_example.parquet"))
+        assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(ref.summary))
+        assert info.n_shards == len(plan_shards(run, shard_size=50, **kw).bounds) >= 3
