@@ -430,3 +430,15 @@ def test_mode_and_max_checkpoints(tmp_path):
         assert_tables_equal(ref.table, pq.read_table(out / "per_example.parquet"))
         assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(ref.summary))
         assert info.n_shards == len(plan_shards(run, shard_size=50, **kw).bounds) >= 3
+
+
+def test_cut_points_are_block_edges_for_interleaved_ranks():
+    from soi.store.shards import PartIndex, cut_points
+
+    # two ranks, blocks of 10: rank 0 holds even idx, rank 1 odd idx; row group k of each covers block k
+    r0 = PartIndex(Path("r0"), (), np.array([0, 10, 20]), np.array([8, 18, 24]))
+    r1 = PartIndex(Path("r1"), (), np.array([1, 11, 21]), np.array([9, 19, 25]))
+    assert cut_points([r0, r1]).tolist() == [0, 10, 20]
+    # an older store: each rank one row group over everything -> no edge but 0
+    assert cut_points([PartIndex(Path("a"), (), np.array([0]), np.array([24])),
+                       PartIndex(Path("b"), (), np.array([1]), np.array([25]))]).tolist() == [0]

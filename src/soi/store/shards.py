@@ -142,6 +142,22 @@ def cut_shards(grid: np.ndarray, n: int, shard_size: int) -> tuple[tuple[int, in
     return tuple(out)
 
 
+def cut_points(parts: Sequence[PartIndex]) -> np.ndarray:
+    """``idx`` values where no row group of ``parts`` is cut: the starts of the connected unions of their ranges.
+
+    With parts written by :func:`soi.store.write_part` (one row group per ``ROW_BLOCK`` block for every rank) these
+    are the block edges; a part with one row group spanning everything (an interleaved rank of an older store)
+    leaves only 0.
+    """
+    mins = np.concatenate([p.rg_min[p.rg_max >= p.rg_min] for p in parts] + [np.zeros(0, np.int64)])
+    maxs = np.concatenate([p.rg_max[p.rg_max >= p.rg_min] for p in parts] + [np.zeros(0, np.int64)])
+    if mins.size == 0:
+        return np.zeros(1, np.int64)
+    order = np.argsort(mins, kind="stable")
+    mins, maxs = mins[order], np.maximum.accumulate(maxs[order])
+    return np.unique(np.concatenate([[0], mins[1:][mins[1:] > maxs[:-1]]]))
+
+
 def _idx_ranges(path: Path, pf: pq.ParquetFile, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Min/max ``idx`` per row group (from statistics; read from the data where statistics are absent)."""
     md = pf.metadata
@@ -248,8 +264,7 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
                                f"and {part.path.name} differ in {sorted(part.names ^ indexes[0].names)}",
                                path=part.path.parent)
         parts[ckpt] = indexes
-    first = parts[ckpts[0]]
-    grid = np.unique(np.concatenate([p.rg_min[p.rg_max >= p.rg_min] for p in first] + [np.zeros(1, np.int64)]))
+    grid = cut_points(parts[ckpts[0]])
     plan = ShardPlan(run_dir=run_dir, meta=meta, mode=mode, n_examples=n, checkpoints=tuple(ckpts), parts=parts,
                      example_starts=starts, grid=grid, tasks=tuple(sorted(tasks)), text_columns=text_columns)
     return plan.with_shard_size(shard_size if shard_size is not None else max(n, 1))
