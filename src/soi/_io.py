@@ -118,7 +118,7 @@ def _named(exc: OSError, path: Path) -> OSError:
     pyarrow's I/O errors carry no ``errno``; the ``[Errno N]`` in their message is recovered when present.
     """
     code = exc.errno
-    if code is None and (m := re.search(r"\[Errno (\d+)\]", str(exc))):
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)):
         code = int(m.group(1))
     if code is None:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -128,6 +128,23 @@ def _named(exc: OSError, path: Path) -> OSError:
         return new
     cls = type(exc) if type(exc).__module__ == "builtins" else OSError
     return cls(code, os.strerror(code) if exc.errno is None else (exc.strerror or os.strerror(code)), str(path))
+
+
+def relabel(exc: OSError, path: str | Path) -> OSError:
+    """An ``OSError`` of writing a temporary file or folder, re-labelled with the user's target ``path``."""
+    return _named(exc, Path(path))
+
+
+def temp_dir_for(path: str | Path) -> Path:
+    """A new empty ``.tmp-*`` folder next to ``path`` carrying this process's owner mark (see :func:`is_stale`);
+    the first one in a folder also removes that folder's stale leftovers."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_once(path.parent)
+        return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.{_owner_mark()}", dir=path.parent))
+    except OSError as exc:
+        raise _named(exc, path) from None
 
 
 @contextlib.contextmanager
@@ -210,12 +227,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     removed by the next write into that folder.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_once(path.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.{_owner_mark()}", dir=path.parent))
-    except OSError as exc:
-        raise _named(exc, path) from None
+    tmp = temp_dir_for(path)
     try:
         try:
             yield tmp

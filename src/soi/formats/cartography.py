@@ -33,7 +33,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
@@ -48,7 +47,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from soi._arrow import to_numpy
-from soi._io import TMP_PREFIX, atomic_path
+from soi._io import TMP_PREFIX, atomic_dir, atomic_path, relabel, temp_dir_for
 from soi.analysis import metrics as M
 from soi.errors import SoiError
 from soi.store.meta import RUN_JSON, RunMeta
@@ -469,8 +468,7 @@ def import_cartography(
 
     parent = run_dir.absolute().parent
     missing_parents = [p for p in (parent, *parent.parents) if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{run_dir.name}.", dir=parent))
+    tmp = temp_dir_for(run_dir.absolute())
     target: Future[_Target] = Future()
     try:
         cores = pa.cpu_count()
@@ -488,13 +486,15 @@ def import_cartography(
                     target.set_exception(CancelledError())
                 raise
         _install(tmp, run_dir, overwrite)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in missing_parents:  # deepest first
             try:
                 folder.rmdir()
             except OSError:
                 break
+        if isinstance(exc, OSError):  # full disk, read-only folder: name the run, not the temporary folder
+            raise relabel(exc, run_dir) from None
         raise
     return run_dir
 
@@ -534,11 +534,6 @@ def _checkpoint_logits(table: pa.Table, ckpt: int, n: int, rows: np.ndarray, wid
                        f"{ckpt}, expected {width}", path=path)
     values = col.values.to_numpy(zero_copy_only=False)
     return values[offsets[sel][:, None] + np.arange(width)]
-
-
-def _write_jsonl(path: Path, frame: Any) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_json(tmp, orient="records", lines=True)
 
 
 def export_cartography(
@@ -609,12 +604,24 @@ def export_cartography(
 
     guids = _stored_guids(dyn, rows, run_dir)
     gold = dyn.gold[rows].astype(np.int64)
-    for ckpt, table in iter_checkpoints(run_dir, columns=["idx", "logits"]):
-        where = parts[ckpt][0].parent if len(parts[ckpt]) > 1 else parts[ckpt][0]
-        z = _checkpoint_logits(table, ckpt, dyn.n_examples, rows, width, where, guids)
-        frame = pd.DataFrame({"guid": guids, logits_field(ckpt): list(z.astype(np.float64)), "gold": gold})
-        _write_jsonl(td / epoch_file_name(ckpt), frame)
-        del frame, z
+    # written as a set: training_dynamics/ is built in a temporary folder that replaces it as a unit, and
+    # td_metrics.jsonl is moved in after it, so a failure (full disk, ...) leaves the previous export as it was
+    with contextlib.ExitStack() as stack:
+        metrics_tmp = stack.enter_context(atomic_path(out / TD_METRICS_FILE))
+        td_tmp = stack.enter_context(atomic_dir(td))
+        for ckpt, table in iter_checkpoints(run_dir, columns=["idx", "logits"]):
+            where = parts[ckpt][0].parent if len(parts[ckpt]) > 1 else parts[ckpt][0]
+            z = _checkpoint_logits(table, ckpt, dyn.n_examples, rows, width, where, guids)
+            frame = pd.DataFrame({"guid": guids, logits_field(ckpt): list(z.astype(np.float64)), "gold": gold})
+            frame.to_json(td_tmp / epoch_file_name(ckpt), orient="records", lines=True)
+            del frame, z
+        _td_metrics_frame(dyn, rows, guids, include_ci).to_json(metrics_tmp, orient="records", lines=True)
+    return out
+
+
+def _td_metrics_frame(dyn: Dynamics, rows: np.ndarray, guids: np.ndarray, include_ci: bool) -> Any:
+    """cartography's ``td_metrics.jsonl`` columns for the exported rows."""
+    import pandas as pd
 
     p_gold = dyn.p_gold[rows]
     correct = dyn.correct[rows]
@@ -628,5 +635,4 @@ def export_cartography(
         "correctness": M.correctness(correct),
         "forgetfulness": M.forgetfulness(correct),
     }, columns=list(TD_METRICS_COLUMNS))
-    _write_jsonl(out / TD_METRICS_FILE, frame)
-    return out
+    return frame
