@@ -6,7 +6,8 @@
                          soi=SoiRecording("runs/sst2", task="sst2"))
     trainer.train()
 
-What :class:`SoiTrainer` adds to :class:`transformers.Trainer`:
+What :class:`SoiTrainer` adds to :class:`transformers.Trainer` (the Trainer-level pieces live in
+:class:`RecordingMixin`, shared with :class:`soi.record.SoiSFTTrainer`):
 
 * an ``idx`` column (row position in ``train_dataset``) that survives ``remove_unused_columns`` and the collator
   and is popped before the model's forward;
@@ -79,6 +80,12 @@ class SoiRecording:
         present; ``()`` stores none)
     model_name, setting : run.json ``model`` (default ``model.config.name_or_path``) and ``setting``
     flush_every : device-to-host transfer every this many batches
+    examples, tasks : a multi-task run: its ``examples.parquet`` table (row ``i`` = train row ``i``, e.g. from
+        :func:`soi.train.run_examples`) and ``{task: label names}``; ``task``, ``label_names``, ``id_column`` and
+        ``text_columns`` are then unused. Batches of different tasks may have different logit widths; eval and
+        fill passes batch each task's rows separately (the collator must carry the task, see
+        :mod:`soi.train.hf`).
+    extra : more run.json ``extra`` entries (e.g. a study's run name); soi's own keys win
     """
 
     run_dir: str | Path
@@ -95,6 +102,9 @@ class SoiRecording:
     model_name: str | None = None
     setting: str | None = None
     flush_every: int = 256
+    examples: pa.Table | None = None
+    tasks: Mapping[str, Sequence[str]] | None = None
+    extra: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> SoiError:
@@ -144,6 +154,25 @@ class SoiRecording:
                 raise bad(name, "a string or None")
         if not pos_int(self.flush_every):
             raise bad("flush_every", "a positive integer")
+        if self.extra is not None and not isinstance(self.extra, Mapping):
+            raise bad("extra", "a mapping or None")
+        if (self.examples is None) != (self.tasks is None):
+            raise SoiError("SoiRecording.examples and SoiRecording.tasks go together (a multi-task run's examples "
+                           "table and its {task: label names})")
+        if self.examples is not None:
+            if not isinstance(self.examples, pa.Table) or \
+                    not {"idx", "example_id", "task", "gold"} <= set(self.examples.column_names):
+                raise bad("examples", "an examples table (soi.store.examples_table / soi.train.run_examples)")
+            if not isinstance(self.tasks, Mapping) or not self.tasks:
+                raise bad("tasks", "a non-empty mapping {task: label names}")
+            self.tasks = {str(t): list(v) for t, v in self.tasks.items()}
+            for t, names in self.tasks.items():
+                if len(names) < 2 or len(set(names)) != len(names) or not all(isinstance(x, str) for x in names):
+                    raise SoiError(f"SoiRecording.tasks[{t!r}] must be at least two distinct label names")
+            seen = set(pc.unique(self.examples["task"].combine_chunks().cast(pa.string())).to_pylist())
+            if not seen <= set(self.tasks):
+                raise SoiError(f"SoiRecording.examples has tasks {sorted(seen - set(self.tasks))} missing from "
+                               f"SoiRecording.tasks {list(self.tasks)}")
 
     @property
     def checkpoint_unit(self) -> str:
@@ -285,7 +314,51 @@ class _State:
     filled: list[int] = field(default_factory=list)
 
 
-class SoiTrainer(Trainer):
+class RecordingMixin:
+    """The Trainer overrides :class:`SoiTrainer` and :class:`~soi.record.SoiSFTTrainer` share: the ``idx`` column
+    kept through ``remove_unused_columns``, the epoch length for epoch checkpoints, resume detection, ``idx`` kept
+    out of eval forwards, the unfinished checkpoint's partial rows saved before every Trainer checkpoint, and the
+    checkpoint schedule. Mix in before the Trainer class; subclasses define :meth:`_soi_recorders`."""
+
+    soi: SoiRecording
+    _soi_resuming: bool = False
+    _soi_steps_per_epoch: int | None = None
+
+    def _soi_recorders(self) -> list[DynamicsRecorder]:
+        raise NotImplementedError
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()  # type: ignore[misc]
+        if IDX not in self._signature_columns:  # keep idx through remove_unused_columns
+            self._signature_columns.append(IDX)
+
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
+        values = super().set_initial_training_values(args, dataloader)  # type: ignore[misc]
+        self._soi_steps_per_epoch = int(values[1])  # num_update_steps_per_epoch
+        return values
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's ``train``; with ``resume_from_checkpoint`` the recording resumes too."""
+        self._soi_resuming = resume_from_checkpoint not in (None, False)
+        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k != IDX}  # an eval set's own idx column is kept, not fed
+        return super().prediction_step(model, inputs, *args, **kwargs)  # type: ignore[misc]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # the unfinished checkpoint's rows first: every Trainer checkpoint on disk then has its partial
+        for rec in self._soi_recorders():
+            rec.save_partial(self.state.global_step)  # type: ignore[attr-defined]
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+
+    def _soi_due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` ends a checkpoint (every ``every_steps``, else every epoch)."""
+        every = self.soi.every_steps or self._soi_steps_per_epoch
+        return bool(every) and step % every == 0
+
+
+class SoiTrainer(RecordingMixin, Trainer):
     """A :class:`transformers.Trainer` that records per-example training dynamics into a soi run directory.
 
     Pass everything a Trainer takes, plus ``soi=SoiRecording(...)``. The train dataset must be map-style with a
@@ -307,11 +380,17 @@ class SoiTrainer(Trainer):
         self._soi_steps_per_epoch: int | None = None
         self._soi_eval_data: tuple[Any, Any] | None = None
         self._soi_lengths: np.ndarray | None = None
+        self._soi_task_code: np.ndarray | None = None  # per train row: task position in SoiRecording.tasks
+        self._soi_widths: np.ndarray | None = None  # logit width per task
         super().__init__(*args, **kwargs)
         if self.train_dataset is None:
             raise SoiError("SoiTrainer needs a train_dataset (the examples whose dynamics are recorded)")
         self.train_dataset = _with_idx(self.train_dataset)
         self._soi_examples, self._soi_rows = self._soi_examples_table()
+        if soi.keep_logits and self._soi_widths is not None and len(set(self._soi_widths.tolist())) > 1 and \
+                soi.mode != "eval-pass" and (soi.every_steps is not None or self.args.dataloader_drop_last):
+            raise SoiError("SoiRecording.keep_logits with tasks of different label counts cannot fill train-pass "
+                           "gaps (every_steps / dataloader_drop_last): use mode='eval-pass' or drop keep_logits")
         self.add_callback(_SoiCallback(self))
         self.add_callback(SoiTrackerCallback(self))  # per-checkpoint SOI metrics to report_to trackers
 
@@ -330,6 +409,8 @@ class SoiTrainer(Trainer):
         if len(self.label_names) != 1:
             raise SoiError(f"soi records single-label classification; the Trainer's label_names are "
                            f"{self.label_names}")
+        if soi.examples is not None:
+            return self._soi_given_examples(label_col)
         id_col = soi.id_column or ("id" if "id" in names else None)
         text_cols = soi.text_columns if soi.text_columns is not None else \
             tuple(c for c in ("text", "text_pair") if c in names)
@@ -362,6 +443,36 @@ class SoiTrainer(Trainer):
 
         table = examples_table(ids, gold, task=soi.task, source=tag("source"), language=tag("language"),
                                text=text(0), text_pair=text(1))
+        return self._soi_probe(table)
+
+    def _soi_given_examples(self, label_col: str) -> tuple[pa.Table, np.ndarray]:
+        """A multi-task run's examples table (``SoiRecording.examples``), checked against the train labels."""
+        soi, ds = self.soi, self.train_dataset
+        table, n = soi.examples, len(ds)
+        if table.num_rows != n:
+            raise SoiError(f"SoiRecording.examples has {table.num_rows} rows but train_dataset has {n}")
+        col = _table_of(ds, [label_col])[label_col]
+        gold = np.asarray(col.to_numpy(zero_copy_only=False) if isinstance(col, pa.Array) else col)
+        want = table["gold"].to_numpy().astype(np.int64)
+        if gold.shape != want.shape or gold.dtype.kind not in "iu" or not np.array_equal(gold, want):
+            bad = int(np.flatnonzero(gold != want)[0]) if gold.shape == want.shape else 0
+            raise SoiError(f"train_dataset column {label_col!r} does not match SoiRecording.examples 'gold' "
+                           f"(first difference at row {bad}); row i of the dataset must be example idx i")
+        names = table["task"].combine_chunks().cast(pa.string()).to_numpy(zero_copy_only=False)
+        width = np.asarray([len(soi.tasks[t]) for t in names], np.int64)
+        bad = np.flatnonzero(want >= width)
+        if bad.size:
+            raise SoiError(f"SoiRecording.examples gold {int(want[bad[0]])} at row {int(bad[0])} is out of range "
+                           f"for task {names[bad[0]]!r}'s {int(width[bad[0]])} labels")
+        order = {t: k for k, t in enumerate(soi.tasks)}
+        self._soi_task_code = np.asarray([order[t] for t in names], np.int64)
+        self._soi_widths = np.asarray([len(v) for v in soi.tasks.values()], np.int64)
+        soi.label_names = list(next(iter(soi.tasks.values())))
+        return self._soi_probe(table)
+
+    def _soi_probe(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """``table`` and its train rows, reduced to the seeded probe subset when ``SoiRecording.probe`` is set."""
+        soi, n = self.soi, table.num_rows
         rows = np.arange(n, dtype=np.int64)
         if soi.probe is not None:
             k = soi.probe if not isinstance(soi.probe, float) else max(1, round(soi.probe * n))
@@ -386,6 +497,7 @@ class SoiTrainer(Trainer):
         model_name = soi.model_name or getattr(config, "name_or_path", None) or type(self.model).__name__
         modes = ["train-pass", "eval-pass"] if soi.mode == "both" else [soi.mode]
         extra: dict[str, Any] = {
+            **(soi.extra or {}),
             "recorder": "soi.record.hf.SoiTrainer",
             "modes": {"dynamics": modes[0], **({f"dynamics-{EVAL_MODE_DIR}": "eval-pass"} if len(modes) > 1 else {})},
             "every_steps": soi.every_steps,
@@ -400,7 +512,8 @@ class SoiTrainer(Trainer):
             extra["probe"] = {"requested": soi.probe, "size": int(self._soi_rows.size), "seed": soi.probe_seed}
         if soi.mode != "eval-pass":
             extra["filled"] = []  # per train-pass checkpoint: rows filled by an eval-mode pass
-        return RunMeta(tasks={soi.task: list(soi.label_names or [])}, recording_mode=modes[0],
+        tasks = dict(soi.tasks) if soi.tasks is not None else {soi.task: list(soi.label_names or [])}
+        return RunMeta(tasks=tasks, recording_mode=modes[0],
                        checkpoint_unit=soi.checkpoint_unit, model=model_name, setting=soi.setting, seed=args.seed,
                        extra=extra)
 
@@ -408,21 +521,6 @@ class SoiTrainer(Trainer):
         return int(self.soi.eval_batch_size or self.args.per_device_eval_batch_size)
 
     # ------------------------------------------------------------------ Trainer overrides
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        if IDX not in self._signature_columns:  # keep idx through remove_unused_columns
-            self._signature_columns.append(IDX)
-
-    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
-        values = super().set_initial_training_values(args, dataloader)
-        self._soi_steps_per_epoch = int(values[1])  # num_update_steps_per_epoch
-        return values
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`transformers.Trainer.train`; with ``resume_from_checkpoint`` the recording resumes too."""
-        self._soi_resuming = resume_from_checkpoint not in (None, False)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
-
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         """The Trainer's loss; in train-pass mode the batch's logits are also recorded (on device)."""
@@ -438,17 +536,9 @@ class SoiTrainer(Trainer):
         rec.update(idx, _logits_of(outputs), labels)
         return (loss, outputs) if return_outputs else loss
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k != IDX}  # an eval set's own idx column is kept, not fed
-        return super().prediction_step(model, inputs, *args, **kwargs)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # the unfinished checkpoint's rows first: every Trainer checkpoint on disk then has its partial
+    def _soi_recorders(self) -> list[DynamicsRecorder]:
         st = self._soi_state
-        for rec in (st.train_rec, st.eval_rec):
-            if rec is not None:
-                rec.save_partial(self.state.global_step)
-        super()._save_checkpoint(model, trial)
+        return [rec for rec in (st.train_rec, st.eval_rec) if rec is not None]
 
     # ------------------------------------------------------------------ recording
     def _soi_begin(self, global_step: int) -> None:
@@ -485,10 +575,6 @@ class SoiTrainer(Trainer):
         if st.train_rec is not None:
             st.meta.extra["filled"] = list(st.filled)
         st.meta.save(self.soi.run_dir)
-
-    def _soi_due(self, step: int) -> bool:
-        every = self.soi.every_steps or self._soi_steps_per_epoch
-        return bool(every) and step % every == 0
 
     def _soi_checkpoint(self, step: int) -> None:
         """End a checkpoint at optimizer step ``step`` (all ranks): write parts, fill gaps, run the eval pass."""
@@ -553,10 +639,19 @@ class SoiTrainer(Trainer):
         ids = rows if ids is None else ids
         if rows.size == 0:
             return []
-        order = np.argsort(-self._soi_length(rows), kind="stable")
+        size = self._soi_eval_batch_size()
+        if self._soi_task_code is None:
+            order = np.argsort(-self._soi_length(rows), kind="stable")
+            batches = [list(range(i, min(i + size, rows.size))) for i in range(0, rows.size, size)]
+        else:  # one task per batch: by task, then longest first
+            code = self._soi_task_code[rows]
+            order = np.lexsort((-self._soi_length(rows), code))
+            ends = np.flatnonzero(np.diff(code[order])) + 1
+            batches = [list(range(i, min(i + size, b))) for a, b in zip(np.r_[0, ends], np.r_[ends, rows.size],
+                                                                          strict=True) for i in range(a, b, size)]
         ds, collator = self._soi_eval_inputs()
-        loader = DataLoader(torch.utils.data.Subset(ds, rows[order].tolist()), batch_size=self._soi_eval_batch_size(),
-                            collate_fn=collator, shuffle=False, num_workers=0)
+        loader = DataLoader(torch.utils.data.Subset(ds, rows[order].tolist()), batch_sampler=batches,
+                            collate_fn=collator, num_workers=0)
         model = self.model
         was_training = model.training
         model.eval()
@@ -577,7 +672,9 @@ class SoiTrainer(Trainer):
         if not concat:
             return out
         inverse = torch.as_tensor(np.argsort(order, kind="stable"), device=out[0][1].device)
-        logits = torch.cat([z for _, z, _ in out])[inverse]
+        width = max(z.shape[1] for _, z, _ in out)  # tasks of fewer labels: padded with -inf (no probability)
+        logits = torch.cat([torch.nn.functional.pad(z, (0, width - z.shape[1]), value=float("-inf"))
+                            for _, z, _ in out])[inverse]
         labels = torch.cat([y for _, _, y in out])[inverse]
         return [(ids, logits, labels)]
 
@@ -592,5 +689,5 @@ sum_over_ranks = _sum_over_ranks
 clear_dynamics = _clear_dynamics
 SoiCallback = _SoiCallback
 
-__all__ = ["IDX", "SoiCallback", "SoiRecording", "SoiTrainer", "arrow_columns", "clear_dynamics", "column_names",
-           "is_hf_dataset", "strings", "sum_over_ranks", "with_idx"]
+__all__ = ["IDX", "RecordingMixin", "SoiCallback", "SoiRecording", "SoiTrainer", "arrow_columns", "clear_dynamics",
+           "column_names", "is_hf_dataset", "strings", "sum_over_ranks", "with_idx"]

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 from soi.errors import SoiError
 from soi.record.hf import (
     IDX,
+    RecordingMixin,
     SoiCallback,
     SoiRecording,
     arrow_columns,
@@ -110,8 +111,8 @@ def install_recording_forward(model: Any) -> _Stash:
     per-example sums in the returned stash. Other calls go to TRL's forward unchanged."""
     from trl.trainer.utils import FusedCausalLMOutput
 
-    if getattr(model, "_soi_stash", None) is not None:
-        return model._soi_stash
+    if getattr(model, "_soi_stash", None) is not None and model.forward is getattr(model, "_soi_forward", None):
+        return model._soi_stash  # already wrapped, and nothing (another trainer) patched it since
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise SoiError(f"{type(model).__name__} has no output-embedding head (get_output_embeddings() is None): "
@@ -161,6 +162,7 @@ def install_recording_forward(model: Any) -> _Stash:
                                    label_mask=mask)
 
     model.forward = forward
+    model._soi_forward = forward
     model._soi_stash = stash
     return stash
 
@@ -206,7 +208,7 @@ class _State:
     probe_checkpoint: int = 0
 
 
-class SoiSFTTrainer(SFTTrainer):
+class SoiSFTTrainer(RecordingMixin, SFTTrainer):
     """A :class:`trl.SFTTrainer` that records per-example generative training dynamics into a soi run directory.
 
     Pass everything an ``SFTTrainer`` takes, plus ``soi=SoiRecording(...)`` (``mode="train-pass"``; ``task``,
@@ -383,21 +385,6 @@ class SoiSFTTrainer(SFTTrainer):
         return int(self.soi.eval_batch_size or self.args.per_device_eval_batch_size)
 
     # ------------------------------------------------------------------ Trainer overrides
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        if IDX not in self._signature_columns:
-            self._signature_columns.append(IDX)
-
-    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
-        values = super().set_initial_training_values(args, dataloader)
-        self._soi_steps_per_epoch = int(values[1])
-        return values
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`trl.SFTTrainer.train`; with ``resume_from_checkpoint`` the recording resumes too."""
-        self._soi_resuming = resume_from_checkpoint not in (None, False)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
-
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         """TRL's loss; while training, the same forward also yields the batch's per-example rows (on device)."""
@@ -416,14 +403,8 @@ class SoiSFTTrainer(SFTTrainer):
         rec.update_rows(idx, rows_of(sums, self._soi_threshold))
         return out
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k != IDX}
-        return super().prediction_step(model, inputs, *args, **kwargs)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        if self._soi_state.rec is not None:
-            self._soi_state.rec.save_partial(self.state.global_step)
-        super()._save_checkpoint(model, trial)
+    def _soi_recorders(self) -> list[DynamicsRecorder]:
+        return [] if self._soi_state.rec is None else [self._soi_state.rec]
 
     # ------------------------------------------------------------------ recording
     def _soi_begin(self, global_step: int) -> None:
@@ -482,10 +463,6 @@ class SoiSFTTrainer(SFTTrainer):
         if st.meta is not None:
             st.meta.extra["filled"] = list(st.filled)
             st.meta.save(self.soi.run_dir)
-
-    def _soi_due(self, step: int) -> bool:
-        every = self.soi.every_steps or self._soi_steps_per_epoch
-        return bool(every) and step % every == 0
 
     def _soi_checkpoint(self, step: int) -> None:
         """End a checkpoint at optimizer step ``step`` (all ranks): write parts, fill gaps, decode the probe."""
