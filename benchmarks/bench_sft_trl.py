@@ -7,8 +7,8 @@ tokens), same seed and SFTConfig (constant LR, no checkpoints, no logging). ``--
 The step time is the wall time from ``on_step_begin`` to ``on_step_end`` (forward, backward, optimizer; the first
 step of every run is a warm-up and not counted; on CUDA each step ends with a synchronize); SoiSFTTrainer's one
 checkpoint (the fill pass over the examples not trained since, and the parquet part) runs after the last timed step
-and is reported separately. Reported: median step time per trainer, the ratio soi / plain (target <= 1.05 on CPU),
-tokens per second, and the machine load.
+and is reported separately. Reported: median step time per trainer, the ratio soi / plain (target <= 1.05 on CPU)
+overall and per round (adjacent runs, less exposed to a drifting machine load), tokens per second, the load.
 
 Prints one JSON object. Usage::
 
@@ -96,9 +96,11 @@ def main() -> None:
                 break
     ds = sft_dataset(fmt, rows, args.seq_len)
     times: dict[str, list[float]] = {"plain": [], "soi": []}
+    per_round: list[dict[str, float]] = []
     checkpoint_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
+            per_round.append({})
             for kind in (("plain", "soi") if r % 2 == 0 else ("soi", "plain")):
                 model = copy.deepcopy(base)  # fresh weights, and a forward not yet patched by a trainer
                 timer = StepTimer()
@@ -119,6 +121,7 @@ def main() -> None:
                     trainer.train()
                 total = time.perf_counter() - t1
                 times[kind] += timer.seconds[1:]
+                per_round[-1][kind] = statistics.median(timer.seconds[1:])
                 if kind == "soi":
                     checkpoint_s.append(total - sum(timer.seconds))
                 del trainer, model
@@ -132,6 +135,8 @@ def main() -> None:
         "step_seconds_median": {k: round(v, 4) for k, v in med.items()},
         "step_seconds": {k: [round(s, 4) for s in v] for k, v in times.items()},
         "ratio_soi_over_plain": round(med["soi"] / med["plain"], 4),
+        "ratio_per_round": [round(x["soi"] / x["plain"], 4) for x in per_round],
+        "ratio_median_of_rounds": round(statistics.median(x["soi"] / x["plain"] for x in per_round), 4),
         "tokens_per_second": {k: round(tokens / v, 1) for k, v in med.items()},
         "soi_checkpoint_seconds_median": round(statistics.median(checkpoint_s), 3),
         "model_load_seconds": round(load_s, 2),
