@@ -38,7 +38,9 @@ def demo(
 
     The packaged studies are the SOI paper's experiment at demo size (each <= 10 minutes on 2 CPU cores, models
     and data offline): single-setting runs and the multi-setting run, dynamics recorded every epoch, evaluation
-    (in-distribution, OOD, per language), SOI analysis, single -> multi transitions, summary.json and tables.
+    (in-distribution, OOD, per language; per-example test predictions), SOI analysis, single -> multi transitions
+    over all seeds (the default multitask study has 3: transitions are tested against reseeding noise), paired
+    test-set differences, summary.md, summary.json and tables.
     Data come from $SOI_DATA_DIR (or ./data). --n-train/--n-eval/--epochs shrink a study for a quick check.
     """
     from soi.study.packaged import describe, is_generative, packaged_studies, read_study, run_study_file
@@ -62,8 +64,8 @@ def demo(
     if not quiet:
         what = ("report.html, summary.json, tables/, figures/, runs/<run>-k<k>/seed-<s>/ (mixture.json, "
                 "predictions.jsonl, dynamics, probe/)" if is_generative(read_study(studies[study])) else
-                "report.html, summary.md, summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/), "
-                "compare/, figures/")
+                "report.html, summary.md, summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/, "
+                "eval/), compare/<a>__vs__<b>/ (all seeds), figures/")
         console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: {what}")
 
 

@@ -16,8 +16,9 @@ def run(
 ) -> None:
     """Run a study: every run x seed is trained with dynamics recording and evaluated, then analysed and compared.
 
-    Writes into --out: runs/<run>/seed-<s>/ (run directories with result.json and analysis/),
-    compare/<a>__vs__<b>/seed-<s>/ (transitions, heatmaps, stats.json) and summary.json.
+    Writes into --out: runs/<run>/seed-<s>/ (run directories with result.json, analysis/ and eval/ test-set
+    predictions), compare/<a>__vs__<b>/ (all seeds of a vs all seeds of b: transitions, heatmaps, stats.json),
+    summary.json and summary.md (which transitions exceed reseeding noise, test-set differences with CIs).
     Finished runs (those with result.json) are skipped, so re-running resumes an interrupted study.
     A study with ``type: generative`` is a cross-lingual generative (SFT) study (docs/generative.md).
     """
