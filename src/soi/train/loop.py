@@ -21,142 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
-from soi.data.split import Split, run_tasks, to_examples_table
+from soi.data.split import Split, run_tasks
 from soi.errors import SoiError
 from soi.record.recorder import DynamicsRecorder
+from soi.train.encode import Encoded, collate, encode, pad_id_of
+from soi.train.schedule import SAMPLINGS, Sampling, epoch_schedule, linear_warmup, run_examples, task_offsets
 
-Sampling = Literal["proportional", "temperature", "uniform"]
-SAMPLINGS = ("proportional", "temperature", "uniform")
 RecordMode = Literal["train-pass", "eval-pass"]
-
-
-# ---------------------------------------------------------------------------------------------- tokenisation
-@dataclass
-class Encoded:
-    """Tokenised rows of one or more splits (unpadded) with their gold label indices."""
-
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
-    gold: np.ndarray  # int64 (N,)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
-def encode(tokenizer: Any, splits: Split | Sequence[Split], max_length: int) -> Encoded:
-    """Tokenise ``text`` (and ``text_pair`` where present) of the splits' rows once, in row order, truncated."""
-    splits = [splits] if isinstance(splits, Split) else list(splits)
-    texts: list[str] = []
-    pairs: list[str | None] = []
-    gold: list[np.ndarray] = []
-    for s in splits:
-        if s.labels is None:
-            raise SoiError(f"{s.name} is a generative dataset: the classifier loop needs labels")
-        texts += s.table.column("text").to_pylist()
-        pairs += s.table.column("text_pair").to_pylist()
-        gold.append(s.gold)
-    want_tt = "token_type_ids" in getattr(tokenizer, "model_input_names", ["token_type_ids"])
-    ids: list[list[int]] = [[] for _ in texts]
-    tts: list[list[int]] = [[] for _ in texts]
-    with_pair = [i for i, p in enumerate(pairs) if p is not None]
-    single = [i for i, p in enumerate(pairs) if p is None]
-    for rows, has_pair in ((single, False), (with_pair, True)):
-        if not rows:
-            continue
-        args = ([texts[i] for i in rows],) + (([pairs[i] for i in rows],) if has_pair else ())
-        enc = tokenizer(*args, truncation=True, max_length=max_length, return_token_type_ids=want_tt)
-        for k, i in enumerate(rows):
-            ids[i] = list(enc["input_ids"][k])
-            if want_tt:
-                tts[i] = list(enc["token_type_ids"][k])
-    g = np.concatenate(gold).astype(np.int64) if gold else np.zeros(0, np.int64)
-    return Encoded(ids, tts if want_tt else None, g)
-
-
-def collate(enc: Encoded, positions: Sequence[int] | np.ndarray, pad_id: int,
-            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Right-pad the rows at ``positions``: input_ids, attention_mask, [token_type_ids], labels (tensors)."""
-    pos = [int(p) for p in positions]
-    width = max(len(enc.input_ids[p]) for p in pos)
-    ids = torch.full((len(pos), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(pos), width), dtype=torch.long)
-    tt = torch.zeros((len(pos), width), dtype=torch.long) if enc.token_type_ids is not None else None
-    for r, p in enumerate(pos):
-        n = len(enc.input_ids[p])
-        ids[r, :n] = torch.tensor(enc.input_ids[p], dtype=torch.long)
-        mask[r, :n] = 1
-        if tt is not None:
-            tt[r, :n] = torch.tensor(enc.token_type_ids[p], dtype=torch.long)
-    out = {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(enc.gold[pos])}
-    if tt is not None:
-        out["token_type_ids"] = tt
-    return {k: v.to(device) for k, v in out.items()}
-
-
-def pad_id_of(tokenizer: Any) -> int:
-    pid = getattr(tokenizer, "pad_token_id", None)
-    return int(pid) if pid is not None else 0
-
-
-# ---------------------------------------------------------------------------------------------- run layout
-def run_examples(tasks: Mapping[str, Sequence[Split]]) -> tuple[pa.Table, dict[str, list[str]]]:
-    """The examples table (global idx order, see module doc) and ``RunMeta(tasks=...)`` of a training run."""
-    splits = [s for ss in tasks.values() for s in ss]
-    names: dict[str, str] = {}
-    for task, ss in tasks.items():
-        for s in ss:
-            if names.setdefault(s.name, task) != task:
-                raise SoiError(f"dataset {s.name!r} appears under tasks {names[s.name]!r} and {task!r}")
-    return to_examples_table(*splits, task=names), run_tasks(*splits, task=names)
-
-
-def task_offsets(tasks: Mapping[str, Sequence[Split]]) -> dict[str, int]:
-    """First global idx of each task's block (cumulative row counts in mapping order)."""
-    out, start = {}, 0
-    for task, ss in tasks.items():
-        out[task] = start
-        start += sum(len(s) for s in ss)
-    return out
-
-
-def epoch_schedule(sizes: Mapping[str, int], batch_size: int, rng: np.random.Generator, *,
-                   sampling: Sampling = "proportional", temperature: float = 2.0) -> list[tuple[str, np.ndarray]]:
-    """One epoch's batches as ``(task, local positions)``: each task's rows shuffled and chunked, then interleaved.
-
-    Every row of every task appears exactly once; see the module doc for the interleaving per ``sampling``.
-    """
-    if sampling not in SAMPLINGS:
-        raise SoiError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    if sampling == "temperature" and not temperature > 0:
-        raise SoiError(f"temperature must be > 0, got {temperature}")
-    if batch_size < 1:
-        raise SoiError(f"batch_size must be >= 1, got {batch_size}")
-    per_task: dict[str, list[np.ndarray]] = {}
-    for task, n in sizes.items():
-        perm = rng.permutation(int(n))
-        per_task[task] = [perm[i: i + batch_size] for i in range(0, int(n), batch_size)]
-    if sampling == "proportional":
-        flat = [(t, b) for t, bs in per_task.items() for b in bs]
-        return [flat[i] for i in rng.permutation(len(flat))]
-    names = [t for t in per_task if per_task[t]]
-    if sampling == "uniform":
-        weight = np.ones(len(names))
-    else:
-        weight = np.asarray([float(sizes[t]) ** (1.0 / temperature) for t in names])
-    left = np.asarray([len(per_task[t]) for t in names])
-    taken = np.zeros(len(names), np.int64)
-    out: list[tuple[str, np.ndarray]] = []
-    while left.sum():
-        w = np.where(left > 0, weight, 0.0)
-        k = int(rng.choice(len(names), p=w / w.sum()))
-        out.append((names[k], per_task[names[k]][taken[k]]))
-        taken[k] += 1
-        left[k] -= 1
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -174,17 +48,6 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def linear_warmup(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
