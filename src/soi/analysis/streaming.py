@@ -179,11 +179,12 @@ class IdCheck:
         """Raise on the first true duplicate (hash collisions of distinct ids are confirmed and ignored)."""
         path = plan.run_dir / EXAMPLES_FILE
         for hashes, idx in self._buckets():
+            h = np.sort(hashes)  # no index sort unless some hash repeats (rare: a duplicate or a collision)
+            if not (h[1:] == h[:-1]).any():
+                continue
             order = np.argsort(hashes, kind="stable")
             h = hashes[order]
             same = np.flatnonzero(h[1:] == h[:-1])
-            if not same.size:
-                continue
             candidates = np.unique(np.concatenate([idx[order][same], idx[order][same + 1]]))
             ids = _ids_at(plan, candidates)
             seen: dict[str, int] = {}
