@@ -7,6 +7,7 @@ Prints one JSON object. Usage::
 
 Targets (issue 11): the whole `soi compare A B --out` process, including the reseeding null, its tests
 and the heatmaps, <= 15 s and peak RSS <= 3 GB; the whole `soi analyze SEEDS_DIR` (consensus) <= 10 s.
+Wall time and CPU seconds (user + system, less sensitive to other load on the machine) are reported.
 Both are measured twice, side by side: without cached per-seed analyses (every seed's dynamics analysed
 in the process) and with them (each seed's ``analysis/per_example.parquet`` written by `soi analyze
 RUN_DIR`, as `soi run` does, and reused when fresh).
@@ -27,25 +28,26 @@ import time
 from pathlib import Path
 
 
-def run_process(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
+def run_process(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def measure(cmd: list[str], repeats: int) -> dict[str, float]:
-    walls, rss = [], []
+    walls, rss, cpu = [], [], []
     for _ in range(repeats):
-        w, r = run_process(cmd)
+        w, r, c = run_process(cmd)
         walls.append(w)
         rss.append(r)
+        cpu.append(c)
     return {"median_s": round(statistics.median(walls), 3), "min_s": round(min(walls), 3),
-            "peak_rss_mb": round(max(rss), 1)}
+            "cpu_s_median": round(statistics.median(cpu), 3), "peak_rss_mb": round(max(rss), 1)}
 
 
 def main() -> None:

@@ -310,15 +310,14 @@ def load_seed_set(seed_set: SeedSet, *, label: str | None = None, late_fraction:
             if len(ids) != len(ref_ids):
                 raise SoiError(f"{len(ids)} examples, but {seed_set.runs[0].name} has {len(ref_ids)}; "
                                "seeds of one setting must record the same examples", path=run)
-            pos = pc.index_in(ref_ids, value_set=ids)
-            if pos.null_count:
-                missing = ref_ids.filter(pos.is_null())[0].as_py()
-                raise SoiError(f"example ids differ from {seed_set.runs[0].name} (e.g. {missing!r} is "
-                               "missing)", path=run)
-            take = to_numpy(pos).astype(np.int64)
-            if np.unique(take).size != take.size:
-                raise SoiError("duplicate example_id", path=run)
-            table = table.take(pa.array(take))
+            if not ids.equals(ref_ids):  # the usual case (same examples file order) needs no hashing
+                pos = pc.index_in(ref_ids, value_set=ids)
+                if pos.null_count:
+                    missing = ref_ids.filter(pos.is_null())[0].as_py()
+                    raise SoiError(f"example ids differ from {seed_set.runs[0].name} (e.g. {missing!r} is "
+                                   "missing)", path=run)
+                # same length and every (distinct) reference id found: a permutation, no duplicates possible
+                table = table.take(pos)
             gold = to_numpy(table["gold"]).astype(np.int64)
             bad = np.flatnonzero(gold != ref_gold)
             if bad.size:
@@ -439,7 +438,7 @@ def analyze_seeds(path: str | Path, *, late_fraction: float = 0.5, max_checkpoin
 
     seed_set = resolve_seed_set(path)
     data = load_seed_set(seed_set, late_fraction=late_fraction, max_checkpoints=max_checkpoints,
-                         columns=None, cache=cache)
+                         columns=tuple(dict.fromkeys((*NEEDED, "idx", *MEAN_METRICS))), cache=cache)
     table = consensus_table(data)
     summary = consensus_summary(data, table)
     summary["late_fraction"] = late_fraction
