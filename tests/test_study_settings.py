@@ -216,6 +216,12 @@ def test_demo_cli_errors_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert res.exit_code == 0 and "multilingual" in res.output and "synthetic" in res.output
     res = CliRunner().invoke(app, ["demo", "--study", "nope"])
     assert res.exit_code != 0 and "unknown study 'nope'" in str(res.exception)
+    for bad, msg in (("0,x", "expected comma-separated integers"), ("1,1", "seeds must be distinct")):
+        res = CliRunner().invoke(app, ["demo", "--seeds", bad, "--out", "unused"])
+        assert res.exit_code != 0 and f"--seeds: {msg}" in (str(res.exception) + res.output)
+    from soi.cli.demo import parse_seeds
+
+    assert parse_seeds("3,0,1") == [3, 0, 1] and parse_seeds(None) is None
 
 
 def test_k_grid_transfer_summary(ml_study: tuple[Path, dict]) -> None:

@@ -29,6 +29,8 @@ def demo(
                                                 min=1)] = None,
     n_eval: Annotated[int | None, typer.Option(help="Cap every dataset's evaluation examples.", min=1)] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.", min=1)] = None,
+    seeds: Annotated[str | None, typer.Option(help="Override the training seeds, comma-separated (e.g. 0 for a "
+                                                   "one-seed check; >= 3 for the reseeding null).")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the packaged studies and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
     n: Annotated[int, typer.Option(help="Examples per run (synthetic study only).", min=10)] = 3000,
@@ -41,7 +43,7 @@ def demo(
     (in-distribution, OOD, per language; per-example test predictions), SOI analysis, single -> multi transitions
     over all seeds (the default multitask study has 3: transitions are tested against reseeding noise), paired
     test-set differences, summary.md, summary.json and tables.
-    Data come from $SOI_DATA_DIR (or ./data). --n-train/--n-eval/--epochs shrink a study for a quick check.
+    Data come from $SOI_DATA_DIR (or ./data). --n-train/--n-eval/--epochs/--seeds shrink a study for a quick check.
     """
     from soi.study.packaged import describe, is_generative, packaged_studies, read_study, run_study_file
 
@@ -60,13 +62,26 @@ def demo(
     if not quiet:
         console.print(f"[bold]soi demo --study {study}[/bold]: {describe(studies[study])}")
     run_study_file(studies[study], out, progress=not quiet,
-                   overrides={"n_train": n_train, "n_eval": n_eval, "epochs": epochs})
+                   overrides={"n_train": n_train, "n_eval": n_eval, "epochs": epochs, "seeds": parse_seeds(seeds)})
     if not quiet:
         what = ("report.html, summary.json, tables/, figures/, runs/<run>-k<k>/seed-<s>/ (mixture.json, "
                 "predictions.jsonl, dynamics, probe/)" if is_generative(read_study(studies[study])) else
                 "report.html, summary.md, summary.json, tables/, runs/<run>/seed-<s>/ (dynamics, analysis/, "
                 "eval/), compare/<a>__vs__<b>/ (all seeds), figures/")
         console.print(f"done in {time.perf_counter() - start:.1f} s; outputs under {out}/: {what}")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (distinct integers; one-line error otherwise); ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise SoiError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise SoiError(f"--seeds: seeds must be distinct, got {text!r}")
+    return seeds
 
 
 def _synthetic(out: Path, n: int, seed: int) -> None:
