@@ -10,9 +10,14 @@ checkpoint (the fill pass over the examples not trained since, and the parquet p
 and is reported separately. Reported: median step time per trainer, the ratio soi / plain (target <= 1.05 on CPU)
 overall and per round (adjacent runs, less exposed to a drifting machine load), tokens per second, the load.
 
+``--mode head`` isolates the part soi changes: one forward + backward of the same batch (half prompt, half
+completion labels) through TRL's fused LM-head forward and through soi's recording forward, alternating, ``--reps``
+times each, same model weights.
+
 Prints one JSON object. Usage::
 
     python benchmarks/bench_sft_trl.py                       # CPU, 1 thread, batch 4 x 128 tokens, 3 rounds
+    python benchmarks/bench_sft_trl.py --mode head --reps 5  # forward + backward only, alternating
     python benchmarks/bench_sft_trl.py --device cuda --batch-size 16 --seq-len 512
 """
 
@@ -70,8 +75,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--mode", default="trainer", choices=["trainer", "head"])
+    ap.add_argument("--reps", type=int, default=5, help="--mode head: forward + backward repetitions per side")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.mode == "head":
+        return head_benchmark(args)
 
     from trl import SFTConfig, SFTTrainer
 
@@ -147,6 +156,52 @@ def main() -> None:
                     "gpu": torch.cuda.get_device_name() if cuda else None},
     }
     print(json.dumps(out, indent=2))
+
+
+def head_benchmark(args: argparse.Namespace) -> None:
+    """Forward + backward through TRL's fused head vs soi's recording head, alternating (see the docstring)."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from soi.gen.models import load_causal_lm
+    from soi.record.sft import install_recording_forward
+
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    dev = "cuda" if cuda else "cpu"
+    base, _ = load_causal_lm(args.model, device=dev)
+    models = {}
+    for kind in ("trl", "soi"):
+        m = copy.deepcopy(base)
+        add_fused_lm_head(m, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer installs
+        if kind == "soi":
+            install_recording_forward(m)
+        models[kind] = m.train()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, base.config.vocab_size, (args.batch_size, args.seq_len), generator=gen).to(dev)
+    labels = ids.clone()
+    labels[:, : args.seq_len // 2] = -100
+    extra = {"trl": {}, "soi": {"soi_rows": True}}
+    times: dict[str, list[float]] = {"trl": [], "soi": []}
+    for r in range(args.reps + 1):
+        for kind in (("trl", "soi") if r % 2 == 0 else ("soi", "trl")):
+            m = models[kind]
+            m.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=cuda):
+                out = m(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True,
+                        use_cache=False, **extra[kind])
+            (-out.log_probs.sum() / out.label_mask.sum()).backward()
+            if cuda:
+                torch.cuda.synchronize()
+            if r:  # the first repetition is a warm-up
+                times[kind].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(json.dumps({"benchmark": "bench_sft_trl --mode head", "model": args.model, "device": dev,
+                      "batch_size": args.batch_size, "seq_len": args.seq_len, "completion_tokens_per_row":
+                      args.seq_len - args.seq_len // 2 - 1, "reps": args.reps,
+                      "seconds": {k: [round(x, 4) for x in v] for k, v in times.items()},
+                      "seconds_median": {k: round(v, 4) for k, v in med.items()},
+                      "ratio_soi_over_trl": round(med["soi"] / med["trl"], 4),
+                      "threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2)}, indent=2))
 
 
 if __name__ == "__main__":
