@@ -111,6 +111,7 @@ def test_second_mode_views_and_errors(run: Path, tmp_path: Path) -> None:
     assert "per_example" in soi.store.run_tables(copy)
     quote = tmp_path / "it's a run"
     shutil.copytree(run, quote)
-    assert soi.store.duckdb(quote).sql("SELECT count(*) FROM examples").fetchall()[0][0] == 400
+    con = soi.store.duckdb(quote)  # keep the connection: a relation of a collected one is closed
+    assert con.sql("SELECT count(*) FROM examples").fetchall()[0][0] == 400
     with pytest.raises(SoiError, match=r"not a soi run directory"):
         soi.store.duckdb(tmp_path / "nothing")
