@@ -432,8 +432,7 @@ def train_run(model: MultiHeadModel, tokenizer: Any, tasks: Mapping[str, Sequenc
         weight_decay=weight_decay, max_grad_norm=max_grad_norm or 0.0, seed=seed, bf16=bf16, use_cpu=not cuda,
         save_strategy="steps" if save_every else "epoch", save_steps=save_every or 500, save_total_limit=1,
         logging_strategy="epoch", report_to=list(report_to), disable_tqdm=not progress, dataloader_num_workers=0,
-        optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-    )
+    )  # the Trainer's default AdamW (fused kernel; betas 0.9/0.999, eps 1e-8 as torch.optim.AdamW)
     soi = SoiRecording(run_dir, mode=record_mode, every_steps=every_steps, keep_logits=keep_logits,
                        eval_batch_size=eval_batch_size, model_name=model_name, setting=setting, examples=examples,
                        tasks=labels, extra=extra)
