@@ -87,8 +87,8 @@ def main() -> None:
     from soi.data import load_split
     from soi.gen.models import load_causal_lm
     from soi.gen.sft import GenExample, PromptFormat
-    from soi.gen.trainer import sft_dataset
     from soi.record import SoiRecording, SoiSFTTrainer
+    from soi.train.sft import sft_dataset
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 
 from soi.config.generative import GenerativeStudyConfig
 from soi.errors import SoiError
-from soi.gen.study import mixture_spec, summarise, transfer_keys, write_tables
+from soi.study.generative import mixture_spec, summarise, transfer_keys, write_tables
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -160,7 +160,7 @@ def _tiny_study(model: Path, **changes: Any) -> dict[str, Any]:
 
 @needs_shared
 def test_end_to_end_tiny_math_study(tiny_lm: Path, tmp_path: Path) -> None:
-    from soi.gen.study import run_generative_study
+    from soi.study.generative import run_generative_study
 
     cfg = GenerativeStudyConfig.from_dict(_tiny_study(tiny_lm))
     out = tmp_path / "study"
@@ -223,7 +223,7 @@ def _write_toy_summaries(folder: Path) -> Path:
 
 
 def test_end_to_end_user_data_summarization_base_model_at_k0(tiny_lm: Path, tmp_path: Path) -> None:
-    from soi.gen.study import run_generative_study
+    from soi.study.generative import run_generative_study
 
     _write_toy_summaries(tmp_path)
     study = tmp_path / "study.yaml"
@@ -257,7 +257,7 @@ recording: {{enabled: false}}
 
 @needs_shared
 def test_end_to_end_multi_task_run(tiny_lm: Path, tmp_path: Path) -> None:
-    from soi.gen.study import run_generative_study
+    from soi.study.generative import run_generative_study
 
     spec = _write_toy_summaries(tmp_path)
     data = _tiny_study(tiny_lm, tasks={
@@ -291,7 +291,7 @@ import os, signal, sys
 import torch
 from transformers import TrainerCallback
 from soi.record import sft
-from soi.gen.study import run_generative_study
+from soi.study.generative import run_generative_study
 
 torch.set_num_threads(1)
 step = int(sys.argv[3])
@@ -328,7 +328,7 @@ def test_lora_run_saves_a_merged_best_model_that_reproduces_the_predictions(tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from soi.gen.sft import generate
-    from soi.gen.study import run_generative_study
+    from soi.study.generative import run_generative_study
 
     cfg = GenerativeStudyConfig.from_dict(_resume_study(tiny_lm, lora={"r": 4, "alpha": 8, "dropout": 0.0}))
     run_generative_study(cfg, tmp_path / "out", progress=False)
@@ -353,7 +353,7 @@ def test_lora_run_saves_a_merged_best_model_that_reproduces_the_predictions(tiny
 
 
 def _eval_rows(cfg: GenerativeStudyConfig) -> list[dict[str, Any]]:
-    from soi.gen.study import build_mixtures
+    from soi.study.generative import build_mixtures
 
     return build_mixtures(cfg)["math"].eval_rows()
 
@@ -368,8 +368,8 @@ def test_killed_study_run_resumes_from_its_checkpoint_and_equals_an_uninterrupte
     import yaml
 
     from soi.gen.record import load_generative
-    from soi.gen.study import run_generative_study
     from soi.store import load_dynamics
+    from soi.study.generative import run_generative_study
 
     data = _resume_study(tiny_lm)
     study = tmp_path / "study.yaml"

@@ -237,7 +237,7 @@ def test_seed_null_png_marks_follow_the_flags(tmp_path: Path) -> None:
     """A framed cell differs from the same figure without the frame exactly where the flag is."""
     from PIL import Image
 
-    from soi.report.heatmap import seed_null_heatmaps
+    from soi.plots import seed_null_heatmaps
 
     k = 3
     rng = np.random.default_rng(0)

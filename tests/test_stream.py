@@ -30,11 +30,10 @@ from soi.analysis.streaming import (
     parse_memory,
     shard_size_for,
     stream_analysis,
-    stream_select,
 )
 from soi.cli.main import app
 from soi.errors import SoiError
-from soi.selection import select
+from soi.selection import select, stream_select
 from soi.simulate import simulate_run
 from soi.store import RunMeta, RunWriter, examples_table, write_part
 from soi.store import writer as store_writer

@@ -604,6 +604,42 @@ def save_dataset(selection: Selection, out_dir: str | os.PathLike[str], *, with_
     return out
 
 
+def stream_select(run_dir: str | Path, *, memory_limit: int | str | None = "2GB", workers: int | None = None,
+                  shard_size: int | None = None, late_fraction: float = 0.5, **rule: Any) -> Selection:
+    """:func:`select` on a streamed analysis (:mod:`soi.analysis.streaming`): only the columns the rule needs are
+    held in memory.
+
+    ``rule`` takes :func:`select`'s keyword arguments. Returns the same :class:`Selection`
+    as ``select(analyze_run(run_dir, write=False).table, ...)`` (rows with every per-example column).
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from soi._arrow import to_numpy
+    from soi.analysis.per_example import PER_EXAMPLE_FILE
+    from soi.analysis.streaming import select_rows, stream_analysis
+    from soi.store.meta import ANALYSIS_DIR
+
+    where = rule.get("where")
+    names = set()
+    if isinstance(where, str) and where.strip():
+        try:
+            names = expr.names(where)
+        except SoiError as exc:
+            raise SoiError(f"where: {exc}") from None
+    need = ["idx", "example_id", rule.get("category_column", "soi"), *GROUP_KEYS, *sorted(names)]
+    need += [c for c in (rule.get("metric"), rule.get("per_group")) if c]
+    with tempfile.TemporaryDirectory(prefix=".tmp-soi-select-") as scratch:
+        # the full rows go to a scratch analysis folder, never into the run itself
+        res, _ = stream_analysis(run_dir, memory_limit=memory_limit, workers=workers, shard_size=shard_size,
+                                 late_fraction=late_fraction, write=True, out=Path(scratch) / ANALYSIS_DIR,
+                                 keep_columns=list(dict.fromkeys(need)))
+        selection = select(res.table, source_run=run_dir, **rule)
+        rows = to_numpy(selection.rows["idx"]).astype(np.int64) if selection.rows.num_rows else np.zeros(0, np.int64)
+        full = select_rows(Path(scratch) / ANALYSIS_DIR / PER_EXAMPLE_FILE, rows)
+    return replace(selection, rows=full)
+
+
 def describe(selection: Selection, *, category_column: str | None = None) -> str:
     """One-line summary: ``selected n of N (p%); cat a, cat b, ...`` (non-zero category counts)."""
     prov = selection.provenance
@@ -628,4 +664,5 @@ __all__ = [
     "save",
     "save_dataset",
     "select",
+    "stream_select",
 ]

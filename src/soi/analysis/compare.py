@@ -239,7 +239,7 @@ def compare_runs(
     label_a, label_b : names in outputs (default: run.json ``setting``, else the folder name)
     alpha : level of every significance flag, in (0, 0.5]; intervals are (1 - alpha)
     progress : print one line per step to stderr
-    heatmaps : draw the PNG heatmaps (with :mod:`soi.report.heatmap`, a leaf plotting module, imported lazily)
+    heatmaps : draw the PNG heatmaps (with :mod:`soi.plots`, the leaf plotting module below the analysis layer)
     max_checkpoints : use only the first N checkpoints of every run (>= 1)
     cache : reuse a seed's ``analysis/per_example.parquet`` when it is newer than the run and used the same
         late_fraction
@@ -462,7 +462,7 @@ def _write(out: Path, stats: dict[str, Any], cats: Sequence[str], la: str, lb: s
             write_text(tmp / g["files"]["rowpct_csv"],
                        matrix_csv(np.round(100.0 * np.asarray(g["row_share"]), 6), cats, ""))
             if heatmaps:
-                from soi.report.heatmap import transition_heatmap
+                from soi.plots import transition_heatmap
 
                 what = "all shared examples" if g["key"] == OVERALL else f"{g['key']} = {g['group']}"
                 pooled = "" if g.get("n_seed_pairs") is None else f" (pooled over {g['n_seed_pairs']} seed pairs)"

@@ -32,7 +32,7 @@ import tempfile
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -577,37 +577,6 @@ def select_rows(per_example: str | Path, rows: np.ndarray) -> pa.Table:
         if not pieces:
             return pf.schema_arrow.empty_table()
     return pa.concat_tables(pieces)
-
-
-def stream_select(run_dir: str | Path, *, memory_limit: int | str | None = "2GB", workers: int | None = None,
-                  shard_size: int | None = None, late_fraction: float = 0.5, **rule: Any):
-    """:func:`soi.selection.select` on a streamed analysis: only the columns the rule needs are held in memory.
-
-    ``rule`` takes :func:`soi.selection.select`'s keyword arguments. Returns the same :class:`~soi.selection.Selection`
-    as ``select(analyze_run(run_dir, write=False).table, ...)`` (rows with every per-example column).
-    """
-    from soi.analysis import expr
-    from soi.selection import GROUP_KEYS as SELECT_GROUP_KEYS
-    from soi.selection import select
-
-    where = rule.get("where")
-    names = set()
-    if isinstance(where, str) and where.strip():
-        try:
-            names = expr.names(where)
-        except SoiError as exc:
-            raise SoiError(f"where: {exc}") from None
-    need = ["idx", "example_id", rule.get("category_column", "soi"), *SELECT_GROUP_KEYS, *sorted(names)]
-    need += [c for c in (rule.get("metric"), rule.get("per_group")) if c]
-    with tempfile.TemporaryDirectory(prefix=".tmp-soi-select-") as scratch:
-        # the full rows go to a scratch analysis folder, never into the run itself
-        res, _ = stream_analysis(run_dir, memory_limit=memory_limit, workers=workers, shard_size=shard_size,
-                                 late_fraction=late_fraction, write=True, out=Path(scratch) / ANALYSIS_DIR,
-                                 keep_columns=list(dict.fromkeys(need)))
-        selection = select(res.table, source_run=run_dir, **rule)
-        rows = to_numpy(selection.rows["idx"]).astype(np.int64) if selection.rows.num_rows else np.zeros(0, np.int64)
-        full = select_rows(Path(scratch) / ANALYSIS_DIR / PER_EXAMPLE_FILE, rows)
-    return replace(selection, rows=full)
 
 
 def analyze_seed_sets(paths: Sequence[str | Path], *, memory_limit: int | str | None = "2GB",

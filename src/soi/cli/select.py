@@ -88,7 +88,7 @@ def select(
         table = selection_table(analyze_seeds(run_dir, late_fraction=late_fraction, write=False).table)
         source = run_dir
     elif from_table is None and run_dir is not None and (memory_limit is not None or workers is not None):
-        from soi.analysis.streaming import stream_select
+        from soi.selection import stream_select
 
         if not run_dir.is_dir():
             raise SoiError("RUN_DIR: no such directory", path=run_dir)

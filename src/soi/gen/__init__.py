@@ -18,7 +18,6 @@ _LAZY = {
     "extract_number": "soi.gen.metrics", "rouge_l": "soi.gen.metrics", "rouge_l_f": "soi.gen.metrics",
     "identify": "soi.gen.langid", "language_fidelity": "soi.gen.langid",
     "plot_transfer": "soi.gen.transfer", "transfer_summary": "soi.gen.transfer",
-    "GenerativeStudyConfig": "soi.config.generative", "run_generative_study": "soi.gen.study",
 }
 
 __all__ = sorted(_LAZY)

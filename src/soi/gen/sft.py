@@ -1,6 +1,6 @@
 """Causal-LM supervised fine-tuning (SFT) with per-example generative training dynamics: the reference loop.
 
-``soi run`` generative studies train through TRL (:func:`soi.gen.trainer.train_sft_trl`, recording with
+``soi run`` generative studies train through TRL (:func:`soi.train.sft.train_sft_trl`, recording with
 :class:`soi.record.SoiSFTTrainer`). :func:`train_sft` below is soi's own single-process loop, kept as the documented
 reference the tests compare with (eval-pass dynamics at each checkpoint) and for quick experiments; the formatting,
 collation and :func:`generate` pieces are shared by both engines.

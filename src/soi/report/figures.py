@@ -2,9 +2,9 @@
 
 Drawn from the same collected data as the HTML page (:func:`soi.report.data.collect`): data maps (one per
 run name, first seed; Swayamdipta et al., 2020), SOI share bars, transition heatmaps (via
-:func:`soi.report.heatmap.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves and
+:func:`soi.plots.transition_heatmap`), evaluation, two-stage arms and cross-lingual transfer curves and
 heatmaps (via :func:`soi.gen.transfer.plot_transfer`), the reseeding null of every comparison with seeds
-(within / observed / excess, :func:`soi.report.heatmap.seed_null_heatmaps`) and the seed stability.
+(within / observed / excess, :func:`soi.plots.seed_null_heatmaps`) and the seed stability.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from soi._io import atomic_path
+from soi.plots import DPI, seed_null_heatmaps, transition_heatmap
 from soi.report.data import decode_column
-from soi.report.heatmap import DPI, seed_null_heatmaps, transition_heatmap
 
 CAT_COLOURS = ["#1a9850", "#91cf60", "#d9b310", "#fc8d59", "#d73027", "#6a3d9a"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

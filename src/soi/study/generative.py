@@ -1,7 +1,7 @@
 """The generative (cross-lingual SFT) study runner: ``soi run FILE`` / ``soi demo`` for ``type: generative`` YAMLs.
 
 For every run x k x seed: build the task mixtures (:mod:`soi.gen.mixture`), fine-tune the causal LM on the
-English set plus ``k`` examples per seen language through TRL (:func:`soi.gen.trainer.train_sft_trl`: LoRA or full
+English set plus ``k`` examples per seen language through TRL (:func:`soi.train.sft.train_sft_trl`: LoRA or full
 fine-tuning, constant learning rate, a checkpoint every N steps, train-pass dynamics recorded into the run directory
 by :class:`~soi.record.SoiSFTTrainer`), keep the checkpoint with the lowest validation loss, evaluate per language
 by greedy decoding (math: exact match of the final number; instruction / summarization: ROUGE-L, chrF and
@@ -197,7 +197,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
                model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
     from soi.gen.models import load_causal_lm
-    from soi.gen.trainer import CHECKPOINTS_DIR, last_checkpoint, train_sft_trl
+    from soi.train.sft import CHECKPOINTS_DIR, last_checkpoint, train_sft_trl
 
     fingerprint = _fingerprint(config, run, k, seed)
     marker = rdir / FINGERPRINT_FILE

@@ -1,6 +1,6 @@
 """Packaged studies (``soi demo --study NAME`` runs ``soi/studies/NAME.yaml``) and running any study file.
 
-A study YAML with ``type: generative`` is a cross-lingual generative study (:mod:`soi.gen.study`); any other is
+A study YAML with ``type: generative`` is a cross-lingual generative study (:mod:`soi.study.generative`); any other is
 a classification study (:class:`~soi.config.StudyConfig`, :func:`~soi.study.run_study`).
 """
 
@@ -90,7 +90,7 @@ def _run(path: str | Path, out: str | Path, *, progress: bool, overrides: dict[s
         if overrides:
             raise SoiError(f"--{next(iter(overrides)).replace('_', '-')} applies to classification studies only; "
                            "edit the generative study file instead", path=path)
-        from soi.gen.study import run_generative_study
+        from soi.study.generative import run_generative_study
 
         return run_generative_study(path, out, progress=progress)
     from soi.config import StudyConfig
