@@ -85,8 +85,8 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     from soi.data import load_split
-    from soi.gen.models import load_causal_lm
     from soi.gen.sft import GenExample, PromptFormat
+    from soi.model.causal import load_causal_lm
     from soi.record import SoiRecording, SoiSFTTrainer
     from soi.train.sft import sft_dataset
 
@@ -162,7 +162,7 @@ def head_benchmark(args: argparse.Namespace) -> None:
     """Forward + backward through TRL's fused head vs soi's recording head, alternating (see the docstring)."""
     from trl.trainer.utils import add_fused_lm_head
 
-    from soi.gen.models import load_causal_lm
+    from soi.model.causal import load_causal_lm
     from soi.record.sft import install_recording_forward
 
     cuda = torch.cuda.is_available() and args.device != "cpu"

@@ -21,7 +21,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig
 
-from soi.gen.models import load_causal_lm, tiny_causal_lm
+from soi.model.causal import load_causal_lm, tiny_causal_lm
 from soi.record import GenProbe, SoiRecording, SoiSFTTrainer
 
 

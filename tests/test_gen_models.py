@@ -1,4 +1,4 @@
-"""Causal LMs for SFT (soi.gen.models): the tiny test model, the GGUF aliases and their once-only cache.
+"""Causal LMs for SFT (soi.model.causal): the tiny test model, the GGUF aliases and their once-only cache.
 
 The real SmolLM2 GGUF tokenizer is checked in every run (~25 s on a loaded 2-core machine). The full conversions
 (SmolLM2 ~75 s, Gemma 3 ~3 min there) run when the converted model is already cached (``soi demo`` converts
@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from soi.errors import SoiError  # noqa: E402
-from soi.gen import models as gm  # noqa: E402
+from soi.model import causal as gm  # noqa: E402
 from soi.model.registry import MODEL_ALIASES, resolve_model  # noqa: E402
 
 SLOW = os.environ.get("SOI_SLOW_TESTS") == "1"

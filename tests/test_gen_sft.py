@@ -25,7 +25,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from soi.errors import SoiError  # noqa: E402
-from soi.gen.models import load_causal_lm, tiny_causal_lm  # noqa: E402
 from soi.gen.record import answer_correct, gen_table, load_generative, probe_rows, score_sequences  # noqa: E402
 from soi.gen.sft import (  # noqa: E402
     IGNORE,
@@ -38,6 +37,7 @@ from soi.gen.sft import (  # noqa: E402
     sft_loss,
     train_sft,
 )
+from soi.model.causal import load_causal_lm, tiny_causal_lm  # noqa: E402
 from soi.store import RunMeta, load_dynamics, write_part  # noqa: E402
 
 PAD, IM_START, IM_END = 256, 257, 258

@@ -141,7 +141,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
     import torch
 
-    from soi.gen.models import tiny_causal_lm
+    from soi.model.causal import tiny_causal_lm
 
     torch.set_num_threads(1)
     return tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "lm")

@@ -26,8 +26,8 @@ from transformers import TrainerCallback  # noqa: E402
 from trl import SFTConfig  # noqa: E402
 
 from soi.errors import SoiError  # noqa: E402
-from soi.gen.models import load_causal_lm  # noqa: E402
 from soi.gen.record import answer_correct, load_generative  # noqa: E402
+from soi.model.causal import load_causal_lm  # noqa: E402
 from soi.record import GenProbe, SoiRecording, SoiSFTTrainer  # noqa: E402
 from soi.store import load_dynamics, read_examples  # noqa: E402
 
@@ -206,7 +206,7 @@ def test_readme_trl_example_runs(tmp_path, monkeypatch):
     import re
 
     import soi.model
-    from soi.gen.models import tiny_causal_lm
+    from soi.model.causal import tiny_causal_lm
 
     data = Path(os.environ.get("SOI_DATA_DIR") or HERE.parents[1] / "shared" / "data")
     if not (data / "gsm8k" / "train.jsonl").is_file():

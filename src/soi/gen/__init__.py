@@ -1,5 +1,5 @@
 """Generative post-training: causal-LM SFT with per-example dynamics (:mod:`soi.gen.sft`, :mod:`soi.gen.record`),
-offline causal LMs (:mod:`soi.gen.models`), multilingual mixtures, metrics and transfer (see docs/generative.md).
+offline causal LMs (:mod:`soi.model.causal`), multilingual mixtures, metrics and transfer (see docs/generative.md).
 
 Importing ``soi.gen`` is cheap: torch and transformers load only when a training or model function is used.
 """
@@ -11,7 +11,7 @@ from typing import Any
 _LAZY = {
     "GenExample": "soi.gen.sft", "PromptFormat": "soi.gen.sft", "SFTResult": "soi.gen.sft",
     "generate": "soi.gen.sft", "train_sft": "soi.gen.sft",
-    "load_causal_lm": "soi.gen.models", "tiny_causal_lm": "soi.gen.models",
+    "load_causal_lm": "soi.model.causal", "tiny_causal_lm": "soi.model.causal",
     "Mixture": "soi.gen.mixture", "MixtureSpec": "soi.gen.mixture", "PoolSource": "soi.gen.mixture",
     "build_mixture": "soi.gen.mixture", "plan_mixture": "soi.gen.mixture",
     "chrf": "soi.gen.metrics", "corpus_chrf": "soi.gen.metrics", "exact_match": "soi.gen.metrics",

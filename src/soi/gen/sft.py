@@ -16,7 +16,7 @@ Public API (stable; see ``docs/generative.md``)::
               model_name=None, setting=None, meta_extra=None, progress=True) -> SFTResult
     generate(model, tokenizer, prompts, *, max_new_tokens=128, batch_size=8, max_length=None,
              dtype="auto", progress=False) -> list[str]
-    load_causal_lm(name, *, dtype="auto", device=None) -> (model, tokenizer)     # from soi.gen.models
+    load_causal_lm(name, *, dtype="auto", device=None) -> (model, tokenizer)     # from soi.model.causal
 
 Formatting: with a chat template (the tokenizer's, when it has one) the prompt is the rendered user turn plus the
 generation prompt, tokenized without extra special tokens (as ``apply_chat_template`` does); the response is the
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from soi.errors import SoiError
-from soi.gen.models import load_causal_lm
+from soi.model.causal import load_causal_lm
 
 __all__ = ["GenExample", "PromptFormat", "SFTResult", "collate", "generate", "generate_ids",
            "length_grouped_batches", "load_causal_lm", "train_sft"]

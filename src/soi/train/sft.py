@@ -134,8 +134,8 @@ def train_sft_trl(
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from soi.gen.models import load_causal_lm
     from soi.gen.sft import PromptFormat, as_examples
+    from soi.model.causal import load_causal_lm
     from soi.record import GenProbe, SoiRecording, SoiSFTTrainer
 
     if dtype not in ("auto", "float32", "bfloat16"):

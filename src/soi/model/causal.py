@@ -203,7 +203,7 @@ def convert_gguf(spec: GGUFAlias, info: dict[str, Any], dst: Path) -> dict[str, 
                        f"(expected {spec.sanity_expect!r} in it)", path=dst)
     return {
         "alias": spec.alias, "hub_id": spec.hub_id, "license": spec.license,
-        "converter": "soi.gen.models", "converter_version": CONVERTER_VERSION,
+        "converter": "soi.model.causal", "converter_version": CONVERTER_VERSION,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": {"gguf": spec.gguf_name, "sha256": info["sha256"], "parts": [
             {k: p[k] for k in ("package", "version", "file", "bytes")} for p in info["parts"]]},
