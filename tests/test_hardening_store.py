@@ -235,3 +235,14 @@ def test_non_utf8_cartography_import(tmp_path: Path, capsys) -> None:
     code, err = cli(capsys, "import", "cartography", tmp_path / "cart", tmp_path / "run")
     assert code == 2 and err.count("\n") == 1 and "UTF-8" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_non_utf8_from_table_refused(tmp_path: Path, capsys) -> None:
+    table = pa.table({"idx": pa.array([0, 1]), "example_id": raw_strings([BAD_UTF8, b"b"]),
+                      "soi": pa.array(["never_learned", "always_correct"])})
+    path = tmp_path / "table.parquet"
+    pq.write_table(table, path)
+    code, err = cli(capsys, "select", "--from-table", path, "--out", tmp_path / "sel", "--categories",
+                    "never_learned")
+    assert code == 2 and err.count("\n") == 1 and "not valid UTF-8" in err, err
+    assert not (tmp_path / "sel").exists()

@@ -570,11 +570,16 @@ def save(selection: Selection, out_dir: str | os.PathLike[str]) -> Path:
     ids = selection.rows["example_id"].cast(pa.string())
     if len(ids) and pc.any(pc.match_substring_regex(ids, r"[\r\n]")).as_py():
         raise SoiError("example_id: an id contains a line break and cannot be written to selected_ids.txt")
-    if out.is_dir():
-        _write_all(out, selection)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_tmp_dir(out)
+    from soi._io import relabel
+
+    try:
+        if out.is_dir():
+            _write_all(out, selection)
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _make_tmp_dir(out)
+    except OSError as exc:
+        raise relabel(exc, out) from None
     try:
         _write_all(tmp, selection)
         try:
@@ -583,6 +588,8 @@ def save(selection: Selection, out_dir: str | os.PathLike[str]) -> Path:
             if not out.is_dir():
                 raise
             _write_all(out, selection)
+    except OSError as exc:  # name the user's folder, not the temporary one
+        raise relabel(exc, out) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -103,6 +103,9 @@ def select(
             table = pq.read_table(from_table)
         except (OSError, pa.ArrowException) as exc:
             raise SoiError(f"--from-table: cannot read Parquet: {exc}", path=from_table) from None
+        from soi.store.reader import check_utf8
+
+        check_utf8(table, from_table)  # text enters here: UTF-8 only, as everywhere (docs/errors.md)
         source = run_dir if run_dir is not None else from_table
     elif run_dir is not None:
         from soi.analysis.per_example import analyze_run
