@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -189,3 +190,21 @@ def test_config_defaults(tmp_path: Path) -> None:
                                   "eval": {}}).datasets["x"].head == "sst2"
     with pytest.raises(SoiError, match="study file not found"):
         StudyConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_run_with_no_examples_is_refused_and_never_marked_finished(tiny_model: str, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from soi.study import run_study
+    from soi.study.runner import RESULT_FILE, StudyData, run_dir_of
+
+    real = StudyData.get
+
+    def empty_mr(self, key, which, n=None):  # e.g. a label filter that keeps no row
+        split = real(self, key, which, n)
+        return split.take(np.zeros(0, np.int64)) if key == "mr" and which == "train" else split
+
+    monkeypatch.setattr(StudyData, "get", empty_mr)
+    cfg = study_dict(tiny_model) | {"runs": [{"name": "mr-only", "setting": "single", "train": ["mr"]}]}
+    with pytest.raises(SoiError, match="no training examples of mr"):
+        run_study(StudyConfig.from_dict(cfg), tmp_path / "out", progress=False)
+    assert not (run_dir_of(tmp_path / "out", "mr-only", 0) / RESULT_FILE).exists()

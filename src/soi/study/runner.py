@@ -253,9 +253,16 @@ def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path:
     spec = config.run(run)
     sizes = train_sizes(config, data, run)
     tasks: dict[str, list[Any]] = {}
+    empty = []
     for key in spec.train:
         n = sizes[key] if spec.match_size is not None else spec.n_train.get(key)
-        tasks.setdefault(config.datasets[key].head, []).append(data.get(key, "train", n))
+        split = data.get(key, "train", n)
+        if len(split) == 0:
+            empty.append(key)
+        tasks.setdefault(config.datasets[key].head, []).append(split)
+    if empty:  # never train (or mark finished) a run with no examples of a dataset
+        raise SoiError(f"run {run!r}: no training examples of {', '.join(empty)} (check n_train and the label "
+                       "filter)")
     examples, labels = run_examples(tasks)
     if run_dir.exists():  # an interrupted run: start it again from scratch
         shutil.rmtree(run_dir)
