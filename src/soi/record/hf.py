@@ -352,6 +352,10 @@ class RecordingMixin:
             rec.save_partial(self.state.global_step)  # type: ignore[attr-defined]
         super()._save_checkpoint(model, trial)  # type: ignore[misc]
 
+    def _soi_eval_batch_size(self) -> int:
+        """Batch size of the no-grad eval / fill / probe passes (``SoiRecording.eval_batch_size`` or the Trainer's)."""
+        return int(self.soi.eval_batch_size or self.args.per_device_eval_batch_size)  # type: ignore[attr-defined]
+
     def _soi_due(self, step: int) -> bool:
         """Whether optimizer step ``step`` ends a checkpoint (every ``every_steps``, else every epoch)."""
         every = self.soi.every_steps or self._soi_steps_per_epoch
@@ -516,9 +520,6 @@ class SoiTrainer(RecordingMixin, Trainer):
         return RunMeta(tasks=tasks, recording_mode=modes[0],
                        checkpoint_unit=soi.checkpoint_unit, model=model_name, setting=soi.setting, seed=args.seed,
                        extra=extra)
-
-    def _soi_eval_batch_size(self) -> int:
-        return int(self.soi.eval_batch_size or self.args.per_device_eval_batch_size)
 
     # ------------------------------------------------------------------ Trainer overrides
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,

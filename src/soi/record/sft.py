@@ -381,9 +381,6 @@ class SoiSFTTrainer(RecordingMixin, SFTTrainer):
         return RunMeta(tasks=tasks, recording_mode="train-pass", checkpoint_unit=soi.checkpoint_unit,
                        model=model_name, setting=soi.setting, seed=args.seed, extra=extra)
 
-    def _soi_eval_batch_size(self) -> int:
-        return int(self.soi.eval_batch_size or self.args.per_device_eval_batch_size)
-
     # ------------------------------------------------------------------ Trainer overrides
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
