@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from soi.analysis import expr
-from soi.analysis.metrics import _check_2d, correctness, first_correct, forgetting_events
+from soi.analysis.metrics import check_2d, correctness, first_correct, forgetting_events
 from soi.errors import SoiError
 
 SOI_CATEGORIES: tuple[str, ...] = (
@@ -63,7 +63,7 @@ def soi_categories(correct: np.ndarray, *, late_fraction: float = 0.5) -> np.nda
     ['always_correct', 'learned_early', 'learned_late', 'forgettable_recovered', 'forgettable_lost',
      'never_learned']
     """
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     return categories_from_stats(first_correct(c), forgetting_events(c), correctness(c), c[:, -1], c.shape[1],
                                  late_fraction=late_fraction)
 

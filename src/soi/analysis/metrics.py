@@ -26,7 +26,8 @@ NEVER_CORRECT_FORGETFULNESS = 1000
 """cartography's forgetfulness for an example that is never predicted correctly."""
 
 
-def _check_2d(a: np.ndarray, name: str) -> np.ndarray:
+def check_2d(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` as an array of shape (examples, checkpoints) with >= 1 checkpoint, else a SoiError naming ``name``."""
     a = np.asarray(a)
     if a.ndim != 2 or a.shape[1] == 0:
         raise SoiError(f"{name} must have shape (examples, checkpoints) with >= 1 checkpoint, got {a.shape}")
@@ -35,7 +36,7 @@ def _check_2d(a: np.ndarray, name: str) -> np.ndarray:
 
 def confidence(p_gold: np.ndarray) -> np.ndarray:
     r"""Mean gold-label probability, :math:`\hat\mu_i = \frac1E \sum_e p_{i,e}(y_i)` (float64)."""
-    return _check_2d(p_gold, "p_gold").mean(axis=1, dtype=np.float64)
+    return check_2d(p_gold, "p_gold").mean(axis=1, dtype=np.float64)
 
 
 def variability(p_gold: np.ndarray, *, include_ci: bool = False) -> np.ndarray:
@@ -44,7 +45,7 @@ def variability(p_gold: np.ndarray, *, include_ci: bool = False) -> np.ndarray:
     With ``include_ci=True``, cartography's variant from active bias (Chang et al., 2017):
     :math:`\sqrt{v + v^2/(E-1)}` with :math:`v = \hat\sigma_i^2`; needs E >= 2.
     """
-    p = _check_2d(p_gold, "p_gold")
+    p = check_2d(p_gold, "p_gold")
     mean = p.mean(axis=1, dtype=np.float64)
     var = np.zeros(p.shape[0], np.float64)
     for j in range(p.shape[1]):  # loop over checkpoints, vectorised over examples (no (N, E) float64 copy)
@@ -66,30 +67,30 @@ def threshold_closeness(conf: np.ndarray) -> np.ndarray:
 
 def correctness(correct: np.ndarray) -> np.ndarray:
     """Number of checkpoints at which the example is predicted correctly (cartography's correctness)."""
-    return _check_2d(correct, "correct").sum(axis=1, dtype=np.int64)
+    return check_2d(correct, "correct").sum(axis=1, dtype=np.int64)
 
 
 def correctness_fraction(correct: np.ndarray) -> np.ndarray:
     """Fraction of checkpoints at which the example is predicted correctly."""
-    c = _check_2d(correct, "correct")
+    c = check_2d(correct, "correct")
     return c.sum(axis=1, dtype=np.int64) / c.shape[1]
 
 
 def forgetting_events(correct: np.ndarray) -> np.ndarray:
     """Number of forgetting events (correct at t, wrong at t+1; Toneva et al., 2019)."""
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     return (c[:, :-1] & ~c[:, 1:]).sum(axis=1, dtype=np.int64)
 
 
 def forgetfulness(correct: np.ndarray) -> np.ndarray:
     """cartography's forgetfulness: forgetting events, or 1000 for an example never predicted correctly."""
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     return np.where(c.any(axis=1), forgetting_events(c), NEVER_CORRECT_FORGETFULNESS)
 
 
 def first_correct(correct: np.ndarray) -> np.ndarray:
     """0-based index of the first checkpoint with a correct prediction; -1 if never correct."""
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     out = np.full(c.shape[0], -1, np.int32)
     for j in range(c.shape[1] - 1, -1, -1):  # per checkpoint, vectorised over examples
         np.copyto(out, j, where=c[:, j])
@@ -102,7 +103,7 @@ def first_learned(correct: np.ndarray) -> np.ndarray:
     This is the "learned" checkpoint of learning-speed analyses: ``k`` such that ``correct[k:]`` are all
     true and ``correct[k-1]`` (if any) is false.
     """
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     last_wrong = np.full(c.shape[0], -1, np.int32)
     for j in range(c.shape[1]):
         np.copyto(last_wrong, j, where=~c[:, j])
@@ -111,17 +112,17 @@ def first_learned(correct: np.ndarray) -> np.ndarray:
 
 def final_correct(correct: np.ndarray) -> np.ndarray:
     """Correctness at the last checkpoint."""
-    return _check_2d(correct, "correct")[:, -1].astype(bool)
+    return check_2d(correct, "correct")[:, -1].astype(bool)
 
 
 def aum(margin: np.ndarray) -> np.ndarray:
     """Area under the margin: mean over checkpoints of gold logit minus largest other logit (Pleiss et al., 2020)."""
-    return _check_2d(margin, "margin").mean(axis=1, dtype=np.float64)
+    return check_2d(margin, "margin").mean(axis=1, dtype=np.float64)
 
 
 def mean_loss(loss: np.ndarray) -> np.ndarray:
     """Mean per-example loss over checkpoints."""
-    return _check_2d(loss, "loss").mean(axis=1, dtype=np.float64)
+    return check_2d(loss, "loss").mean(axis=1, dtype=np.float64)
 
 
 def all_metrics(
@@ -133,8 +134,8 @@ def all_metrics(
     include_ci: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every per-example metric, keyed by column name (the columns of ``per_example.parquet``)."""
-    p = _check_2d(p_gold, "p_gold")
-    c = _check_2d(correct, "correct").astype(bool, copy=False)
+    p = check_2d(p_gold, "p_gold")
+    c = check_2d(correct, "correct").astype(bool, copy=False)
     if c.shape != p.shape:
         raise SoiError(f"correct has shape {c.shape}, p_gold {p.shape}")
     conf = confidence(p)

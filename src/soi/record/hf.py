@@ -41,7 +41,7 @@ from torch.utils.data import Dataset as TorchDataset
 from transformers import Trainer, TrainerCallback
 
 from soi.errors import SoiError
-from soi.record.recorder import PARTIAL_DIR, DynamicsRecorder, _distributed
+from soi.record.recorder import PARTIAL_DIR, DynamicsRecorder, distributed
 from soi.record.trackers import SoiTrackerCallback
 from soi.store.meta import PART_RE, RunMeta, dynamics_dir
 from soi.store.writer import examples_table
@@ -262,7 +262,7 @@ def _logits_of(outputs: Any) -> torch.Tensor:
 
 
 def _sum_over_ranks(x: int) -> int:
-    dist = _distributed()
+    dist = distributed()
     if dist is None or dist.get_world_size() == 1:
         return x
     got: list[Any] = [None] * dist.get_world_size()
@@ -496,7 +496,7 @@ class SoiTrainer(RecordingMixin, Trainer):
 
     def _soi_meta(self) -> RunMeta:
         soi, args = self.soi, self.args
-        world = _distributed().get_world_size() if _distributed() is not None else 1
+        world = distributed().get_world_size() if distributed() is not None else 1
         config = getattr(self.model, "config", None)
         model_name = soi.model_name or getattr(config, "name_or_path", None) or type(self.model).__name__
         modes = ["train-pass", "eval-pass"] if soi.mode == "both" else [soi.mode]
@@ -546,7 +546,7 @@ class SoiTrainer(RecordingMixin, Trainer):
         """Create the recorders (on_train_begin); when resuming, restore the state saved at ``global_step``."""
         soi = self.soi
         run_dir = Path(soi.run_dir)
-        rank = _distributed().get_rank() if _distributed() is not None else 0
+        rank = distributed().get_rank() if distributed() is not None else 0
         meta = self._soi_meta()
         prior = None
         if self._soi_resuming and (run_dir / "run.json").is_file():

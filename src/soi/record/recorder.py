@@ -80,8 +80,6 @@ def distributed() -> Any:
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
-_distributed = distributed
-
 
 class DynamicsRecorder:
     """Record per-example training dynamics into a soi run directory.
@@ -120,7 +118,7 @@ class DynamicsRecorder:
             raise SoiError("DynamicsRecorder: keep_logits needs logits; a recorder with extra_columns takes rows")
         self.columns = (*_COLUMNS, *extra)
         self.extra_columns = extra
-        dist = _distributed()
+        dist = distributed()
         self.rank = rank if rank is not None else (dist.get_rank() if dist else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if dist else 1)
         self.run_dir = Path(run_dir)
@@ -298,7 +296,7 @@ class DynamicsRecorder:
         if idx.size:
             _, first = np.unique(idx, return_index=True)
             keep[first] = True
-        dist = _distributed()
+        dist = distributed()
         if dist is not None and self.world_size > 1:
             seen: list[Any] = [None] * self.world_size
             dist.all_gather_object(seen, np.unique(idx))
