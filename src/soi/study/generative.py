@@ -6,7 +6,8 @@ fine-tuning, constant learning rate, a checkpoint every N steps, train-pass dyna
 by :class:`~soi.record.SoiSFTTrainer`), keep the checkpoint with the lowest validation loss, evaluate per language
 by greedy decoding (math: exact match of the final number; instruction / summarization: ROUGE-L, chrF and
 response-language fidelity), then compute the transfer metrics (:mod:`soi.gen.transfer`) and write the summary,
-CSV tables and figures.
+CSV tables and figures. The run protocol (skip / resume, ``result.json`` last, cached analysis) is the study
+engine's (:mod:`soi.study.engine`); :class:`GenerativeStudy` is its adapter.
 
 Layout under ``out``::
 
@@ -28,11 +29,10 @@ dynamics equal an uninterrupted run's), and an unfinished run without one is cle
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +42,24 @@ from soi._io import write_json, write_text
 from soi.config.generative import METRICS, GenerativeStudyConfig, RunSpec
 from soi.errors import SoiError
 from soi.gen.mixture import Mixture, MixtureSpec, PoolSource, build_mixture
+from soi.store.layout import (
+    FIGURES_DIR,
+    FINGERPRINT_FILE,
+    MIXTURE_FILE,
+    PREDICTIONS_FILE,
+    RESULT_FILE,
+    SUMMARY_FILE,
+    TABLES_DIR,
+    StudyLayout,
+)
+from soi.store.layout import k_run_name as run_name
+from soi.study.engine import RunJob, StudyAdapter, analyse, fingerprint_of, mean_shares, mean_std, run_study_with
 from soi.study.tables import csv_text
-
-RESULT_FILE = "result.json"
-SUMMARY_FILE = "summary.json"
-MIXTURE_FILE = "mixture.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-TABLES_DIR = "tables"
-FIGURES_DIR = "figures"
-
-
-def run_name(run: str, k: int) -> str:
-    """The name of run ``run`` at ``k``: ``<run>-k<k>``."""
-    return f"{run}-k{k}"
 
 
 def run_dir_of(out: Path, run: str, k: int, seed: int) -> Path:
     """``out/runs/<run>-k<k>/seed-<seed>``."""
-    return Path(out) / "runs" / run_name(run, k) / f"seed-{seed}"
+    return StudyLayout(out).k_run_dir(run, k, seed)
 
 
 # ------------------------------------------------------------------------------------------------ mixtures
@@ -151,18 +151,20 @@ def aggregate(kind: str, rows: Sequence[Mapping[str, Any]], predictions: Sequenc
 
 
 # ------------------------------------------------------------------------------------------------- running
-def _fingerprint(config: GenerativeStudyConfig, run: RunSpec, k: int, seed: int) -> str:
+def fingerprint(config: GenerativeStudyConfig, run: RunSpec, k: int, seed: int) -> str:
     """Hash of everything that determines one run's training and evaluation."""
     blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
             "training": config.training.model_dump(), "generation": config.generation.model_dump(),
             "recording": config.recording.model_dump(), "run": run.model_dump(), "k": k, "seed": seed,
             "tasks": {t: {"spec": config.tasks[t].model_dump(), "mixture": config.task_mixture(t)} for t in run.tasks},
             "languages": study_languages(config)}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint_of(blob)
 
 
-def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, model: Any,
-              tokenizer: Any, rdir: Path, progress: bool) -> dict[str, Any]:
+def evaluate_run(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, model: Any,
+                 tokenizer: Any, rdir: Path, progress: bool) -> dict[str, Any]:
+    """Greedy-decode every eval row of the run's tasks, score it per example and per language, and write
+    ``predictions.jsonl``; returns ``result["eval"]``."""
     from soi.gen.sft import generate
 
     candidates = study_languages(config)
@@ -187,34 +189,69 @@ def _evaluate(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], ru
             lines.append(json.dumps({"task": task, "id": r["id"], "language": r["language"], "prediction": preds[i],
                                      "reference": r["answer"] if kind == "math" else r["response"]}
                                     | {m: float(v[i]) for m, v in per_ex.items()}, ensure_ascii=False))
-    write_text(rdir / PREDICTIONS_FILE, "\n".join(lines) + "\n")
+    write_text(StudyLayout.predictions(rdir), "\n".join(lines) + "\n")
     return evals
 
 
-FINGERPRINT_FILE = "fingerprint.json"
+@dataclass
+class _Trained:
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any]
+    start: float
 
 
-def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], run: RunSpec, k: int, seed: int,
-               model_path: str, rdir: Path, progress: bool) -> dict[str, Any]:
-    from soi.model.causal import load_causal_lm
-    from soi.train.sft import CHECKPOINTS_DIR, last_checkpoint, train_sft_trl
+class GenerativeStudy(StudyAdapter):
+    """The engine adapter of generative studies: one job per run x k x seed (``runs/<run>-k<k>/seed-<s>``),
+    resumable from TRL checkpoints."""
 
-    fingerprint = _fingerprint(config, run, k, seed)
-    marker = rdir / FINGERPRINT_FILE
-    resume = (marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
-              and last_checkpoint(rdir / CHECKPOINTS_DIR) is not None)
-    if rdir.exists() and not resume:  # an interrupted run without a usable checkpoint: start it again
-        shutil.rmtree(rdir)
-    rdir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"fingerprint": fingerprint})
-    start = time.perf_counter()
-    write_json(rdir / MIXTURE_FILE, {t: mixtures[t].manifest(k) for t in run.tasks})
-    train_rows = [r for t in run.tasks for r in mixtures[t].train_rows(k)]
-    val_rows = [r for t in run.tasks for r in mixtures[t].validation_rows()]
-    t, rec = config.training, config.recording
-    info: dict[str, Any] = {"n_train": len(train_rows), "n_validation": len(val_rows)}
-    if train_rows:
-        res = train_sft_trl(model_path, train_rows, rdir, validation=val_rows or None, record=rec.enabled,
+    kind = "generative"
+    resumable = True
+
+    def __init__(self, config: GenerativeStudyConfig, source: str = "<study>") -> None:
+        super().__init__(config)
+        self.source = source
+        self.mixtures: dict[str, Mixture] = {}
+        self.model_path = ""
+
+    def prepare(self) -> None:
+        from soi.model import resolve_model
+
+        self.mixtures = build_mixtures(self.config, self.source)
+        self.model_path = resolve_model(self.config.model)
+
+    def runs(self) -> list[RunJob]:
+        cfg = self.config
+        todo = [(run, k, s) for run in cfg.run_list() for k in cfg.ks(run) for s in cfg.seeds]
+        return [RunJob((run.name, k, s), run_name(run.name, k), s, self.layout.k_run_dir(run.name, k, s),
+                       f"[{i}/{len(todo)}] {run.name} ({', '.join(run.tasks)}) k={k} seed {s}", spec=(run, k))
+                for i, (run, k, s) in enumerate(todo, 1)]
+
+    def fingerprint(self, job: RunJob) -> str:
+        run, k = job.spec
+        return fingerprint(self.config, run, k, job.seed)
+
+    def can_resume(self, job: RunJob, run_dir: Path) -> bool:
+        from soi.train.sft import CHECKPOINTS_DIR, last_checkpoint
+
+        return last_checkpoint(run_dir / CHECKPOINTS_DIR) is not None
+
+    def train_one(self, job: RunJob, run_dir: Path, *, resume: bool) -> _Trained:
+        from soi.model.causal import load_causal_lm
+        from soi.train.sft import train_sft_trl
+
+        config, mixtures, (run, k), seed = self.config, self.mixtures, job.spec, job.seed
+        start = time.perf_counter()
+        write_json(StudyLayout.mixture(run_dir), {t: mixtures[t].manifest(k) for t in run.tasks})
+        train_rows = [r for t in run.tasks for r in mixtures[t].train_rows(k)]
+        val_rows = [r for t in run.tasks for r in mixtures[t].validation_rows()]
+        t, rec = config.training, config.recording
+        info: dict[str, Any] = {"n_train": len(train_rows), "n_validation": len(val_rows)}
+        if not train_rows:  # nothing to train on (english_n = 0 and k = 0): the base model is the k = 0 baseline
+            model, tokenizer = load_causal_lm(self.model_path, dtype=t.dtype)
+            info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": [], "dynamics": False}
+            return _Trained(model, tokenizer, info, start)
+        res = train_sft_trl(self.model_path, train_rows, run_dir, validation=val_rows or None, record=rec.enabled,
                             epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, lr=t.lr,
                             warmup_steps=t.warmup_steps, checkpoint_every=t.checkpoint_every,
                             max_length=t.max_length,
@@ -222,10 +259,9 @@ def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], r
                             seed=seed, probe=rec.probe or None, probe_seed=config.data_seed,
                             probe_max_new_tokens=rec.probe_max_new_tokens,
                             eval_batch_size=config.generation.batch_size, model_name=config.model,
-                            setting=run.setting, progress=progress, resume=resume,
-                            meta_extra={"study": config.name, "run": run_name(run.name, k), "family": run.name,
+                            setting=run.setting, progress=self.progress, resume=resume,
+                            meta_extra={"study": config.name, "run": job.run, "family": run.name,
                                         "k": k, "train_tasks": list(run.tasks)})
-        model, tokenizer = res.model, res.tokenizer
         info |= {"steps": res.steps, "best_step": res.best_step,
                  "validation_loss": {str(s): v for s, v in res.validation_loss.items()},
                  "train_loss": res.train_loss, "train_tokens": res.train_tokens,
@@ -233,42 +269,41 @@ def _train_one(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture], r
                  "dynamics": rec.enabled, "resumed_from": res.resumed_from,
                  "models": {"best": res.best_dir.name if res.best_dir else None,
                             "final": (res.final_dir or res.best_dir).name if res.best_dir else None}}
-    else:  # nothing to train on (english_n = 0 and k = 0): the base model is the k = 0 baseline
-        model, tokenizer = load_causal_lm(model_path, dtype=t.dtype)
-        info |= {"steps": 0, "best_step": None, "validation_loss": {}, "train_loss": [], "dynamics": False}
-    t_eval = time.perf_counter()
-    evals = _evaluate(config, mixtures, run, model, tokenizer, rdir, progress)
-    info["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
-    result = {"study": config.name, "run": run.name, "setting": run.setting, "tasks": list(run.tasks), "k": k,
-              "seed": seed, "model": config.model, "fingerprint": fingerprint,
-              "n_train_by_language": {task: mixtures[task].manifest(k)["counts"]["train"] for task in run.tasks},
-              **info, "eval": evals, "elapsed_s": round(time.perf_counter() - start, 3)}
-    write_json(rdir / RESULT_FILE, result)  # last, atomically: marks the run finished
-    return result
+        return _Trained(res.model, res.tokenizer, info, start)
 
+    def evaluate(self, job: RunJob, trained: _Trained, run_dir: Path) -> dict[str, Any]:
+        config, (run, k) = self.config, job.spec
+        info = dict(trained.info)
+        t_eval = time.perf_counter()
+        evals = evaluate_run(config, self.mixtures, run, trained.model, trained.tokenizer, run_dir, self.progress)
+        info["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
+        return {"study": config.name, "run": run.name, "setting": run.setting, "tasks": list(run.tasks), "k": k,
+                "seed": job.seed, "model": config.model, "fingerprint": self.fingerprint(job),
+                "n_train_by_language": {task: self.mixtures[task].manifest(k)["counts"]["train"]
+                                        for task in run.tasks},
+                **info, "eval": evals, "elapsed_s": round(time.perf_counter() - trained.start, 3)}
 
-def _analyse(rdir: Path) -> dict[str, Any] | None:
-    """``soi analyze`` summary of a run directory (cached in its analysis/ folder); ``None`` without dynamics."""
-    from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
-    from soi.analysis.per_example import analyze_run
-    from soi.store.meta import ANALYSIS_DIR
+    def analyse(self, job: RunJob, result: Mapping[str, Any]) -> dict[str, Any]:
+        return {"main": analyse(job.dir), "probe": analyse(StudyLayout.probe(job.dir))}
 
-    if not (rdir / "run.json").is_file():
-        return None
-    cached = rdir / ANALYSIS_DIR / ANALYSIS_SUMMARY
-    result = rdir / RESULT_FILE
-    if cached.is_file() and (not result.is_file() or cached.stat().st_mtime >= result.stat().st_mtime):
-        return json.loads(cached.read_text(encoding="utf-8"))
-    return analyze_run(rdir).summary
+    def summarise(self, results: Mapping[Any, Mapping[str, Any]], analyses: Mapping[Any, Any],
+                  comparisons: Sequence[Any]) -> dict[str, Any]:
+        return summarise(self.config, self.layout.out, results, analyses)
+
+    def write_outputs(self, summary: dict[str, Any]) -> None:
+        from soi.gen.transfer import plot_transfer
+
+        figures = []
+        for key, t in summary["transfer"].items():
+            figures += [str(p) for p in plot_transfer(t, self.layout.figures, key.replace(":", "_"))]
+        summary["figures"] = figures
+        write_tables(summary, self.layout.out)
+
+    def print_summary(self, summary: Mapping[str, Any]) -> None:
+        print_summary(summary, self.console)
 
 
 # ------------------------------------------------------------------------------------------------- summary
-def _mean_std(values: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "values": [float(v) for v in arr]}
-
-
 def transfer_keys(config: GenerativeStudyConfig) -> dict[tuple[str, str], str]:
     """``{(run, task): key of summary["transfer"]}``: the task name, or ``<run>:<task>`` when several runs train
     the task (e.g. single-task vs multi-task)."""
@@ -279,20 +314,6 @@ def transfer_keys(config: GenerativeStudyConfig) -> dict[tuple[str, str], str]:
 
 def _group(lang: str, mix: Mapping[str, Any]) -> str:
     return "seen" if lang in mix["seen"] else "unseen" if lang in mix["unseen"] else "english"
-
-
-def _shares(sums: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[str, dict[str, float]]]:
-    """SOI shares per group key / group / category, averaged over the seeds that have an analysis."""
-    have = [s for s in sums if s is not None]
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    if not have:
-        return out
-    for gkey, groups in have[0]["groups"].items():
-        out[gkey] = {}
-        for gname in groups:
-            vals = [s["groups"][gkey][gname]["shares"] for s in have if gname in s["groups"].get(gkey, {})]
-            out[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
-    return out
 
 
 def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[str, int, int], Mapping[str, Any]],
@@ -317,7 +338,7 @@ def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[s
                 langs = {}
                 for lang, m in first["languages"].items():
                     langs[lang] = {"n": m["n"], "group": _group(lang, mix)} | {
-                        metric: _mean_std([r["eval"][task]["languages"][lang][metric] for r in per_seed])
+                        metric: mean_std([r["eval"][task]["languages"][lang][metric] for r in per_seed])
                         for metric in first["metrics"]}
                 evals[task] = {"kind": first["kind"], "metric": config.metric(task), "metrics": first["metrics"],
                                "languages": langs}
@@ -326,8 +347,8 @@ def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[s
                 "seeds": list(config.seeds), "dirs": [str(run_dir_of(out, run.name, k, s)) for s in config.seeds],
                 "n_train": per_seed[0]["n_train_by_language"], "eval": evals,
                 "best_step": [r.get("best_step") for r in per_seed], "steps": [r.get("steps") for r in per_seed],
-                "soi_shares": _shares([analyses.get((run.name, k, s), {}).get("main") for s in config.seeds]),
-                "probe_soi_shares": _shares([analyses.get((run.name, k, s), {}).get("probe")
+                "soi_shares": mean_shares([analyses.get((run.name, k, s), {}).get("main") for s in config.seeds]),
+                "probe_soi_shares": mean_shares([analyses.get((run.name, k, s), {}).get("probe")
                                              for s in config.seeds])}
         for task in run.tasks:
             mix, metric = config.task_mixture(task), config.metric(task)
@@ -372,7 +393,7 @@ def write_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
                            "unseen_mean": _round(t["unseen_mean"][s]), "gap": _round(t["gap"][s])})
     paths = {}
     for name, rows in (("scores", scores), ("transfer", trans), ("transfer_groups", groups)):
-        paths[name] = out / TABLES_DIR / f"{name}.csv"
+        paths[name] = StudyLayout(out).table(name)
         write_text(paths[name], csv_text(rows))
     return paths
 
@@ -409,51 +430,10 @@ def run_generative_study(config_or_path: GenerativeStudyConfig | str | Path, out
         config, source = config_or_path, "<study>"
     else:
         config, source = GenerativeStudyConfig.from_yaml(config_or_path), Path(config_or_path).name
-    from soi.study.runner import prepare_out
-
-    out = prepare_out(out_dir, config)
-
-    from rich.console import Console
-
-    from soi.model import resolve_model
-
-    console = Console(highlight=False, quiet=not progress)
-    mixtures = build_mixtures(config, source)
-    model_path = resolve_model(config.model)
-    results: dict[tuple[str, int, int], dict[str, Any]] = {}
-    todo = [(run, k, s) for run in config.run_list() for k in config.ks(run) for s in config.seeds]
-    for i, (run, k, seed) in enumerate(todo, 1):
-        rdir = run_dir_of(out, run.name, k, seed)
-        done = rdir / RESULT_FILE
-        label = f"[{i}/{len(todo)}] {run.name} ({', '.join(run.tasks)}) k={k} seed {seed}"
-        if done.is_file():
-            result = json.loads(done.read_text(encoding="utf-8"))
-            if result.get("fingerprint") != _fingerprint(config, run, k, seed):
-                raise SoiError(f"run {run_name(run.name, k)!r} seed {seed} was trained with different settings; "
-                               "use a new --out (or delete that run directory)", path=rdir)
-            console.print(f"{label}: done already, skipped")
-        else:
-            console.print(f"{label}: training")
-            result = _train_one(config, mixtures, run, k, seed, model_path, rdir, progress)
-        results[run.name, k, seed] = result
-
-    analyses = {}
-    for (name, k, seed) in results:
-        rdir = run_dir_of(out, name, k, seed)
-        analyses[name, k, seed] = {"main": _analyse(rdir), "probe": _analyse(rdir / "probe")}
-    summary = summarise(config, out, results, analyses)
-    from soi.gen.transfer import plot_transfer
-
-    figures = []
-    for key, t in summary["transfer"].items():
-        figures += [str(p) for p in plot_transfer(t, out / FIGURES_DIR, key.replace(":", "_"))]
-    summary["figures"] = figures
-    write_tables(summary, out)
-    write_json(out / SUMMARY_FILE, summary)
-    if progress:
-        print_summary(summary, console)
-    return summary
+    return run_study_with(GenerativeStudy(config, source), out_dir, progress=progress)
 
 
-__all__ = ["GenerativeStudyConfig", "build_mixtures", "mixture_spec", "run_dir_of", "run_generative_study",
-           "summarise", "transfer_keys", "write_tables"]
+__all__ = ["FIGURES_DIR", "FINGERPRINT_FILE", "MIXTURE_FILE", "PREDICTIONS_FILE", "RESULT_FILE", "SUMMARY_FILE",
+           "TABLES_DIR", "GenerativeStudy", "GenerativeStudyConfig", "build_mixtures", "evaluate_run", "fingerprint",
+           "mixture_spec", "run_dir_of", "run_generative_study", "run_name", "summarise", "transfer_keys",
+           "write_tables"]
