@@ -172,3 +172,119 @@ def _save(fig: Any, path: str | Path, dpi: int) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
+
+
+# ------------------------------------------------------------------------------------------ statistics (intervals)
+def item_scores(rows: Mapping[tuple[int, int], Sequence[Mapping[str, Any]]], *, task: str, metric: str,
+                ks: Sequence[int], seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-item test-set scores ``{language: (K, S, n)}`` for :func:`soi.analysis.transfer.transfer_statistics`.
+
+    ``rows[(k, seed)]`` are one run's ``predictions.jsonl`` records (``task``, ``id``, ``language``, ``metric``);
+    items are aligned by ``id`` on the first run's order. A language whose items differ between runs is an error.
+    """
+    first = rows[ks[0], seeds[0]]
+    ref: dict[str, np.ndarray] = {}
+    for lang in dict.fromkeys(str(r["language"]) for r in first if r["task"] == task):
+        ref[lang] = np.array([str(r["id"]) for r in first if r["task"] == task and r["language"] == lang])
+    out = {lang: np.empty((len(ks), len(seeds), ids.size)) for lang, ids in ref.items()}
+    for i, k in enumerate(ks):
+        for j, s in enumerate(seeds):
+            run = [r for r in rows[k, s] if r["task"] == task]
+            langs = np.array([str(r["language"]) for r in run])
+            ids = np.array([str(r["id"]) for r in run])
+            vals = np.array([float(r[metric]) for r in run], np.float64)
+            for lang, want in ref.items():
+                sel = langs == lang
+                have, v = ids[sel], vals[sel]
+                order = np.argsort(have, kind="stable")
+                pos = np.searchsorted(have[order], want)
+                if have.size != want.size or np.any(pos >= have.size) or np.any(have[order][np.minimum(
+                        pos, max(have.size - 1, 0))] != want):
+                    raise SoiError(f"task {task!r} language {lang!r}: the eval items at k={k} seed {s} differ from "
+                                   f"those at k={ks[0]} seed {seeds[0]}")
+                out[lang][i, j] = v[order][pos]
+    return out
+
+
+def _ci_arrays(block: Mapping[str, Mapping[str, Any]], ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def get(k: int, f: str) -> float:
+        v = block[str(k)][f]
+        return np.nan if v is None else float(v)
+    return (np.array([get(k, "mean") for k in ks]), np.array([get(k, "lo") for k in ks]),
+            np.array([get(k, "hi") for k in ks]))
+
+
+def plot_transfer_stats(stats: Mapping[str, Any], path: str | Path, *, title: str = "", dpi: int = DPI) -> Path:
+    """Two panels from :func:`soi.analysis.transfer.transfer_statistics`: the gain over ``k = 0`` per language
+    with its interval (seen solid, unseen dashed, others dotted), and the seen / unseen means with intervals."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ks = [int(k) for k in stats["ks"]]
+    fig = Figure(figsize=(10.0, 4.0))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["tab10"]
+    for i, (lang, lv) in enumerate(stats["languages"].items()):
+        style = {"seen": "-", "unseen": "--"}.get(lv["group"], ":")
+        m, lo, hi = _ci_arrays(lv["gain"], ks)
+        off = (i - len(stats["languages"]) / 2) * 0.01 * (max(ks) or 1)  # small x offsets keep the bars apart
+        ax1.errorbar(np.array(ks) + off, m, yerr=[m - lo, hi - m], fmt=style, marker="o", ms=3, capsize=2,
+                     color=cmap(i % 10), label=f"{lang} ({lv['group']})")
+    ax1.axhline(0.0, color="0.5", lw=0.8)
+    ax1.set_ylabel(f"gain in {stats['metric']} over k=0")
+    for name, g in stats["groups"].items():
+        m, lo, hi = _ci_arrays(g["score"], ks)
+        color = "tab:blue" if name == "seen" else "tab:orange"
+        ax2.plot(ks, m, "-" if name == "seen" else "--", marker="o", color=color, label=f"{name} mean")
+        ax2.fill_between(ks, lo, hi, color=color, alpha=0.2, linewidth=0)
+    ax2.set_ylabel(stats["metric"])
+    for ax in (ax1, ax2):
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("k (training examples per seen language)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    pct = round(100 * stats["level"])
+    ax1.set_title(f"gain, {pct}% interval ({stats['data']})", fontsize=9)
+    ax2.set_title(f"group means, {pct}% interval", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_transfer_by_model(points: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str, title: str = "",
+                           dpi: int = DPI) -> Path:
+    """Transfer against model size: the seen and unseen mean gains at the largest ``k`` (with intervals) per model,
+    x = parameter count (log scale). ``points``: ``{model, parameters, k, seen: {mean, lo, hi}, unseen: ...}``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    pts = sorted(points, key=lambda p: p["parameters"])
+    x = np.array([float(p["parameters"]) for p in pts])
+    for name, color, style in (("seen", "tab:blue", "-"), ("unseen", "tab:orange", "--")):
+        have = [p for p in pts if p.get(name)]
+        if not have:
+            continue
+        xs = np.array([float(p["parameters"]) for p in have])
+        m = np.array([p[name]["mean"] for p in have], float)
+        lo = np.array([np.nan if p[name]["lo"] is None else p[name]["lo"] for p in have], float)
+        hi = np.array([np.nan if p[name]["hi"] is None else p[name]["hi"] for p in have], float)
+        ax.errorbar(xs, m, yerr=[m - lo, hi - m], fmt=style, marker="o", capsize=3, color=color,
+                    label=f"{name} mean gain")
+    for p, xv in zip(pts, x, strict=True):
+        ax.annotate(str(p["model"]), (xv, 0), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=7)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    if x.size and x.max() > 0 and x.min() > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"gain in {metric} over k=0 at k={max((p['k'] for p in pts), default=0)}")
+    ax.set_title(title or "transfer vs model size", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

@@ -1,0 +1,48 @@
+"""soi.gen.transfer's per-item score arrays (from predictions.jsonl records) and the interval figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soi.analysis.transfer import transfer_statistics
+from soi.errors import SoiError
+from soi.gen.transfer import item_scores, plot_transfer_by_model, plot_transfer_stats
+
+
+def records(k: int, seed: int, order: list[int]) -> list[dict]:
+    rows = []
+    for i in order:
+        for lang in ("en", "es"):
+            rows.append({"task": "math", "id": f"{lang}-{i}", "language": lang,
+                         "exact_match": float((i + k + seed + (lang == "es")) % 2)})
+    rows.append({"task": "other", "id": "x", "language": "en", "exact_match": 1.0})
+    return rows
+
+
+def test_item_scores_align_by_id() -> None:
+    rows = {(0, 0): records(0, 0, [0, 1, 2]), (0, 1): records(0, 1, [2, 0, 1]),
+            (8, 0): records(8, 0, [1, 2, 0]), (8, 1): records(8, 1, [0, 2, 1])}
+    x = item_scores(rows, task="math", metric="exact_match", ks=[0, 8], seeds=[0, 1])
+    assert set(x) == {"en", "es"}
+    assert x["en"].shape == (2, 2, 3)
+    for ki, k in enumerate([0, 8]):
+        for si, s in enumerate([0, 1]):
+            assert x["en"][ki, si].tolist() == [float((i + k + s) % 2) for i in range(3)]
+            assert x["es"][ki, si].tolist() == [float((i + k + s + 1) % 2) for i in range(3)]
+    rows[8, 1] = records(8, 1, [0, 2])
+    with pytest.raises(SoiError, match="items at k=8 seed 1 differ"):
+        item_scores(rows, task="math", metric="exact_match", ks=[0, 8], seeds=[0, 1])
+
+
+def test_figures(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = {lang: (rng.random((3, 2, 20)) < 0.4 + 0.1 * np.arange(3)[:, None, None]).astype(float)
+         for lang in ("en", "es", "de")}
+    st = transfer_statistics(x, [0, 8, 32], seen=["es"], unseen=["de"], n_boot=100, metric="exact_match")
+    p = plot_transfer_stats(st, tmp_path / "f.png", title="math")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pts = [{"model": m, "parameters": n, "k": 32, "seen": st["groups"]["seen"]["gain"]["32"],
+            "unseen": st["groups"]["unseen"]["gain"]["32"]} for m, n in (("a", 27_000), ("b", 135_000_000))]
+    q = plot_transfer_by_model(pts, tmp_path / "m.png", metric="exact_match")
+    assert q.stat().st_size > 1000
