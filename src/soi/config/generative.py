@@ -133,6 +133,78 @@ class GenerationSpec(_Model):
     batch_size: int = Field(16, ge=1)
 
 
+class JudgeSpec(_Model):
+    """``scoring.judge``: an OpenAI-compatible chat-completions endpoint as LLM judge (:class:`soi.gen.scorers.
+    OpenAIJudge`)."""
+
+    url: str | None = Field(None, description="http://host:port (or .../v1, or .../v1/chat/completions)")
+    model: str | None = Field(None, description="the model name the endpoint serves")
+    rubric: str | None = Field(None, description="str.format template with {prompt}, {reference}, {response}; "
+                               "default soi.gen.scorers.DEFAULT_RUBRIC")
+    cache_dir: str | None = Field(None, description="reply cache (default $SOI_CACHE_DIR/judge)")
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    api_key_env: str | None = Field(None, min_length=1, description="environment variable with a bearer token")
+    workers: int = Field(4, ge=1)
+
+
+class LocalScorerSpec(_Model):
+    """``scoring.reward_model`` / ``scoring.local_judge``: a local Hugging Face model (folder or hub id)."""
+
+    model: str | None = Field(None, min_length=1)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(1024, ge=2)
+    normalize: Literal["sigmoid", "none"] = Field("sigmoid", description="reward_model only: sigmoid(r) or r")
+    rubric: str | None = Field(None, description="local_judge only (default: the judge's rubric)")
+
+
+class ScoringSpec(_Model):
+    """The ``scoring:`` section: switch-aware scores and extra scorers (docs/generative.md, "Scoring")."""
+
+    switch_aware: Literal["off", "multiply", "cap"] = "off"
+    switch_cap: float = Field(0.5, ge=0, le=1, description="cap mode: a wrong-language score is at most this")
+    scorers: list[str] = Field(default_factory=list, description="extra scorers for every task (judge, "
+                               "reward_model, local_judge, chrf, unparsed, ...)")
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    reward_model: LocalScorerSpec = Field(default_factory=LocalScorerSpec)
+    local_judge: LocalScorerSpec = Field(default_factory=LocalScorerSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoringSpec:
+        from soi.gen.scorers import SCORERS, check_rubric
+
+        for i, name in enumerate(self.scorers):
+            if name not in SCORERS:
+                raise _FieldError(f"scoring.scorers[{i}]", f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
+        if len(set(self.scorers)) != len(self.scorers):
+            raise _FieldError("scoring.scorers", f"scorer listed twice: {self.scorers}")
+        if "judge" in self.scorers:
+            for f in ("url", "model"):
+                if not getattr(self.judge, f):
+                    raise _FieldError(f"scoring.judge.{f}", f"the judge scorer needs scoring.judge.{f}")
+        for key in ("reward_model", "local_judge"):
+            if key in self.scorers and not getattr(self, key).model:
+                raise _FieldError(f"scoring.{key}.model", f"the {key} scorer needs a model (local folder or hub id)")
+            if key in self.scorers and (err := local_model_error(getattr(self, key).model)) is not None:
+                raise _FieldError(f"scoring.{key}.model", err)
+        for where, rubric in (("judge", self.judge.rubric), ("local_judge", self.local_judge.rubric)):
+            if rubric is not None and (err := check_rubric(rubric)) is not None:
+                raise _FieldError(f"scoring.{where}.rubric", err)
+        return self
+
+    def bounded(self, name: str) -> bool:
+        """Whether scorer ``name`` lies in [0, 1] (and so gets a switch-aware twin)."""
+        return not (name == "reward_model" and self.reward_model.normalize == "none")
+
+    @property
+    def is_default(self) -> bool:
+        """No switch-aware scoring and no extra scorer (the scores of a study without ``scoring:``)."""
+        return self.switch_aware == "off" and not self.scorers
+
+
 class RunSpec(_Model):
     """One run: the tasks trained together (one = single-task, several = multi-task), repeated per k and seed."""
 
@@ -158,6 +230,7 @@ class GenerativeStudyConfig(_Model):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     recording: RecordingSpec = Field(default_factory=RecordingSpec)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     runs: list[RunSpec] | None = None
 
     @model_validator(mode="after")
@@ -169,8 +242,8 @@ class GenerativeStudyConfig(_Model):
                 raise _FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "
                                   f"{key!r}")
             kind = self.kind(key)
-            if task.metric is not None and task.metric not in METRICS[kind]:
-                raise _FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(METRICS[kind])}; "
+            if task.metric is not None and task.metric not in self.metrics(key):
+                raise _FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(self.metrics(key))}; "
                                   f"got {task.metric!r}")
             if kind == "summarization" and (task.train is None or task.eval is None):
                 raise _FieldError(f"tasks.{key}", "summarization has no offline data: give train and eval sources "
@@ -181,6 +254,8 @@ class GenerativeStudyConfig(_Model):
                 raise _FieldError(f"tasks.{key}.mixture", f"the English, seen and unseen languages overlap: {langs}")
             if max(mix["k"]) > 0 and not mix["seen"]:
                 raise _FieldError(f"tasks.{key}.mixture.seen", "k > 0 needs at least one seen language")
+            if self.scoring.switch_aware != "off" or "language_fidelity" in METRICS[kind]:
+                self._check_languages(key)
         ks = {key: self.task_mixture(key)["k"] for key in self.tasks}
         seen_runs: set[str] = set()
         for i, run in enumerate(self.run_list()):
@@ -207,6 +282,34 @@ class GenerativeStudyConfig(_Model):
     def metric(self, task: str) -> str:
         """The task's transfer metric."""
         return self.tasks[task].metric or METRICS[self.kind(task)][0]
+
+    def metrics(self, task: str) -> list[str]:
+        """The per-example score columns of ``task``: its kind's metrics, the extra ``scoring.scorers`` and, with
+        ``scoring.switch_aware``, ``language_fidelity`` (+ ``unparsed`` for math) and each ``<metric>_switch``."""
+        from soi.gen.scorers import metric_names
+
+        return metric_names(self.kind(task), self.scoring.scorers, self.scoring.switch_aware, self.scoring.bounded)
+
+    def _check_languages(self, task: str) -> None:
+        """Languages the offline identifier cannot recognise: one error naming the mixture field."""
+        from soi.errors import SoiError
+        from soi.gen.langid import known_languages
+
+        try:
+            known = set(known_languages())
+        except SoiError:  # py3langid missing: the scorer says so when it runs
+            return
+        own = self.tasks[task].mixture
+        for field in ("english", "seen", "unseen"):
+            value = getattr(own, field)
+            where = f"tasks.{task}.mixture.{field}" if value is not None else f"mixture.{field}"
+            codes = self.task_mixture(task)[field]
+            for i, code in enumerate([codes] if isinstance(codes, str) else codes):
+                if code not in known:
+                    loc = where if isinstance(codes, str) else f"{where}[{i}]"
+                    raise _FieldError(loc, f"language {code!r} is unknown to the offline language identifier "
+                                      "(language fidelity / scoring.switch_aware); use ISO 639-1 codes such as "
+                                      "en, es, zh")
 
     def task_mixture(self, task: str) -> dict[str, Any]:
         """The effective mixture fields of ``task`` (defaults < study ``mixture:`` < the task's ``mixture:``)."""

@@ -42,6 +42,11 @@ def known_languages() -> list[str]:
     return list(_identifier(None).labels)
 
 
+def unknown_languages(codes: Iterable[str]) -> list[str]:
+    """The codes in ``codes`` the identifier has no model for (sorted, distinct)."""
+    return sorted(set(codes) - set(known_languages()))
+
+
 def identify(texts: Sequence[str], candidates: Iterable[str] | None = None) -> list[str]:
     """The most likely ISO 639-1 language of each text (``"und"`` for texts without letters).
 
@@ -67,3 +72,15 @@ def language_fidelity(texts: Sequence[str], expected: str | Sequence[str],
     if len(want) != len(langs):
         raise ValueError(f"{len(texts)} texts but {len(want)} expected languages")
     return np.array([a == b for a, b in zip(langs, want, strict=True)], dtype=bool)
+
+
+def language_match(texts: Sequence[str], expected: Sequence[str],
+                   candidates: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(faithful, keep)`` per text: ``faithful`` = identified as the expected language; ``keep`` = faithful *or*
+    without any letter (``"und"``: a bare ``#### 18`` is in no language, so switch-aware scoring leaves it alone)."""
+    langs = np.array(identify(texts, candidates), dtype=object)
+    want = np.array(list(expected), dtype=object)
+    if want.shape != langs.shape:
+        raise ValueError(f"{len(texts)} texts but {len(want)} expected languages")
+    faithful = langs == want
+    return faithful.astype(bool), (faithful | (langs == UNDETERMINED)).astype(bool)

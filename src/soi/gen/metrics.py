@@ -14,6 +14,10 @@ All scores are in ``[0, 1]`` (sacrebleu reports chrF x 100). Pure functions: str
 * **chrF** (Popović 2015, "chrF: character n-gram F-score for automatic MT evaluation"): character n-grams n = 1..6
   with whitespace removed, β = 2, word n-grams 0, per-order F averaged the way ``sacrebleu`` 2.x does by default
   (average precision and recall over the orders that both sides have, then F_β).
+* **Switch-aware scores** (:func:`switch_aware`): a response in another language than the prompt's scores 0
+  (``multiply``) or at most ``cap`` (``cap``), so a model that answers a Spanish prompt in English is not credited
+  for it; Shimabucoro et al. (2025, "A Post-trainer's Guide to Multilingual Training Data") penalise such language
+  switches. The language match comes from :mod:`soi.gen.langid`.
 """
 
 from __future__ import annotations
@@ -98,6 +102,34 @@ def exact_match(predictions: Sequence[str], answers: Sequence[str | float | int 
     pred = np.array([extract_number(p) for p in predictions], dtype=object)
     gold = np.array([normalize_number(a) for a in answers], dtype=object)
     return np.array([g is not None and p == g for p, g in zip(pred, gold, strict=True)], dtype=bool)
+
+
+def answer_unparsed(predictions: Sequence[str]) -> np.ndarray:
+    """Per-example bool: no final number can be read from the output (:func:`extract_number` is ``None``); its mean
+    is the unparsed-answer rate of a math task."""
+    return np.array([extract_number(p) is None for p in predictions], dtype=bool)
+
+
+# ----------------------------------------------------------------------------------------------- switching
+SWITCH_MODES = ("off", "multiply", "cap")
+
+
+def switch_aware(scores: np.ndarray | Sequence[float], match: np.ndarray | Sequence[bool], mode: str = "multiply",
+                 cap: float = 0.5) -> np.ndarray:
+    """Switch-aware scores (any shape; ``match`` broadcasts): where the response's language is not the prompt's
+    (``match`` false), ``multiply`` sets the score to 0 (``score x 1[match]``) and ``cap`` to ``min(score, cap)``;
+    ``off`` returns the scores unchanged (float64 copy)."""
+    if mode not in SWITCH_MODES:
+        raise ValueError(f"switch mode must be one of {', '.join(SWITCH_MODES)}, got {mode!r}")
+    if not 0.0 <= cap <= 1.0:
+        raise ValueError(f"cap must be in [0, 1], got {cap}")
+    s = np.array(scores, dtype=np.float64)
+    m = np.asarray(match, dtype=bool)
+    if mode == "off":
+        return s
+    if mode == "multiply":
+        return s * m
+    return np.where(m, s, np.minimum(s, cap))
 
 
 # -------------------------------------------------------------------------------------------------- tokens
