@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli_common import run_soi
 from soi.analysis import expr
 from soi.errors import SoiError
 
@@ -143,18 +143,7 @@ def test_random_text_never_crashes(expression: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- rules files
-def _cli(capsys, *args) -> tuple[int, str]:
-    from soi.cli.main import main
-
-    old, sys.argv = sys.argv, ["soi", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+_cli = run_soi
 
 
 @pytest.mark.parametrize(("name", "content", "expect"), [

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_common import run_soi
 from soi.errors import SoiError
 from soi.store import load_dynamics
 
@@ -33,18 +33,7 @@ def test_report_max_examples_range(sim_run: Path, tmp_path: Path, bad) -> None:
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
-    from soi.cli.main import main
-
-    old, sys.argv = sys.argv, ["soi", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.err + captured.out
+    return run_soi(capsys, *args, stdout=True)
 
 
 @pytest.mark.parametrize("args", [

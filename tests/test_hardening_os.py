@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cli_common import run_soi
 from soi import _io
 from soi.errors import os_error_message
 
@@ -26,19 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "src" / "soi" / "studies" / "multitask.yaml"
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    """Run the ``soi`` entry point in-process; (exit status, stderr)."""
-    from soi.cli.main import main
-
-    old, sys.argv = sys.argv, ["soi", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+cli = run_soi
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli_common import run_soi
 from soi.errors import SoiError
 from soi.store import load_dynamics
 from soi.store.meta import RunMeta
@@ -22,20 +22,7 @@ PART = "dynamics/ckpt-000001.rank-0000.parquet"
 BAD_UTF8 = b"caf\xe9 \xff"  # Latin-1 bytes: not UTF-8
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    """Run the ``soi`` entry point in-process; (exit status, stderr)."""
-    from soi.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["soi", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+cli = run_soi
 
 
 def set_column(path: Path, name: str, values: pa.Array) -> None:
