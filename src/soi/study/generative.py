@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from soi._io import write_json, write_text
-from soi.config.generative import METRICS, GenerativeStudyConfig, RunSpec
+from soi.config.generative import GenerativeStudyConfig, RunSpec, ScoringSpec
 from soi.errors import SoiError
 from soi.gen.mixture import Mixture, MixtureSpec, PoolSource, build_mixture
 from soi.store.layout import (
@@ -125,29 +125,23 @@ def study_languages(config: GenerativeStudyConfig) -> list[str]:
 
 
 def score_examples(kind: str, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str],
-                   candidates: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Per-example scores: math ``exact_match``; otherwise ``rouge_l`` (F), ``chrf`` and ``language_fidelity``."""
-    from soi.gen import metrics
+                   candidates: Sequence[str] | None = None,
+                   scoring: ScoringSpec | None = None) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Per-example scores and raw scorer outputs (:func:`soi.gen.scorers.score_rows`) of the ``scoring:`` plan:
+    math ``exact_match``; otherwise ``rouge_l`` (F), ``chrf`` and ``language_fidelity``; plus the extra scorers and
+    the switch-aware columns (docs/generative.md, "Scoring")."""
+    from soi.gen.scorers import score_rows
 
-    if kind == "math":
-        return {"exact_match": metrics.exact_match(predictions, [r["answer"] for r in rows]).astype(np.float64)}
-    from soi.gen.langid import language_fidelity
-
-    refs = [r["response"] or "" for r in rows]
-    return {"rouge_l": metrics.rouge_l_f(predictions, refs), "chrf": metrics.chrf(predictions, refs),
-            "language_fidelity": language_fidelity(predictions, [r["language"] for r in rows],
-                                                   candidates).astype(np.float64)}
+    plan = (scoring or ScoringSpec()).plan(kind, None if candidates is None else list(candidates))
+    return score_rows(plan, rows, predictions)
 
 
 def aggregate(kind: str, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str],
-              per_example: Mapping[str, np.ndarray]) -> dict[str, float]:
+              per_example: Mapping[str, np.ndarray], scoring: ScoringSpec | None = None) -> dict[str, float]:
     """One language's scores: means of the per-example scores, chrF at corpus level (Popović 2015)."""
-    from soi.gen.metrics import corpus_chrf
+    from soi.gen.scorers import aggregate_rows
 
-    out = {m: float(np.mean(v)) if len(v) else 0.0 for m, v in per_example.items()}
-    if kind != "math":
-        out["chrf"] = corpus_chrf(predictions, [r["response"] or "" for r in rows])
-    return out
+    return aggregate_rows((scoring or ScoringSpec()).plan(kind), rows, predictions, per_example)
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -158,6 +152,9 @@ def fingerprint(config: GenerativeStudyConfig, run: RunSpec, k: int, seed: int) 
             "recording": config.recording.model_dump(), "run": run.model_dump(), "k": k, "seed": seed,
             "tasks": {t: {"spec": config.tasks[t].model_dump(), "mixture": config.task_mixture(t)} for t in run.tasks},
             "languages": study_languages(config)}
+    if not config.scoring.is_default:  # where the judge runs and how it is retried does not change a score
+        blob["scoring"] = config.scoring.model_dump(exclude={"judge": {"url", "cache_dir", "timeout_s", "retries",
+                                                                       "backoff_s", "api_key_env", "workers"}})
     return fingerprint_of(blob)
 
 
@@ -176,19 +173,21 @@ def evaluate_run(config: GenerativeStudyConfig, mixtures: Mapping[str, Mixture],
         preds = generate(model, tokenizer, [r["prompt"] for r in rows],
                          max_new_tokens=config.generation.max_new_tokens, batch_size=config.generation.batch_size,
                          max_length=config.training.max_length, dtype=config.training.dtype, progress=progress)
-        per_ex = score_examples(kind, rows, preds, candidates)
+        per_ex, raw = score_examples(kind, rows, preds, candidates, config.scoring)
         langs = np.array([r["language"] for r in rows])
         by_lang = {}
         for lang in dict.fromkeys(langs.tolist()):
             idx = np.flatnonzero(langs == lang)
             sub_rows = [rows[i] for i in idx]
-            scores = aggregate(kind, sub_rows, [preds[i] for i in idx], {m: v[idx] for m, v in per_ex.items()})
+            scores = aggregate(kind, sub_rows, [preds[i] for i in idx], {m: v[idx] for m, v in per_ex.items()},
+                               config.scoring)
             by_lang[lang] = {"n": int(idx.size)} | scores
-        evals[task] = {"kind": kind, "metrics": list(METRICS[kind]), "languages": by_lang}
+        evals[task] = {"kind": kind, "metrics": list(per_ex), "languages": by_lang}
         for i, r in enumerate(rows):
             lines.append(json.dumps({"task": task, "id": r["id"], "language": r["language"], "prediction": preds[i],
                                      "reference": r["answer"] if kind == "math" else r["response"]}
-                                    | {m: float(v[i]) for m, v in per_ex.items()}, ensure_ascii=False))
+                                    | {m: float(v[i]) for m, v in per_ex.items()}
+                                    | {f"{m}_raw": v[i] for m, v in raw.items()}, ensure_ascii=False))
     write_text(StudyLayout.predictions(rdir), "\n".join(lines) + "\n")
     return evals
 
@@ -298,6 +297,9 @@ class GenerativeStudy(StudyAdapter):
             figures += [str(p) for p in plot_transfer(t, self.layout.figures, key.replace(":", "_"))]
         summary["figures"] = figures
         write_tables(summary, self.layout.out)
+        from soi.study.gen_stats import study_statistics  # transfer intervals, SOI across mixtures (k=0 vs k)
+
+        study_statistics(self.config, self.layout.out, summary, progress=False)
 
     def print_summary(self, summary: Mapping[str, Any]) -> None:
         print_summary(summary, self.console)
