@@ -2,8 +2,9 @@
 
 Pure reading (Parquet + JSON), no drawing. Three inputs are understood:
 
-* a study directory written by ``soi run`` (``summary.json``; runs under ``runs/<run>/seed-<s>/``,
-  comparisons under ``compare/<a>__vs__<b>/seed-<s>/``);
+* a study directory written by ``soi run`` (``summary.json``, read through :mod:`soi.store.summary`; runs
+  under ``runs/<run>/seed-<s>/``, comparisons under ``compare/<a>__vs__<b>/``: the paths of
+  :class:`soi.store.layout.StudyLayout`);
 * any directory holding run directories (``run.json``) and ``soi compare`` outputs (``stats.json``) below it,
   e.g. what ``soi demo`` writes;
 * a single run directory.
@@ -34,6 +35,8 @@ from soi import __version__
 from soi._arrow import to_numpy
 from soi.analysis.categories import SOI_CATEGORIES
 from soi.errors import SoiError
+from soi.store.layout import COMPARE_STATS_FILE, FIGURES_DIR, RUNS_DIR, StudyLayout, seed_dir_name
+from soi.store.summary import StudySummary, load_summary
 
 FORMAT = "soi-report"
 FORMAT_VERSION = 1
@@ -146,7 +149,7 @@ class Layout:
 
     kind: str  # "study" | "runs" | "run"
     root: Path
-    summary: dict[str, Any] | None
+    summary: StudySummary | None
     runs: list[RunSource]
     comparisons: list[CompareSource]
     notes: list[str] = field(default_factory=list)
@@ -178,9 +181,9 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
         if "run.json" in names:
             runs.append(d)
             return
-        if "stats.json" in names:
+        if COMPARE_STATS_FILE in names:
             try:
-                stats = json.loads((d / "stats.json").read_text(encoding="utf-8"))
+                stats = json.loads((d / COMPARE_STATS_FILE).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 stats = None
             if isinstance(stats, dict) and stats.get("command") == "compare":
@@ -189,7 +192,7 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
         if depth >= MAX_DEPTH:
             return
         for e in entries:
-            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in ("figures",):
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in (FIGURES_DIR,):
                 visit(Path(e.path), depth + 1)
 
     visit(root, 0)
@@ -199,7 +202,7 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
 def _run_name(root: Path, path: Path) -> tuple[str, int | None]:
     rel = path.relative_to(root)
     parts = list(rel.parts)
-    if parts and parts[0] == "runs" and len(parts) > 1:
+    if parts and parts[0] == RUNS_DIR and len(parts) > 1:
         parts = parts[1:]
     seed = _seed_of(path)
     if seed is not None and len(parts) > 1:
@@ -218,12 +221,9 @@ def discover(path: str | Path) -> Layout:
         raise SoiError("report: expected a study, runs or run directory, got a file", path=root)
     if (root / "run.json").is_file():
         return Layout("run", root, None, [RunSource(root.resolve().name, None, root)], [])
-    summary_path = root / "summary.json"
-    if summary_path.is_file():
-        summary = _read_json(summary_path)
-        if not isinstance(summary, dict) or not isinstance(summary.get("runs", {}), dict):
-            raise SoiError("expected a JSON object with a 'runs' object (a soi study summary)", path=summary_path)
-        return _study_layout(root, summary)
+    summary_path = StudyLayout(root).summary
+    if summary_path.is_file():  # read through the summary schema: a bad field is a one-line error naming it
+        return _study_layout(root, load_summary(summary_path))
     run_dirs, comp_dirs = _walk(root)
     if not run_dirs and not comp_dirs:
         raise SoiError("report: no run.json, summary.json or run directories found (expected a study directory "
@@ -247,17 +247,18 @@ def _resolve(root: Path, preferred: Path, recorded: str | None) -> Path | None:
     return None
 
 
-def _study_layout(root: Path, summary: dict[str, Any]) -> Layout:
+def _study_layout(root: Path, summary: StudySummary) -> Layout:
+    study = StudyLayout(root)
     notes: list[str] = []
     runs: list[RunSource] = []
     for name, run in summary.get("runs", {}).items():
         if not isinstance(run, dict):
-            raise SoiError(f"runs.{name}: expected an object", path=root / "summary.json")
+            raise SoiError(f"runs.{name}: expected an object", path=study.summary)
         seeds = run.get("seeds", summary.get("seeds", [])) or []
         dirs = run.get("dirs") or [None] * len(seeds)
         for i, seed in enumerate(seeds):
             recorded = dirs[i] if i < len(dirs) else None
-            found = _resolve(root, root / "runs" / name / f"seed-{seed}", recorded)
+            found = _resolve(root, study.run_dir(name, seed), recorded)
             if found is None:
                 if run.get("dirs") is not None:
                     notes.append(f"run {name} seed {seed}: run directory not found")
@@ -269,13 +270,13 @@ def _study_layout(root: Path, summary: dict[str, Any]) -> Layout:
     comps: list[CompareSource] = []
     for c in summary.get("comparisons", []) or []:
         if not isinstance(c, dict) or "a" not in c or "b" not in c:
-            raise SoiError("comparisons: each entry needs 'a' and 'b'", path=root / "summary.json")
+            raise SoiError("comparisons: each entry needs 'a' and 'b'", path=study.summary)
         seed = c.get("seed")
         # per-seed layout (compare/<a>__vs__<b>/seed-<s>/) or one seed-set comparison (compare/<a>__vs__<b>/)
-        preferred = root / "compare" / f"{c['a']}__vs__{c['b']}"
-        preferred = preferred if seed is None else preferred / f"seed-{seed}"
+        preferred = study.compare_dir(c["a"], c["b"])
+        preferred = preferred if seed is None else preferred / seed_dir_name(seed)
         found = _resolve(root, preferred, c.get("dir"))
-        if found is None or not (found / "stats.json").is_file():
+        if found is None or not (found / COMPARE_STATS_FILE).is_file():
             what = "" if seed is None else f" seed {seed}"
             notes.append(f"comparison {c['a']} vs {c['b']}{what}: stats.json not found")
             continue
@@ -807,6 +808,8 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
         "runs": runs, "group_keys": group_keys(runs), "settings": _settings(layout, runs), "comparisons": comparisons,
         "stability": seed_stability(loaded),
         "two_stage": summary.get("two_stage"), "transfer": summary.get("transfer"),
+        "transfer_stats": summary.get("transfer_stats"), "by_model": summary.get("by_model"),
+        "models": summary.get("models"),
         "figures": [],
     }
     data = quantise(data)

@@ -16,7 +16,8 @@
    (:func:`compare_cached`; reused while newer than every ``result.json`` of both runs);
 5. :meth:`StudyAdapter.summarise` builds the summary (seed aggregation helpers: :func:`mean_std`,
    :func:`seed_stats`, :func:`t_interval`, :func:`paired_difference`, :func:`mean_shares`), the engine stamps
-   ``schema_version`` (:mod:`soi.store.summary`), :meth:`StudyAdapter.write_outputs` writes tables / figures, and
+   ``schema_version``, :meth:`StudyAdapter.write_outputs` writes tables / figures, the summary of a built-in kind
+   (``classification``, ``generative``) is checked against its schema (:mod:`soi.store.summary`, strict), and
    ``summary.json`` is written last; :meth:`StudyAdapter.print_summary` prints it unless quiet.
 
 Writing an adapter (a new study type)
@@ -68,7 +69,10 @@ import numpy as np
 from soi._io import write_json
 from soi.errors import SoiError
 from soi.store.layout import StudyLayout
-from soi.store.summary import SCHEMA_VERSION
+from soi.store.summary import SCHEMA_VERSION, validate_summary
+
+TYPED_KINDS = ("classification", "generative")
+"""Study kinds whose summary the engine checks against :mod:`soi.store.summary` (strictly) before writing it."""
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,8 @@ def run_study_with(adapter: StudyAdapter, out_dir: str | Path, *, progress: bool
                        for c in adapter.comparisons()]
         summary = {"schema_version": SCHEMA_VERSION, **adapter.summarise(results, analyses, comparisons)}
         adapter.write_outputs(summary)
+        if adapter.kind in TYPED_KINDS:  # the summary of a built-in study type must fit its schema
+            validate_summary(summary, strict=True, path=adapter.layout.summary)
         write_json(adapter.layout.summary, summary)
     if progress:
         adapter.print_summary(summary)
@@ -373,6 +379,6 @@ def mean_shares(summaries: Sequence[Mapping[str, Any] | None]) -> dict[str, dict
     return out
 
 
-__all__ = ["ComparisonJob", "RunJob", "StudyAdapter", "analyse", "compare_cached", "fingerprint_of",
+__all__ = ["TYPED_KINDS", "ComparisonJob", "RunJob", "StudyAdapter", "analyse", "compare_cached", "fingerprint_of",
            "finished_result", "foreign_seeds", "hf_progress", "mean_shares", "mean_std", "newer", "paired_difference",
            "prepare_out", "read_json", "run_jobs", "run_one", "run_study_with", "seed_stats", "t_interval"]

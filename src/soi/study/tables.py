@@ -1,5 +1,6 @@
 """Readable tables of a study summary: CSV files (one row per run x eval set / group / comparison) and a
-Markdown digest, both derived from ``summary.json`` only (so they can be rebuilt with ``write_tables``)."""
+Markdown digest, both derived from ``summary.json`` only (typed by :mod:`soi.store.summary`; rebuild them with
+:func:`rebuild_tables`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from soi._io import write_text
+from soi.store.layout import TABLES_DIR, StudyLayout
+from soi.store.summary import ClassificationSummary, load_summary, validate_summary
 
-TABLES_DIR = "tables"
 
-
-def eval_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def eval_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (run, eval set, language or ``all``): accuracy and macro-F1 as seed mean and std."""
     for name, run in summary["runs"].items():
         for key, ev in run["eval"].items():
@@ -28,7 +29,7 @@ def eval_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                        "macro_f1_mean": m["macro_f1"]["mean"], "macro_f1_std": m["macro_f1"]["std"]}
 
 
-def share_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def share_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (run, group key, group): the SOI shares (seed mean)."""
     for name, run in summary["runs"].items():
         for gkey, groups in run["soi_shares"].items():
@@ -44,7 +45,7 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2g}" if x >= 1e-4 else "< 1e-4"
 
 
-def comparison_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def comparison_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (comparison, group), on the training examples both runs share (training dynamics): final
     train-pass accuracies and McNemar p, the seeds' agreement (Fleiss' kappa), the reseeding null's overall p,
     the transitions that exceed reseeding noise and the largest SOI share change."""
@@ -71,7 +72,7 @@ def comparison_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                    "largest_change_significant": bool(top and top["significant"])}
 
 
-def test_set_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def test_set_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (comparison, eval set) on the held-out test items (test data): seed-mean accuracies, the
     difference with its bootstrap CI over items and seeds, and the clustered McNemar p over seed pairs."""
     for comp in summary["comparisons"]:
@@ -82,7 +83,7 @@ def test_set_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                    "significant": t.get("significant"), "mcnemar_p": t.get("mcnemar_p"), "note": t.get("note") or ""}
 
 
-def data_matched_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def data_matched_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (matched run, effect, eval set): pooling at equal data (target -> matched), more data
     (matched -> full) and both (target -> full), on test data."""
     for m in summary.get("data_matched") or []:
@@ -94,11 +95,11 @@ def data_matched_rows(summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
                    "significant": e["significant"], "mcnemar_p": e["mcnemar_p"]}
 
 
-def _n_train(summary: dict[str, Any], run: str) -> int:
+def _n_train(summary: ClassificationSummary, run: str) -> int:
     return int(summary["runs"][run]["n_train"])
 
 
-def findings(summary: dict[str, Any]) -> list[str]:
+def findings(summary: ClassificationSummary) -> list[str]:
     """Sentences stating, per comparison, which SOI transitions exceed reseeding noise (training dynamics) and
     which test-set differences are significant (with CIs), and what the data-matched controls separate."""
     out: list[str] = []
@@ -167,18 +168,19 @@ def _markdown(title: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
+def write_tables(summary: ClassificationSummary, out: str | Path) -> dict[str, Path]:
     """Write ``tables/eval.csv``, ``tables/soi_shares.csv``, ``tables/comparisons.csv``, ``tables/test_set.csv``,
     ``tables/data_matched.csv`` (studies with ``match_size`` runs) and ``summary.md`` under ``out``; returns the
-    paths by name."""
-    out = Path(out)
+    paths by name. A summary that does not fit the schema is a one-line error naming the field."""
+    validate_summary(summary, path=StudyLayout(out).summary)
+    layout = StudyLayout(out)
     tables = {"eval": list(eval_rows(summary)), "soi_shares": list(share_rows(summary)),
               "comparisons": list(comparison_rows(summary)), "test_set": list(test_set_rows(summary))}
     if summary.get("data_matched"):
         tables["data_matched"] = list(data_matched_rows(summary))
     paths = {}
     for name, rows in tables.items():
-        paths[name] = out / TABLES_DIR / f"{name}.csv"
+        paths[name] = layout.table(name)
         write_text(paths[name], csv_text(rows))
     said = summary.get("findings")
     md = [f"# {summary['study']}\n", f"model `{summary['model']}`, seeds {summary['seeds']}\n",
@@ -197,10 +199,16 @@ def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
     if "data_matched" in tables:
         md.append(_markdown("Data-matched controls: pooling at equal data vs more data (test data)",
                             tables["data_matched"]))
-    paths["markdown"] = out / "summary.md"
+    paths["markdown"] = layout.summary_md
     write_text(paths["markdown"], "\n".join(md))
     return paths
 
 
-__all__ = ["comparison_rows", "csv_text", "data_matched_rows", "eval_rows", "findings", "share_rows", "test_set_rows",
-           "write_tables"]
+def rebuild_tables(out: str | Path) -> dict[str, Path]:
+    """Rewrite the tables and ``summary.md`` of the classification study ``out`` from its ``summary.json``."""
+    layout = StudyLayout(out)
+    return write_tables(load_summary(layout.summary), layout.out)  # type: ignore[arg-type]
+
+
+__all__ = ["TABLES_DIR", "comparison_rows", "csv_text", "data_matched_rows", "eval_rows", "findings", "rebuild_tables",
+           "share_rows", "test_set_rows", "write_tables"]
