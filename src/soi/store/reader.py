@@ -253,15 +253,16 @@ def tag_codes(table: pa.Table, key: str) -> tuple[np.ndarray, list[str]]:
         col = col.dictionary_encode()
     col = col.fill_null("") if col.null_count else col
     names = col.dictionary.to_pylist()
-    codes = to_numpy(col.indices).astype(np.int64)
+    codes = to_numpy(col.indices)
     order = np.argsort(np.asarray(names, dtype=object), kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    used = np.flatnonzero(np.bincount(rank[codes], minlength=order.size))
-    remap = np.full(order.size, -1, np.int64)
-    remap[used] = np.arange(used.size)
+    used = np.bincount(codes, minlength=order.size)[order] > 0  # by sorted position
+    lut = np.empty(order.size, np.int32)  # dictionary position -> rank among the used names
+    lut[order] = np.cumsum(used, dtype=np.int32) - 1
     sorted_names = [names[i] for i in order]
-    return remap[rank[codes]].astype(np.int32), [sorted_names[i] for i in used]
+    out_names = [n for n, u in zip(sorted_names, used.tolist(), strict=True) if u]
+    if np.array_equal(lut, np.arange(order.size)):  # sorted dictionary, every name used: the codes as they are
+        return codes.astype(np.int32), out_names
+    return lut[codes], out_names  # one gather through a small table (int32 in, int32 out)
 
 
 def iter_checkpoints(run_dir: str | Path, columns: Sequence[str] = _REQUIRED_PART_COLUMNS,
@@ -316,29 +317,38 @@ def labels_per_example(table: pa.Table, meta: RunMeta) -> np.ndarray:
 
 def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examples: pa.Table, gold: np.ndarray,
                           n_labels: np.ndarray, dense: dict[str, np.ndarray], *, generative: bool = False,
-                          offset: int = 0) -> int:
+                          offset: int = 0, step: int | None = None) -> int:
     """Validate one checkpoint's rows against ``examples`` and copy them into row ``j`` of ``dense``; its step.
 
     ``examples`` (and ``gold``, ``n_labels``) may be the slice of examples ``offset .. offset + len`` (a shard of
-    :mod:`soi.store.shards`); ``table`` then holds exactly the rows whose ``idx`` falls in that range.
+    :mod:`soi.store.shards`); ``table`` then holds exactly the rows whose ``idx`` falls in that range. With
+    ``step``, the caller has checked the ``checkpoint`` and ``step`` columns already (from Parquet statistics) and
+    ``table`` may lack them.
     """
     n = examples.num_rows
     extra_floats = _GENERATIVE_FLOATS if generative else ()
     table = conform(table, _PART_TYPES, where, f" at checkpoint {ckpt}")
     if n and not table.num_rows:
         raise SoiError(f"checkpoint {ckpt} has no rows ({n} example(s) missing)", path=where)
-    lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
-    if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
-        raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
-    lo, hi = (pc.min_max(table["step"]).values() if table.num_rows else (None, None))
-    if lo is None or lo.as_py() != hi.as_py():
-        raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
-    idx = to_numpy(table["idx"]).astype(np.int64, copy=False)
-    idx = idx - offset if offset else idx
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=where)
+    if step is None:
+        lo, hi = (pc.min_max(table["checkpoint"]).values() if table.num_rows else (None, None))
+        if table.num_rows and not (lo.as_py() == hi.as_py() == ckpt):
+            raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
+        lo, hi = (pc.min_max(table["step"]).values() if table.num_rows else (None, None))
+        if lo is None or lo.as_py() != hi.as_py():
+            raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
+        step = int(lo.as_py())
+    raw = to_numpy(table["idx"])
+    # fast path: n rows, strictly increasing from offset to offset + n - 1, i.e. exactly offset .. offset + n - 1
+    contiguous = raw.size == n and (n == 0 or (int(raw[0]) == offset and int(raw[-1]) == offset + n - 1
+                                               and bool((raw[1:] > raw[:-1]).all())))
+    idx = raw
     order = None
-    if not (idx.size == n and (n == 0 or (idx[0] == 0 and (np.diff(idx) == 1).all()))):
+    if not contiguous:
+        idx = raw.astype(np.int64)
+        idx = idx - offset if offset else idx
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=where)
         seen = np.bincount(idx, minlength=n)
         if (seen > 1).any():
             dup = int(np.flatnonzero(seen > 1)[0])
@@ -352,9 +362,12 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
         order[idx] = np.arange(n)
     for name in (*FLOAT_COLUMNS, *(c for c in extra_floats if c in table.column_names)):
         values = to_numpy(table[name])
-        if not np.isfinite(values).all():
+        if not values.size:
+            continue
+        vmin, vmax = values.min(), values.max()  # NaN propagates through min/max: finite bounds = all finite
+        if not (np.isfinite(vmin) and np.isfinite(vmax)):
             raise SoiError(f"column {name!r} has NaN or inf at checkpoint {ckpt}", path=where)
-        if name in ("p_gold", "token_acc") and values.size and (values.min() < 0 or values.max() > 1):
+        if name in ("p_gold", "token_acc") and (vmin < 0 or vmax > 1):
             bad = int(np.flatnonzero((values < 0) | (values > 1))[0])
             row = bad if order is None else int(idx[bad])
             raise SoiError(f"column {name!r} is a probability but has {float(values[bad]):g} for example "
@@ -368,12 +381,15 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
     for name, out in dense.items():
         values = to_numpy(table[name])
         out[j] = values if order is None else values[order]
-    bad = np.flatnonzero((dense["pred"][j] < 0) | (dense["pred"][j] >= n_labels)) if n else []
+    pred = dense["pred"][j]
+    bad = []
+    if n and (pred.min() < 0 or pred.max() >= n_labels.min()):  # the full check only when the bounds say so
+        bad = np.flatnonzero((pred < 0) | (pred >= n_labels))
     if len(bad):
-        raise SoiError(f"predicted label {int(dense['pred'][j][bad[0]])} of example "
+        raise SoiError(f"predicted label {int(pred[bad[0]])} of example "
                        f"{examples['example_id'][int(bad[0])].as_py()!r} out of range "
                        f"[0, {int(n_labels[bad[0]])}) at checkpoint {ckpt}", path=where)
-    return int(lo.as_py())
+    return step
 
 
 def check_max_checkpoints(max_checkpoints: int | None) -> None:

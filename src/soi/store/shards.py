@@ -42,7 +42,7 @@ from soi.store.reader import (
     part_columns,
     tag_codes,
 )
-from soi.store.writer import EXAMPLES_SCHEMA, PART_WRITE_OPTIONS
+from soi.store.writer import EXAMPLES_SCHEMA, EXAMPLES_WRITE_OPTIONS, PART_WRITE_OPTIONS
 
 _EXAMPLE_COLUMNS = ("idx", "example_id", "task", "source", "language", "gold")
 _TEXT_COLUMNS = ("text", "text_pair")
@@ -79,6 +79,9 @@ class PartIndex:
     rg_max: np.ndarray
     names: frozenset[str] = frozenset()
     """Every column of the part (rank parts of a checkpoint must agree)."""
+    constants: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """``checkpoint`` / ``step`` -> min and max per row group, when every row group has exact statistics (no
+    nulls, the store's integer type): :func:`read_shard` then checks those columns without decoding them."""
 
     def groups_for(self, lo: int, hi: int) -> np.ndarray:
         """Row groups holding rows with ``lo <= idx < hi``."""
@@ -103,6 +106,8 @@ class ShardPlan:
     """Tasks used by at least one example, sorted."""
     text_columns: tuple[str, ...]
     """``text`` / ``text_pair`` when present with at least one non-null value (kept in per-example tables)."""
+    example_columns: tuple[str, ...] = ()
+    """Every column of ``examples.parquet``."""
     bounds: tuple[tuple[int, int], ...] = field(default=())
 
     @property
@@ -177,13 +182,40 @@ def _idx_ranges(path: Path, pf: pq.ParquetFile, n: int) -> tuple[np.ndarray, np.
     return mins, maxs
 
 
+_CONSTANT_TYPES = {"checkpoint": pa.int32(), "step": pa.int64()}
+
+
+def _constant_stats(pf: pq.ParquetFile) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Min/max per row group of the ``checkpoint`` and ``step`` columns, from exact statistics only."""
+    md, schema = pf.metadata, pf.schema_arrow
+    out = {}
+    for name, kind in _CONSTANT_TYPES.items():
+        col = schema.get_field_index(name)
+        if col < 0 or schema.field(col).type != kind:
+            continue
+        mins, maxs = np.zeros(md.num_row_groups, np.int64), np.zeros(md.num_row_groups, np.int64)
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            stats = rg.column(col).statistics
+            if rg.num_rows == 0:
+                continue
+            if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
+                break
+            mins[g], maxs[g] = stats.min, stats.max
+        else:
+            out[name] = (mins, maxs)
+    return out
+
+
 def _used_tasks(path: Path, pf: pq.ParquetFile) -> set[str]:
     used: set[str] = set()
     for g in range(pf.metadata.num_row_groups):
         col = _read_row_groups(path, [g], ["task"])["task"]
         for chunk in col.chunks:
-            if pa.types.is_dictionary(chunk.type):
-                chunk = chunk.dictionary.take(pc.unique(chunk.indices.drop_null()))
+            if pa.types.is_dictionary(chunk.type):  # the names whose codes occur (one bincount, no hashing)
+                codes = to_numpy(chunk.indices.drop_null() if chunk.null_count else chunk.indices)
+                present = np.flatnonzero(np.bincount(codes, minlength=len(chunk.dictionary)))
+                chunk = chunk.dictionary.take(pa.array(present, pa.int64()))
             used.update(x for x in pc.unique(chunk.fill_null("")).to_pylist())
     return used
 
@@ -233,6 +265,7 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
         starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)]).astype(np.int64)
         tasks = _used_tasks(ex_path, pf)
         text_columns = _text_columns(ex_path, pf)
+        example_columns = tuple(pf.schema_arrow.names)
     unknown = sorted(tasks - set(meta.tasks))
     if unknown:
         raise SoiError(f"task {unknown[0]!r} is not in run.json tasks {sorted(meta.tasks)}", path=ex_path)
@@ -254,10 +287,11 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
                                    f"may add their columns (docs/store.md)", path=path)
                 columns = (*required, *(c for c in optional if c in names))
                 mins, maxs = _idx_ranges(path, pf, n)
+                constants = _constant_stats(pf)
             rows = maxs >= mins
             if rows.any() and (mins[rows].min() < 0 or maxs[rows].max() >= n):
                 raise SoiError(f"idx out of range [0, {n}) at checkpoint {ckpt}", path=path)
-            indexes.append(PartIndex(path, columns, mins, maxs, frozenset(names)))
+            indexes.append(PartIndex(path, columns, mins, maxs, frozenset(names), constants))
         for part in indexes[1:]:
             if part.names != indexes[0].names:
                 raise SoiError(f"the rank parts of checkpoint {ckpt} have different columns: {indexes[0].path.name} "
@@ -266,7 +300,8 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
         parts[ckpt] = indexes
     grid = cut_points(parts[ckpts[0]])
     plan = ShardPlan(run_dir=run_dir, meta=meta, mode=mode, n_examples=n, checkpoints=tuple(ckpts), parts=parts,
-                     example_starts=starts, grid=grid, tasks=tuple(sorted(tasks)), text_columns=text_columns)
+                     example_starts=starts, grid=grid, tasks=tuple(sorted(tasks)), text_columns=text_columns,
+                     example_columns=example_columns)
     return plan.with_shard_size(shard_size if shard_size is not None else max(n, 1))
 
 
@@ -275,7 +310,11 @@ def _rows_in_range(table: pa.Table, lo: int, hi: int) -> pa.Table:
     if idx.size == 0:
         return table
     if idx.size < 2 or (idx[1:] >= idx[:-1]).all():
-        a, b = int(np.searchsorted(idx, lo)), int(np.searchsorted(idx, hi))
+        if idx[0] >= lo and idx[-1] < hi:  # the usual case: row groups cut at the shard's edges
+            return table
+        # bounds in idx's own dtype: a Python int would make searchsorted copy idx to int64 first
+        a = int(np.searchsorted(idx, idx.dtype.type(lo), side="left"))
+        b = int(np.searchsorted(idx, idx.dtype.type(hi - 1), side="right"))
         return table if (a, b) == (0, idx.size) else table.slice(a, b - a)
     return table.filter(pa.array((idx >= lo) & (idx < hi)))
 
@@ -290,7 +329,10 @@ def _examples_range(plan: ShardPlan, lo: int, hi: int) -> tuple[pa.Table, np.nda
     path = plan.run_dir / EXAMPLES_FILE
     starts = plan.example_starts
     groups = np.flatnonzero((starts[1:] > lo) & (starts[:-1] < hi))
-    table = _read_row_groups(path, groups.tolist(), None)
+    # every column but text columns that are null throughout the run (nothing in them to check or keep)
+    skip = [c for c in _TEXT_COLUMNS if c not in plan.text_columns]
+    columns = [c for c in plan.example_columns if c not in skip] if plan.example_columns else None
+    table = _read_row_groups(path, groups.tolist(), columns)
     first = int(starts[groups[0]]) if groups.size else lo
     table = conform_examples(table.slice(lo - first, hi - lo), path)
     if table.num_rows != hi - lo or not np.array_equal(to_numpy(table["idx"]), np.arange(lo, hi)):
@@ -298,15 +340,32 @@ def _examples_range(plan: ShardPlan, lo: int, hi: int) -> tuple[pa.Table, np.nda
     ids = table["example_id"]
     if ids.null_count:
         raise SoiError(f"column 'example_id' has {ids.null_count} null value(s)", path=path)
-    gold = to_numpy(table["gold"]).astype(np.int64)
+    gold = to_numpy(table["gold"])
     n_labels = labels_per_example(table, plan.meta) if table.num_rows else np.zeros(0, np.int64)
-    bad = np.flatnonzero((gold < 0) | (gold >= n_labels))
+    bad = np.zeros(0, np.int64)
+    if gold.size and (gold.min() < 0 or gold.max() >= n_labels.min()):  # the full check only when bounds say so
+        bad = np.flatnonzero((gold < 0) | (gold >= n_labels))
     if bad.size:
         codes, names = tag_codes(table, "task")
         task = names[codes[bad[0]]]
         raise SoiError(f"gold label {int(gold[bad[0]])} of example {ids[int(bad[0])].as_py()!r} out of range "
                        f"for task {task!r} ({plan.meta.num_labels(task)} labels)", path=path)
     return table, n_labels
+
+
+def _step_from_statistics(reads: list[tuple[PartIndex, np.ndarray]], ckpt: int, where: Path) -> int | None:
+    """The checkpoint's step from the row groups' statistics, after the checks :func:`fill_checkpoint_table` makes
+    on the decoded ``checkpoint`` / ``step`` columns; None when some row group lacks exact statistics."""
+    if not reads or any(len(part.constants) < len(_CONSTANT_TYPES) for part, _ in reads):
+        return None
+    ck = [(part.constants["checkpoint"][0][g], part.constants["checkpoint"][1][g]) for part, g in reads]
+    if any((lo_ != ckpt).any() or (hi_ != ckpt).any() for lo_, hi_ in ck):
+        raise SoiError(f"column 'checkpoint' disagrees with the file name (checkpoint {ckpt})", path=where)
+    st = np.concatenate([np.concatenate([part.constants["step"][0][g], part.constants["step"][1][g]])
+                         for part, g in reads])
+    if (st != st[0]).any():
+        raise SoiError(f"checkpoint {ckpt} must have one 'step' value in all rows", path=where)
+    return int(st[0])
 
 
 def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
@@ -323,19 +382,21 @@ def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
     assert tuple(dense) == DENSE_COLUMNS
     steps = np.empty(e, np.int64)
     for j, ckpt in enumerate(plan.checkpoints):
-        tables = []
-        for part in plan.parts[ckpt]:
-            groups = part.groups_for(lo, hi)
-            if groups.size:
-                tables.append(_rows_in_range(_read_row_groups(part.path, groups.tolist(), part.columns), lo, hi))
         paths = [p.path for p in plan.parts[ckpt]]
         where = paths[0] if len(paths) == 1 else paths[0].parent
+        reads = [(part, part.groups_for(lo, hi)) for part in plan.parts[ckpt]]
+        reads = [(part, groups) for part, groups in reads if groups.size]
+        step = _step_from_statistics(reads, ckpt, where)
+        tables = []
+        for part, groups in reads:
+            columns = part.columns if step is None else [c for c in part.columns if c not in _CONSTANT_TYPES]
+            tables.append(_rows_in_range(_read_row_groups(part.path, groups.tolist(), columns), lo, hi))
         if not tables:
             raise SoiError(f"{m} example(s) missing at checkpoint {ckpt}, e.g. "
                            f"{examples['example_id'][0].as_py()!r}", path=where)
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         steps[j] = fill_checkpoint_table(j, ckpt, table, where, examples, gold, n_labels, dense,
-                                         generative=plan.meta.is_generative, offset=lo)
+                                         generative=plan.meta.is_generative, offset=lo, step=step)
     return Dynamics(meta=plan.meta, examples=examples, checkpoints=np.asarray(plan.checkpoints, np.int64),
                     steps=steps, **{k: v.T for k, v in dense.items()})
 
@@ -419,18 +480,42 @@ class ChunkedExamplesWriter:
         self.path = Path(run_dir) / EXAMPLES_FILE
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, EXAMPLES_SCHEMA, compression="zstd"))
+        self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, EXAMPLES_SCHEMA, **EXAMPLES_WRITE_OPTIONS))
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.n = 0
 
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._pending, self._pending_rows = [], 0
+
     def write(self, table: pa.Table) -> None:
-        """Append examples; their ``idx`` becomes ``n .. n + len - 1``."""
+        """Append examples; their ``idx`` becomes ``n .. n + len - 1`` (row groups of ``ROW_BLOCK`` rows)."""
         table = table.cast(EXAMPLES_SCHEMA)
         table = table.set_column(0, "idx", pa.array(np.arange(self.n, self.n + table.num_rows, dtype=np.int32)))
-        self._writer.write_table(table)
         self.n += table.num_rows
+        block = store_writer.ROW_BLOCK
+        while table.num_rows:
+            take = min(table.num_rows, block - self._pending_rows)
+            self._pending.append(table.slice(0, take))
+            self._pending_rows += take
+            table = table.slice(take)
+            if self._pending_rows == block:
+                self._flush()
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        self._flush()
+        self._stack.close()
+        return self.path
 
     def __enter__(self) -> ChunkedExamplesWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._stack.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self.close()
+        else:
+            self._stack.__exit__(exc_type, exc, tb)

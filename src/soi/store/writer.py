@@ -182,9 +182,20 @@ def examples_table(
     return pa.Table.from_pydict(cols, schema=EXAMPLES_SCHEMA)
 
 
+EXAMPLES_WRITE_OPTIONS = {
+    "compression": {c: ("lz4" if c == "idx" else "zstd") for c in EXAMPLES_SCHEMA.names},
+    "use_dictionary": ["task", "source", "language", "gold"],
+    "column_encoding": {"idx": "DELTA_BINARY_PACKED"},
+}
+"""Parquet writer options of ``examples.parquet``: ``idx`` delta-packed (0..N-1 packs to ~0 bits), no dictionary
+for ids and texts (unique values; a dictionary only costs decoding). Row groups hold :data:`ROW_BLOCK` rows,
+so a shard (:mod:`soi.store.shards`) decodes only its own examples."""
+
+
 def write_examples(run_dir: str | Path, table: pa.Table) -> None:
-    """Write ``examples.parquet`` atomically."""
-    write_parquet(Path(run_dir) / EXAMPLES_FILE, table.cast(EXAMPLES_SCHEMA))
+    """Write ``examples.parquet`` atomically (one row group per :data:`ROW_BLOCK` rows)."""
+    write_parquet(Path(run_dir) / EXAMPLES_FILE, table.cast(EXAMPLES_SCHEMA), row_group_size=ROW_BLOCK,
+                  **EXAMPLES_WRITE_OPTIONS)
 
 
 def dynamics_table(
