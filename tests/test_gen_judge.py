@@ -261,6 +261,15 @@ def test_parallel_workers_keep_row_order(stub: Callable[..., Stub]) -> None:
     assert s.count == 12
 
 
+def test_parallel_failure_stops_the_other_workers(stub: Callable[..., Stub]) -> None:
+    s = stub(lambda n, body: (500, b"", 0.02))
+    rows = [{"prompt": f"q{i}", "response": str(i), "language": "en"} for i in range(40)]
+    j, _ = judge(s.url, None, workers=3, retries=1)
+    with pytest.raises(SoiError, match="HTTP 500 Internal Server Error after 2 attempt"):  # the cause, not "stopped"
+        j.evaluate(rows, ["x"] * 40)
+    assert s.count <= 3 * 2 + 3  # the workers in flight finish their attempt; nothing else is asked (not 80)
+
+
 def test_bearer_token_from_the_environment(stub: Callable[..., Stub], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     s = stub(good)

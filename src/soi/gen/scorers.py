@@ -31,6 +31,7 @@ import math
 import os
 import re
 import string
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -265,6 +266,10 @@ class _Junk(Exception):
     """A reply without a usable rating (retried like a failed request)."""
 
 
+class _Aborted(SoiError):
+    """A request not made because a parallel one already failed."""
+
+
 def request_key(body: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a request body (the judge's cache key)."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
@@ -310,6 +315,7 @@ class OpenAIJudge(Scorer):
         self.max_tokens, self.temperature, self.workers = int(max_tokens), float(temperature), int(workers)
         self.api_key_env = api_key_env
         self.sleep = sleep
+        self._abort = threading.Event()
         self.requests = 0  # HTTP attempts made (cache hits make none)
         self.cache_hits = 0
 
@@ -346,6 +352,8 @@ class OpenAIJudge(Scorer):
         """One request with retries: ``(reply text, score)``; a one-line :class:`SoiError` after the last try."""
         reason = "no attempt"
         for attempt in range(self.retries + 1):
+            if self._abort.is_set():
+                raise _Aborted(f"judge endpoint {self.endpoint}: stopped after another request failed")
             if attempt:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
@@ -411,8 +419,18 @@ class OpenAIJudge(Scorer):
         if self.workers == 1 or len(rows) <= 1:
             out = [self.judge_one(r, p) for r, p in zip(rows, predictions, strict=True)]
         else:
-            with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-                out = list(pool.map(self.judge_one, rows, predictions))
+            self._abort.clear()
+            pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+            try:
+                futures = [pool.submit(self.judge_one, r, p) for r, p in zip(rows, predictions, strict=True)]
+                out = [f.result() for f in futures]
+            except BaseException as exc:
+                self._abort.set()  # the first failure stops the others: no more requests, no more retries
+                pool.shutdown(wait=True, cancel_futures=True)
+                causes = [f.exception() for f in futures if f.done() and not f.cancelled()]
+                first = next((e for e in causes if e is not None and not isinstance(e, _Aborted)), exc)
+                raise first from None
+            pool.shutdown()
         return Scores(np.array([s for _, s in out], dtype=np.float64), [r for r, _ in out])
 
     def score(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> np.ndarray:
@@ -612,7 +630,7 @@ class ScoringPlan:
     switch_aware: str = "off"
     switch_cap: float = 0.5
     candidates: tuple[str, ...] | None = None
-    _by_name: dict[str, Scorer] = field(default_factory=dict, repr=False)
+    _by_name: dict[str, Scorer] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from soi.gen.metrics import SWITCH_MODES
