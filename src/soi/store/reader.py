@@ -353,7 +353,7 @@ def fill_checkpoint_table(j: int, ckpt: int, table: pa.Table, where: Path, examp
         if (seen > 1).any():
             dup = int(np.flatnonzero(seen > 1)[0])
             raise SoiError(f"duplicate rows for example {examples['example_id'][dup].as_py()!r} "
-                           f"(idx {dup}) at checkpoint {ckpt}", path=where)
+                           f"(idx {dup + offset}) at checkpoint {ckpt}", path=where)
         if (seen == 0).any():
             miss = np.flatnonzero(seen == 0)
             raise SoiError(f"{miss.size} example(s) missing at checkpoint {ckpt}, e.g. "
