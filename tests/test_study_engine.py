@@ -237,3 +237,23 @@ def test_mean_shares_average_over_the_seeds_that_have_the_group() -> None:
     assert out["all"]["all"] == pytest.approx({"easy": 0.4, "hard": 0.6})
     assert out["task"]["x"] == {"easy": 1.0, "hard": 0.0}  # only seed one has task x
     assert mean_shares([None, None]) == {}
+
+
+# ---------------------------------------------------------------------------------------------- study types
+def test_study_types_dispatch_on_the_yaml_type(tmp_path: Path) -> None:
+    from soi.study.packaged import STUDY_TYPES, run_study_file, study_type
+
+    assert set(STUDY_TYPES) == {"classification", "generative"}
+    assert study_type({}) == "classification" and study_type({"type": "generative"}) == "generative"
+    bad = tmp_path / "s.yaml"
+    bad.write_text("type: regression\nname: x\n", encoding="utf-8")
+    with pytest.raises(SoiError) as info:
+        run_study_file(bad, tmp_path / "out", progress=False)
+    assert str(info.value) == f"{bad}: type: unknown study type 'regression' (use classification or generative)"
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    # an explicit type: classification is the default type, not an unknown field of the classification schema
+    explicit = tmp_path / "c.yaml"
+    explicit.write_text("type: classification\nname: x\nmodel: m\n", encoding="utf-8")
+    with pytest.raises(SoiError) as info:
+        run_study_file(explicit, tmp_path / "out", progress=False)
+    assert "type" not in str(info.value) and str(info.value).startswith("c.yaml: ")

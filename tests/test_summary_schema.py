@@ -201,3 +201,43 @@ def test_the_report_and_the_tables_read_through_the_schema(tmp_path: Path) -> No
     lines = paths["eval"].read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("run,setting,k,eval_set,kind,language,n,accuracy_mean") and len(lines) == 3
     assert lines[1].startswith("a,single,,sst2,in-distribution,all,10,0.8")
+
+
+def _type_name(tp: Any) -> str:
+    """How docs/summary-schema.md writes a field's type."""
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    simple = {type(None): "null", float: "number", int: "integer", str: "string", bool: "bool", Any: "any"}
+    if tp in simple:
+        return simple[tp]
+    if isinstance(tp, type) and hasattr(tp, "__required_keys__"):
+        return tp.__name__
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if origin is dict:
+        return f"{{str: {_type_name(typing.get_args(tp)[1])}}}"
+    if origin is typing.Literal:
+        return " \\| ".join(f'`"{a}"`' for a in typing.get_args(tp))
+    assert origin in (typing.Union, types.UnionType), tp
+    return " \\| ".join(_type_name(a) for a in typing.get_args(tp))
+
+
+def test_the_docs_describe_every_field_with_its_type() -> None:
+    import re
+
+    from soi.store import summary as schema
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "summary-schema.md").read_text(encoding="utf-8")
+    sections = {m.group(1): m.group(2) for m in re.finditer(r"^### (\w+)\n(.*?)(?=^##|\Z)", doc, re.M | re.S)}
+    classes = {n: c for n, c in vars(schema).items() if isinstance(c, type) and hasattr(c, "__required_keys__")}
+    assert set(sections) == set(classes)
+    for name, cls in classes.items():
+        rows = re.findall(r"^\| `([^`]+)` \| (.+?) \| (.+?) \|$", sections[name], re.M)
+        documented = {field: kind for field, kind, _ in rows}
+        hints = schema.field_types(cls)
+        assert list(documented) == list(hints), name
+        for field, tp in hints.items():
+            expected = _type_name(tp) + ("" if field in cls.__required_keys__ else " (optional)")
+            assert documented[field] == expected, f"{name}.{field}"

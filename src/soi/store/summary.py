@@ -363,15 +363,14 @@ def _is_typeddict(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__required_keys__")
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
 
 
-def _hints(tp: type) -> dict[str, Any]:
-    if tp not in _HINTS:
-        hints = typing.get_type_hints(tp, include_extras=False)
-        hints.update({k: v for k, v in tp.__annotations__.items() if k not in hints})
-        _HINTS[tp] = hints
-    return _HINTS[tp]
+def field_types(tp: type) -> dict[str, Any]:
+    """``{field: type}`` of a schema class, in declaration order (``NotRequired`` unwrapped)."""
+    if tp not in _FIELD_TYPES:
+        _FIELD_TYPES[tp] = typing.get_type_hints(tp, include_extras=False)
+    return _FIELD_TYPES[tp]
 
 
 def _problem(value: Any, tp: Any, where: str, strict: bool) -> str | None:
@@ -396,7 +395,7 @@ def _problem(value: Any, tp: Any, where: str, strict: bool) -> str | None:
     if not _outer_ok(value, tp):
         return f"{where or 'summary'}: expected {_name(tp)}, got {_kind(value)}"
     if _is_typeddict(tp):
-        hints = _hints(tp)
+        hints = field_types(tp)
         required = tp.__required_keys__ if strict else MINIMAL.get(tp, frozenset())
         for key in hints:
             if key in required and key not in value:
@@ -482,7 +481,8 @@ def load_summary(path: str | Path, *, strict: bool = False) -> StudySummary:
 
 
 __all__ = ["MINIMAL", "SCHEMA_VERSION", "Arm", "ArmEval", "ClassificationRun", "ClassificationSummary",
-           "ComparisonEntry", "ComparisonGroup", "DataMatched", "DataMatchedEffect", "EvalSet", "ExcessTransition",
-           "Experiment", "GenerativeRun", "GenerativeSummary", "GenerativeTaskEval", "MeanStd", "PairedDifference",
-           "PairedTestSet", "SeedStats", "Shares", "SignificantTransition", "StudySummary", "Transfer", "TwoStage",
-           "load_summary", "summary_type", "validate_summary"]
+           "ComparisonEntry", "ComparisonGroup", "ComparisonSeeds", "DataMatched", "DataMatchedEffect",
+           "DataMatchedSizes", "EvalSet", "ExcessTransition", "Experiment", "GenerativeRun", "GenerativeSummary",
+           "GenerativeTaskEval", "LanguageEval", "MeanStd", "PairedDifference", "PairedTestSet", "SeedNullDigest",
+           "SeedStats", "ShareChange", "Shares", "SignificantTransition", "Stability", "StudySummary", "Transfer",
+           "TransferRun", "TwoStage", "field_types", "load_summary", "summary_type", "validate_summary"]

@@ -1,11 +1,13 @@
 """Packaged studies (``soi demo --study NAME`` runs ``soi/studies/NAME.yaml``) and running any study file.
 
-A study YAML with ``type: generative`` is a cross-lingual generative study (:mod:`soi.study.generative`); any other is
-a classification study (:class:`~soi.config.StudyConfig`, :func:`~soi.study.run_study`).
+A study YAML with ``type: generative`` is a cross-lingual generative study (:mod:`soi.study.generative`); without a
+``type`` (or ``type: classification``) a classification study (:class:`~soi.config.StudyConfig`,
+:func:`~soi.study.run_study`); :data:`STUDY_TYPES` maps each type to its runner.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -82,27 +84,52 @@ def run_study_file(path: str | Path, out: str | Path, *, progress: bool = True,
     return summary
 
 
-def _run(path: str | Path, out: str | Path, *, progress: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    path = Path(path)
-    data = read_study(path)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if is_generative(data):
-        if overrides:
-            raise SoiError(f"--{next(iter(overrides)).replace('_', '-')} applies to classification studies only; "
-                           "edit the generative study file instead", path=path)
-        from soi.study.generative import run_generative_study
+def _run_generative(path: Path, data: dict[str, Any], out: str | Path, *, progress: bool,
+                    overrides: dict[str, Any]) -> dict[str, Any]:
+    if overrides:
+        raise SoiError(f"--{next(iter(overrides)).replace('_', '-')} applies to classification studies only; "
+                       "edit the generative study file instead", path=path)
+    from soi.study.generative import run_generative_study
 
-        return run_generative_study(path, out, progress=progress)
+    return run_generative_study(path, out, progress=progress)
+
+
+def _run_classification(path: Path, data: dict[str, Any], out: str | Path, *, progress: bool,
+                        overrides: dict[str, Any]) -> dict[str, Any]:
     from soi.config import StudyConfig
     from soi.study.runner import run_study
 
-    if overrides:
+    if overrides or "type" in data:
         from soi.config.study import resolve_relative
 
+        data = {k: v for k, v in data.items() if k != "type"}  # type: classification is the default
         config = StudyConfig.from_dict(resolve_relative(scale(data, **overrides), path), source=path.name)
     else:
         config = StudyConfig.from_yaml(path)
     return run_study(config, out, progress=progress)
 
 
-__all__ = ["describe", "is_generative", "packaged_studies", "read_study", "run_study_file", "scale"]
+StudyRunner = Callable[..., dict[str, Any]]
+STUDY_TYPES: dict[str, StudyRunner] = {"classification": _run_classification, "generative": _run_generative}
+"""The study types ``soi run`` knows, by the YAML's ``type`` (default ``classification``): each runs a parsed
+study file, ``runner(path, data, out, progress=..., overrides=...)``, and returns its summary. A new study type
+adds its entry here (its runner builds the config and calls :func:`soi.study.engine.run_study_with`)."""
+
+
+def study_type(data: dict[str, Any], path: str | Path | None = None) -> str:
+    """The ``type`` of a parsed study file (``classification`` when absent); an unknown one is an error."""
+    kind = data.get("type", "classification")
+    if kind not in STUDY_TYPES:
+        raise SoiError(f"type: unknown study type {kind!r} (use {' or '.join(STUDY_TYPES)})", path=path)
+    return str(kind)
+
+
+def _run(path: str | Path, out: str | Path, *, progress: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    path = Path(path)
+    data = read_study(path)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return STUDY_TYPES[study_type(data, path)](path, data, out, progress=progress, overrides=overrides)
+
+
+__all__ = ["STUDY_TYPES", "StudyRunner", "describe", "is_generative", "packaged_studies", "read_study",
+           "run_study_file", "scale", "study_type"]
