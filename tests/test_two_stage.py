@@ -297,13 +297,17 @@ def test_all_arms_same_optimizer_steps(study: tuple[StudyConfig, Path, dict]) ->
         assert len(full) == len(set(full)) == 6 * 4
     assert exp["arms"]["full"]["n_train"] == 24 and exp["arms"]["stage1"]["n_train"] == 32
     # 20 selected: 10 steps are more than one epoch of the 32 stage-1 rows, so `full` trains on all of them with
-    # max_steps; only its complete epoch (8 steps) is a checkpoint
+    # max_steps; the Trainer closes a last checkpoint at step 10 after its complete epoch (8 steps), the rows not
+    # trained on in the 2 steps since filled by an eval-mode pass (the plain loop recorded only the epoch)
     most = summary["two_stage"]["experiments"][1]
     assert most["name"] == "sst2-only/most" and most["stage2_steps"] == 10
-    for arm, n, steps in (("soi", 20, [5, 10]), ("random", 20, [5, 10]), ("full", 32, [8])):
+    for arm, n, steps in (("soi", 20, [5, 10]), ("random", 20, [5, 10]), ("full", 32, [8, 10])):
         rdir = _arm(out, arm, 0, "most")
         result = json.loads((rdir / "result.json").read_text())
         assert result["steps"] == 10 and result["n_train"] == n and load_dynamics(rdir).steps.tolist() == steps
+        assert sum(result["steps_per_task"].values()) == 10
+        filled = RunMeta.load(rdir).extra["filled"]
+        assert filled == ([0, 32 - 2 * 4] if arm == "full" else [0, 0])
         assert RunMeta.load(rdir).checkpoint_unit == "epoch"
 
 

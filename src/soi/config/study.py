@@ -62,6 +62,15 @@ class RecordingSpec(_Model):
 
     mode: Literal["train-pass", "eval-pass"] = "train-pass"
     keep_logits: bool = False
+    every_steps: int | None = Field(None, ge=1, description="a checkpoint every N optimizer steps (default: each "
+                                    "epoch end)")
+
+    @model_validator(mode="after")
+    def _logits_need_whole_checkpoints(self) -> RecordingSpec:
+        if self.keep_logits and self.every_steps is not None and self.mode == "train-pass":
+            raise ValueError("keep_logits with every_steps needs mode: eval-pass (a train-pass step checkpoint "
+                             "fills the examples not trained on since the last one, without logits)")
+        return self
 
 
 class HubSpec(_Model):

@@ -73,7 +73,7 @@ def run_study_file(path: str | Path, out: str | Path, *, progress: bool = True,
     ``overrides``: :func:`scale` keyword arguments (classification studies only).
     """
     summary = _run(path, out, progress=progress, overrides=overrides)
-    if report:
+    if report and summary:  # an empty summary: a non-main process of a distributed run (the main one reports)
         from soi.report import write_report
 
         html = write_report(out)

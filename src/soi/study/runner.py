@@ -34,6 +34,9 @@ RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 EVAL_DIR = "eval"  # runs/<run>/seed-<s>/eval/<key>.parquet: per-example test-set predictions
+TRAINER_DIR = "trainer"  # runs/<run>/seed-<s>/trainer/checkpoint-N: the Trainer's checkpoints while unfinished
+ATTEMPT_FILE = "attempt.json"  # the fingerprint of an unfinished attempt (resume only with the same settings)
+ENGINE = "hf-trainer"  # every run trains through soi.train.hf.train_run (part of the fingerprint)
 
 
 def run_dir_of(out: Path, run: str, seed: int) -> Path:
@@ -178,7 +181,7 @@ def _fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, i
     """Hash of everything that determines one run's training and evaluation."""
     spec = config.run(run)
     keys = sorted(set(spec.train) | set(spec.eval) | set(config.eval.ood))
-    blob = {"model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
+    blob = {"engine": ENGINE, "model": config.model, "data_dir": config.data_dir, "data_seed": config.data_seed,
             "max_length": config.max_length, "train": config.train.model_dump(exclude={"report_to"}),
             "recording": config.recording.model_dump(), "run": spec.model_dump(), "seed": seed,
             "datasets": {k: config.datasets[k].model_dump() for k in keys}}
@@ -242,14 +245,91 @@ def evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: StudyDat
     return out, skipped
 
 
-def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path: str, run: str, seed: int,
-               run_dir: Path, progress: bool) -> dict[str, Any]:
-    import torch
+def tracker_callback(trackers: Any, run_dir: Path) -> Any:
+    """A ``TrainerCallback`` sending each newly closed soi checkpoint's metrics to ``trackers``
+    (:class:`soi.record.trackers.AccelerateTrackers`) at its global step."""
+    from transformers import TrainerCallback
 
-    from soi.record import DynamicsRecorder
-    from soi.store import RunMeta
-    from soi.train import MultiHeadClassifier, run_examples, train
+    from soi.record.trackers import completed_checkpoints
 
+    class Callback(TrainerCallback):
+        logged = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.logged = completed_checkpoints(run_dir)  # a resumed run: those are logged already
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            n = completed_checkpoints(run_dir)
+            if n > self.logged:
+                trackers.on_checkpoint(n - 1, int(state.global_step))
+            self.logged = n
+
+        on_train_end = on_step_end
+
+    return Callback()
+
+
+def prepare_attempt(run_dir: Path, fingerprint: str) -> bool:
+    """Whether the unfinished run in ``run_dir`` resumes from its last Trainer checkpoint (``run_dir/trainer``).
+
+    It resumes when that checkpoint exists and the attempt was started with the same ``fingerprint``
+    (``run_dir/attempt.json``); otherwise ``run_dir`` is cleared. Either way ``attempt.json`` is (re)written.
+    Only the main process touches the folder (the others wait for it).
+    """
+    from soi.train.hf import last_checkpoint
+
+    main = is_main_process()
+    attempt = run_dir / ATTEMPT_FILE
+    resume = False
+    if attempt.is_file() and last_checkpoint(run_dir / TRAINER_DIR) is not None:
+        try:
+            resume = json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        except (OSError, ValueError):
+            resume = False
+    barrier()  # every process has decided before the main one changes the folder
+    if main:
+        if run_dir.exists() and not resume:  # an interrupted run without a usable checkpoint: start again
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(attempt, {"fingerprint": fingerprint})
+    barrier()
+    return resume
+
+
+def finish_attempt(run_dir: Path, result: Mapping[str, Any]) -> None:
+    """Write ``result.json`` last (atomically; it marks the run finished) and drop ``attempt.json``."""
+    write_json(run_dir / RESULT_FILE, dict(result))
+    (run_dir / ATTEMPT_FILE).unlink(missing_ok=True)
+
+
+def start_distributed() -> None:
+    """Join the process group when launched on several processes (``WORLD_SIZE`` > 1: ``accelerate launch``,
+    ``torchrun``) through accelerate's ``PartialState`` (the state the Trainer then shares); a no-op otherwise."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torch.distributed`` job (``accelerate launch`` / ``torchrun``), or a single process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """``torch.distributed.barrier()`` when several processes run; a no-op otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def study_tasks(config: StudyConfig, data: StudyData, run: str) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """Run ``run``'s training data ``{task (head): [splits]}`` in YAML order and its rows per dataset key."""
     spec = config.run(run)
     sizes = train_sizes(config, data, run)
     tasks: dict[str, list[Any]] = {}
@@ -263,45 +343,63 @@ def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path:
     if empty:  # never train (or mark finished) a run with no examples of a dataset
         raise SoiError(f"run {run!r}: no training examples of {', '.join(empty)} (check n_train and the label "
                        "filter)")
+    return tasks, sizes
+
+
+def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path: str, run: str, seed: int,
+               run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train one run x seed through :func:`soi.train.hf.train_run`, evaluate it, write ``result.json`` last.
+
+    An unfinished attempt with the same settings resumes from its last Trainer checkpoint (``run_dir/trainer``;
+    removed once the run is finished)."""
+    import torch
+
+    from soi.train import run_examples
+    from soi.train.hf import MultiHeadModel, train_run
+
+    spec = config.run(run)
+    tasks, sizes = study_tasks(config, data, run)
     examples, labels = run_examples(tasks)
-    if run_dir.exists():  # an interrupted run: start it again from scratch
-        shutil.rmtree(run_dir)
+    fp = _fingerprint(config, run, seed, sizes)
+    resume = prepare_attempt(run_dir, fp)
     start = time.perf_counter()
     torch.manual_seed(seed)  # head initialisation
-    model = MultiHeadClassifier(model_path, {t: len(v) for t, v in labels.items()},
-                                freeze_embeddings=config.train.freeze_embeddings)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    meta = RunMeta(tasks=labels, model=config.model, setting=spec.setting, seed=seed,
-                   recording_mode=config.recording.mode,
-                   extra={"study": config.name, "run": run, "train": list(spec.train), "k": spec.k})
-    rec = DynamicsRecorder(run_dir, meta, examples=examples, keep_logits=config.recording.keep_logits)
-    t = config.train
-    trackers = None
-    if t.report_to:  # per-checkpoint SOI metrics to accelerate trackers, logged under <run dir>/trackers/
+    model = MultiHeadModel.from_encoder(model_path, {t: len(v) for t, v in labels.items()}, task_labels=labels,
+                                        freeze_embeddings=config.train.freeze_embeddings)
+    t, rec = config.train, config.recording
+    trackers, callbacks = None, []
+    if t.report_to and is_main_process():  # per-checkpoint SOI metrics to accelerate trackers, under trackers/
         from soi.record.trackers import AccelerateTrackers
 
         trackers = AccelerateTrackers(t.report_to, run_dir, project=f"{config.name}-{run}-seed{seed}",
                                       logging_dir=run_dir / "trackers",
                                       config={"study": config.name, "run": run, "seed": seed, "model": config.model})
-    res = train(model, tokenizer, tasks, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_length=config.max_length, seed=seed,
-                sampling=t.sampling, temperature=t.temperature, recorder=rec, record_mode=config.recording.mode,
-                progress=progress, on_checkpoint=trackers.on_checkpoint if trackers is not None else None)
-    rec.close()
+        callbacks.append(tracker_callback(trackers, run_dir))
+    res = train_run(model, tokenizer, tasks, run_dir=run_dir, output_dir=run_dir / TRAINER_DIR, epochs=t.epochs,
+                    batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+                    max_length=config.max_length, seed=seed, sampling=t.sampling, temperature=t.temperature,
+                    record_mode=rec.mode, every_steps=rec.every_steps, keep_logits=rec.keep_logits,
+                    model_name=config.model, setting=spec.setting, resume=resume, callbacks=callbacks,
+                    extra={"study": config.name, "run": run, "train": list(spec.train), "k": spec.k},
+                    progress=progress)
     if trackers is not None:
         trackers.close()
+    if not is_main_process():  # the main process evaluates and writes the results
+        barrier()
+        return {}
     evals, skipped = evaluate_all(model, tokenizer, config, data, labels, spec, run_dir)
     result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
-              "fingerprint": _fingerprint(config, run, seed, sizes), "train_datasets": list(spec.train),
+              "fingerprint": fp, "train_datasets": list(spec.train),
               "train_sizes": sizes, "match_size": spec.match_size,
               "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
               "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals, "eval_skipped": skipped,
-              "elapsed_s": round(time.perf_counter() - start, 3)}
+              "elapsed_s": round(time.perf_counter() - start, 3), "engine": ENGINE, "resumed": resume}
     if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
         from soi.study.two_stage import save_weights
 
         save_weights(model, run_dir)  # stage 2 starts from these
-    write_json(run_dir / RESULT_FILE, result)  # last, atomically: marks the run finished
+    finish_attempt(run_dir, result)
+    barrier()
     return result
 
 
@@ -497,11 +595,16 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     """
     if not isinstance(config, StudyConfig):
         config = StudyConfig.from_yaml(config)
-    out = prepare_out(out_dir, config)
+    start_distributed()
+    main = is_main_process()
+    if not main and config.two_stage is not None:
+        raise SoiError("two_stage studies run in one process; launch soi run without accelerate / torchrun")
+    out = prepare_out(out_dir, config) if main else Path(out_dir)
+    barrier()
 
     from rich.console import Console
 
-    console = Console(highlight=False, quiet=not progress)
+    console = Console(highlight=False, quiet=not (progress and main))
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -546,6 +649,10 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
                     tokenizer = AutoTokenizer.from_pretrained(model_path)
                 result = _train_one(config, data, tokenizer, model_path, spec.name, seed, rdir, progress)
             results[spec.name][seed] = result
+    if not main:  # several processes (accelerate launch / torchrun): the main one analyses and summarises
+        if bars:
+            hf_logging.enable_progress_bar()
+        return {}
 
     analyses: dict[str, dict[int, dict[str, Any]]] = {}
     for spec in config.runs:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from soi._io import atomic_path, write_json, write_text
+from soi._io import atomic_path, write_text
 from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
-from soi.study.runner import RESULT_FILE, evaluate_all, newer, run_dir_of
+from soi.study.runner import RESULT_FILE, TRAINER_DIR, evaluate_all, finish_attempt, newer, prepare_attempt, run_dir_of
 from soi.study.tables import csv_text
 
 TWO_STAGE_DIR = "two_stage"
@@ -52,7 +51,8 @@ METRICS = ("accuracy", "macro_f1")
 
 # ---------------------------------------------------------------------------------------------- weights
 def save_weights(model: Any, run_dir: str | Path) -> Path:
-    """Write the trained classifier's parameters to ``run_dir/model.safetensors`` (atomically).
+    """Write the trained :class:`~soi.train.hf.MultiHeadModel`'s parameters to ``run_dir/model.safetensors``
+    (atomically).
 
     The heads' label lists are in the run's ``run.json`` / ``result.json``; the head sizes are kept in the
     file's metadata.
@@ -61,23 +61,30 @@ def save_weights(model: Any, run_dir: str | Path) -> Path:
 
     path = Path(run_dir) / WEIGHTS_FILE
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata={"heads": json.dumps(dict(model.num_labels))}, force_contiguous=True)
+        save_model(model, str(tmp), metadata={"heads": json.dumps(dict(model.num_labels_per_task))},
+                   force_contiguous=True)
     return path
 
 
 def load_weights(run_dir: str | Path, model_path: str, heads: Mapping[str, int], *,
-                 freeze_embeddings: bool = False) -> Any:
-    """A :class:`~soi.train.MultiHeadClassifier` with the stage-1 weights saved by :func:`save_weights`."""
+                 freeze_embeddings: bool = False, task_labels: Mapping[str, Sequence[str]] | None = None) -> Any:
+    """A :class:`~soi.train.hf.MultiHeadModel` (encoder ``model_path``, ``heads`` in task order) with the stage-1
+    weights saved by :func:`save_weights` (strict: every parameter must match)."""
     from safetensors.torch import load_model
 
-    from soi.train import MultiHeadClassifier
+    from soi.train.hf import MultiHeadModel
 
     path = Path(run_dir) / WEIGHTS_FILE
     if not path.is_file():
         raise SoiError(f"no stage-1 weights ({WEIGHTS_FILE}); delete this run directory so that soi run trains it "
                        "again and keeps them", path=run_dir)
-    model = MultiHeadClassifier(model_path, dict(heads), freeze_embeddings=freeze_embeddings)
-    load_model(model, str(path))  # strict: every parameter must match
+    model = MultiHeadModel.from_encoder(model_path, dict(heads), task_labels=task_labels,
+                                        freeze_embeddings=freeze_embeddings)
+    try:
+        load_model(model, str(path))
+    except RuntimeError as exc:
+        raise SoiError(f"{WEIGHTS_FILE} does not fit the study's model and heads ({str(exc).splitlines()[0]}); "
+                       "delete this run directory so that soi run trains it again", path=run_dir) from None
     return model
 
 
@@ -245,37 +252,41 @@ def _train_arm(config: StudyConfig, data: Any, tokenizer: Any, model_path: str, 
                heads: Mapping[str, list[str]], train_tasks: Mapping[str, list[Any]], arm_dir: Path, arm: str,
                seed: int, hyper: Mapping[str, Any], epochs: int, max_steps: int | None, unit: str,
                evals: Sequence[str], header: Mapping[str, Any], progress: bool) -> dict[str, Any]:
-    import torch
+    """Train one arm x seed from the stage-1 weights through :func:`soi.train.hf.train_run`; ``result.json`` last.
 
-    from soi.record import DynamicsRecorder
+    An unfinished arm with the same fingerprint resumes from its last Trainer checkpoint (``arm_dir/trainer``).
+    ``max_steps`` (the ``full`` arm's fallback on all stage-1 rows) ends training and the LR schedule after that
+    many optimizer steps, as ``S`` for the other arms; the Trainer closes a last recorded checkpoint there (a
+    train-pass one fills the rows not trained on since the previous checkpoint with an eval-mode pass)."""
     from soi.store import RunMeta
-    from soi.train import run_examples, train
+    from soi.train import run_examples
+    from soi.train.hf import train_run
 
-    if arm_dir.exists():  # an interrupted arm: start again
-        shutil.rmtree(arm_dir)
+    resume = prepare_attempt(arm_dir, str(header["fingerprint"]))
     start = time.perf_counter()
-    examples, labels = run_examples(train_tasks)
-    model = load_weights(stage1_dir, model_path, {t: len(v) for t, v in heads.items()},
+    examples, _ = run_examples(train_tasks)
+    model = load_weights(stage1_dir, model_path, {t: len(v) for t, v in heads.items()}, task_labels=heads,
                          freeze_embeddings=config.train.freeze_embeddings)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    meta = RunMeta(tasks=labels, model=config.model, setting="two-stage", seed=seed,
-                   recording_mode=config.recording.mode, checkpoint_unit=unit,  # type: ignore[arg-type]
-                   extra={"study": config.name, **header})
-    rec = DynamicsRecorder(arm_dir, meta, examples=examples, keep_logits=config.recording.keep_logits)
-    res = train(model, tokenizer, train_tasks, epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"],
-                weight_decay=hyper["weight_decay"], warmup_ratio=hyper["warmup_ratio"],
-                max_length=hyper["max_length"], seed=seed, sampling=hyper["sampling"],
-                temperature=hyper["temperature"], recorder=rec, record_mode=config.recording.mode,
-                max_steps=max_steps, progress=progress)
-    rec.close()
+    rec = config.recording
+    res = train_run(model, tokenizer, train_tasks, run_dir=arm_dir, output_dir=arm_dir / TRAINER_DIR,
+                    epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"],
+                    weight_decay=hyper["weight_decay"], warmup_ratio=hyper["warmup_ratio"],
+                    max_length=hyper["max_length"], seed=seed, sampling=hyper["sampling"],
+                    temperature=hyper["temperature"], record_mode=rec.mode, keep_logits=rec.keep_logits,
+                    max_steps=max_steps, model_name=config.model, setting="two-stage", resume=resume,
+                    extra={"study": config.name, **header}, progress=progress)
+    if unit != "epoch":  # the full arm's one pass over S * batch rows: a checkpoint after S steps, not an epoch
+        meta = RunMeta.load(arm_dir)
+        meta.checkpoint_unit = unit  # type: ignore[assignment]
+        meta.save(arm_dir)
     spec = config.run(header["from_run"])
     evaluated, skipped = evaluate_all(model, tokenizer, config, data, heads, spec, arm_dir)
     result = {**header, "arm": arm, "seed": seed, "n_train": int(examples.num_rows), "steps": res.steps,
-              "steps_per_task": {t: sum(b.get(t, 0) for b in res.batches) for t in train_tasks},
+              "steps_per_task": res.trainer.task_sampler.steps_per_task(res.steps),  # type: ignore[union-attr]
               "epoch_loss": [float(x) for x in res.epoch_loss], "hyper": dict(hyper),
               "eval": {k: v for k, v in evaluated.items() if k in evals}, "eval_skipped": skipped,
-              "elapsed_s": round(time.perf_counter() - start, 3)}
-    write_json(arm_dir / RESULT_FILE, result)  # last, atomically: marks the arm finished
+              "elapsed_s": round(time.perf_counter() - start, 3), "resumed": resume}
+    finish_attempt(arm_dir, result)  # result.json last, atomically: marks the arm finished
     return result
 
 

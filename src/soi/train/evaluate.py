@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from soi.data.split import Split
-from soi.train.loop import collate, encode, pad_id_of
+from soi.train.encode import collate, encode, pad_id_of
 
 
 def macro_f1(gold: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray,
@@ -71,7 +71,8 @@ def predict_rows(model: nn.Module, tokenizer: Any, split: Split | Sequence[Split
             pos = order[i: i + batch_size]
             batch = collate(enc, pos, pad_id_of(tokenizer), device)
             gold = batch.pop("labels")
-            logits = model(**batch, task=task).float()
+            out = model(**batch, task=task)  # logits, or a ModelOutput with .logits (MultiHeadModel)
+            logits = getattr(out, "logits", out).float()
             pred[pos] = logits.argmax(-1).cpu().numpy()
             probs = torch.softmax(logits, dim=-1)
             p_gold[pos] = probs.gather(1, gold.view(-1, 1)).view(-1).cpu().numpy()

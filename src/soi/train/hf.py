@@ -273,6 +273,19 @@ class TaskBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return sum(math.ceil(n / self.max_batch_size) for n in self.sizes.values())
 
+    def steps_per_task(self, steps: int) -> dict[str, int]:
+        """Batches of each task among the first ``steps`` batches (epoch after epoch; one process)."""
+        if not isinstance(steps, int | np.integer) or steps < 0:
+            raise SoiError(f"steps must be a non-negative integer, got {steps!r}")
+        counts = dict.fromkeys(self.sizes, 0)
+        per_epoch, epoch, left = len(self), 0, int(steps)
+        while left > 0 and per_epoch:
+            for task, _ in self.schedule(epoch)[:left]:
+                counts[task] += 1
+            left -= min(left, per_epoch)
+            epoch += 1
+        return counts
+
     def schedule(self, epoch: int) -> list[tuple[str, np.ndarray]]:
         """Epoch ``epoch``'s batches as ``(task, local positions)``."""
         if epoch < 0:
@@ -365,13 +378,17 @@ class RunResult:
     trainer: TaskTrainer | None = None
 
 
-def task_dataset(tokenizer: Any, tasks: Mapping[str, Sequence[Split]], max_length: int) -> Any:
+def task_dataset(tokenizer: Any, tasks: Mapping[str, Sequence[Split]], max_length: int,
+                 task_ids: Mapping[str, int] | None = None) -> Any:
     """``datasets.Dataset`` of a run's rows in global idx order: input_ids, attention_mask, [token_type_ids],
-    labels, task_id (position of the task in ``tasks``)."""
+    labels, task_id (``task_ids[task]``, the head's position in the model; default the task's position in
+    ``tasks``)."""
     import datasets
 
+    ids = dict(task_ids) if task_ids is not None else {t: k for k, t in enumerate(tasks)}
     cols: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": [], TASK_ID: []}
-    for k, ss in enumerate(tasks.values()):
+    for task, ss in tasks.items():
+        k = ids[task]
         enc = encode(tokenizer, ss, max_length)
         if enc.token_type_ids is not None:
             cols.setdefault("token_type_ids", []).extend(enc.token_type_ids)
@@ -418,10 +435,11 @@ def train_run(model: MultiHeadModel, tokenizer: Any, tasks: Mapping[str, Sequenc
         raise SoiError("train_run needs at least one task")
     examples, labels = run_examples(tasks)
     heads = model.num_labels_per_task
-    if list(heads) != list(labels) or any(heads[t] != len(v) for t, v in labels.items()):
+    if any(heads.get(t) != len(v) for t, v in labels.items()):
         raise SoiError(f"the model's heads {heads} do not match the run's tasks "
-                       f"{ {t: len(v) for t, v in labels.items()} } (same tasks, same order)")
-    train = task_dataset(tokenizer, tasks, model.cap_length(max_length))
+                       f"{ {t: len(v) for t, v in labels.items()} } (every task needs a head of its label count)")
+    train = task_dataset(tokenizer, tasks, model.cap_length(max_length),
+                         task_ids={t: model.tasks.index(t) for t in tasks})
     sizes = {t: sum(len(s) for s in ss) for t, ss in tasks.items()}
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported() if bf16 is None else bool(bf16)
@@ -438,17 +456,23 @@ def train_run(model: MultiHeadModel, tokenizer: Any, tasks: Mapping[str, Sequenc
                        tasks=labels, extra=extra)
     sampler = TaskBatchSampler(sizes, batch_size, seed=seed, sampling=sampling, temperature=temperature)
     trainer = TaskTrainer(model=model, args=args, train_dataset=train, data_collator=TaskCollator(tokenizer),
-                          processing_class=tokenizer, soi=soi, task_sampler=sampler, warmup_ratio=warmup_ratio,
-                          callbacks=list(callbacks) or None)
+                          processing_class=tokenizer, soi=soi, task_sampler=sampler, warmup_ratio=warmup_ratio)
+    for cb in callbacks:  # after the recorder's: a callback's on_step_end sees the checkpoint closed at that step
+        trainer.add_callback(cb)
     start = last_checkpoint(output_dir) if resume else None
-    if start is None and Path(output_dir).is_dir():
+    main = trainer.is_world_process_zero()
+    trainer.accelerator.wait_for_everyone()  # every process has looked for the checkpoint
+    if start is None and Path(output_dir).is_dir() and main:
         shutil.rmtree(output_dir)  # stale checkpoints of an older attempt: never resume from them by accident
+    trainer.accelerator.wait_for_everyone()
     if not progress:
         trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=start)
     losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
-    if not keep_checkpoints and Path(output_dir).is_dir():
+    trainer.accelerator.wait_for_everyone()
+    if not keep_checkpoints and Path(output_dir).is_dir() and main:
         shutil.rmtree(output_dir)
+    trainer.accelerator.wait_for_everyone()
     return RunResult(steps=int(trainer.state.global_step), epoch_loss=losses, trainer=trainer)
 
 
