@@ -12,7 +12,14 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from soi.errors import SoiError
-from soi.gen.mixture import MixtureSpec, PoolSource, build_mixture, group_key, plan_mixture
+from soi.gen.mixture import (
+    MixtureSpec,
+    PoolSource,
+    build_mixture,
+    classification_as_generation,
+    group_key,
+    plan_mixture,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -165,7 +172,44 @@ def test_build_instruction_mixture_and_bad_source(monkeypatch: pytest.MonkeyPatc
     mix = build_mixture(spec, task="instruction")
     assert len(mix.train_rows(0)) == 0 and len(mix.train_rows(8)) == 8
     assert all(r["response"] for r in mix.eval_rows("fr"))
-    bad = MixtureSpec(seen=("fr",), unseen=(), ks=(0,), train=(PoolSource("sst2", "train"),),
+    bad = MixtureSpec(seen=("fr",), unseen=(), ks=(0,), train=(PoolSource("no_such_dataset", "train"),),
                       eval=(PoolSource("oasst_fr", "validation"),))
-    with pytest.raises(SoiError, match=r"mixture.train\[0\]: 'sst2' is a classification dataset"):
+    with pytest.raises(SoiError, match=r"^mixture.train\[0\]: .*no_such_dataset"):
         build_mixture(bad)
+
+
+def test_classification_as_generation_by_hand() -> None:
+    table = pa.table({"id": ["a", "b"], "text": ["the premise", "just text"], "text_pair": ["a hypothesis", None],
+                      "label": ["entailment", "neutral"], "language": ["en", "fr"], "source": ["s", "s"],
+                      "parallel_id": [None, "p1"]})
+    out = classification_as_generation(table).to_pylist()
+    assert out == [{"id": "a", "prompt": "the premise\na hypothesis", "response": "entailment",
+                    "answer": "entailment", "language": "en", "source": "s", "parallel_id": None},
+                   {"id": "b", "prompt": "just text", "response": "neutral", "answer": "neutral", "language": "fr",
+                    "source": "s", "parallel_id": "p1"}]
+    no_pair = classification_as_generation(table.drop_columns(["text_pair", "parallel_id"])).to_pylist()
+    assert [r["prompt"] for r in no_pair] == ["the premise", "just text"]
+    assert [r["parallel_id"] for r in no_pair] == [None, None]
+
+
+@needs_shared
+def test_build_intent_mixture_from_massive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOI_DATA_DIR", str(SHARED))
+    spec = MixtureSpec(
+        seen=("fa",), unseen=(), ks=(0, 8, 24), english_n=16, n_eval=12, n_validation=3, seed=1,
+        train=(PoolSource("massive_en", "train"), PoolSource("massive_fa", "train")),
+        validation=(PoolSource("massive_en", "validation"), PoolSource("massive_fa", "validation")),
+        eval=(PoolSource("massive_en", "test"), PoolSource("massive_fa", "test")))
+    mix = build_mixture(spec, task="intent")
+    rows = mix.train_rows(24)
+    assert [r["language"] for r in rows].count("en") == 16 and [r["language"] for r in rows].count("fa") == 24
+    labels = json.loads((SHARED / "massive_en" / "info.json").read_text(encoding="utf-8"))["labels"]
+    assert all(r["response"] == r["answer"] and r["response"] in labels for r in rows)
+    assert not any(r.get("response_filled") for r in rows)  # label names are real responses, not templates
+    assert {r["id"] for r in mix.train_rows(8)} < {r["id"] for r in rows}  # nested k
+    en, fa = mix.eval_rows("en"), mix.eval_rows("fa")
+    # MASSIVE en/fa are line-aligned translations: the same eval items, with the same gold intent, in both
+    assert [r["parallel_id"] for r in en] == [r["parallel_id"] for r in fa]
+    assert [r["answer"] for r in en] == [r["answer"] for r in fa]
+    held = {r["parallel_id"] for r in en} | {r["parallel_id"] for r in mix.validation_rows()}
+    assert not held & {r["parallel_id"] for r in rows}

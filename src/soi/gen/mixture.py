@@ -20,6 +20,9 @@ and the same for every training seed.
 Rows whose ``response`` is empty (MGSM ships only the answer number) get ``response_template`` filled with the
 row's ``answer`` (default ``"#### {answer}"``) when used for training or validation: a known limitation, such rows
 teach the answer format but no worked solution. Rows with neither a response nor an answer cannot be trained on.
+
+Classification datasets can be pools too (:func:`classification_as_generation`): the prompt is the text, the
+response the label name, e.g. intent on ``massive_en`` (the English set) + ``massive_fa`` (a seen language).
 """
 
 from __future__ import annotations
@@ -204,10 +207,34 @@ def _load(source: PoolSource, data_dir: str | Path | None, where: str) -> pa.Tab
                            source=source.origin)  # type: ignore[arg-type]
     except SoiError as exc:
         raise SoiError(f"{where}: {exc}") from None
+    if split.type == "classification":
+        return classification_as_generation(split.table)
     if split.type != "generative":
         raise SoiError(f"{where}: {split.name!r} is a {split.type} dataset; mixtures need generative rows "
-                       "(prompt, response, answer)")
+                       "(prompt, response, answer) or classification rows (text, label)")
     return split.table.select(["id", "prompt", "response", "answer", "language", "source", "parallel_id"])
+
+
+def classification_as_generation(table: pa.Table) -> pa.Table:
+    """Classification rows as generation rows: the prompt is the ``text`` (a pair: ``text``, a newline,
+    ``text_pair``), the response and the answer are the label *name* (e.g. MASSIVE's ``alarm_set``).
+
+    So a classification task (intent on ``massive_en`` + ``massive_fa``) can be a cross-lingual SFT task, scored by
+    comparing the generated label with the gold one; ``id``, ``language``, ``source`` and ``parallel_id`` are kept.
+    """
+    import pyarrow.compute as pc
+
+    text = table.column("text")
+    if "text_pair" in table.column_names:
+        pair = table.column("text_pair")
+        joined = pc.binary_join_element_wise(text, pair, "\n")
+        text = pc.if_else(pc.is_null(pair), text, joined)
+    label = table.column("label").cast(pa.string())
+    cols = {"id": table.column("id"), "prompt": text, "response": label, "answer": label,
+            "language": table.column("language"), "source": table.column("source"),
+            "parallel_id": table.column("parallel_id") if "parallel_id" in table.column_names
+            else pa.nulls(table.num_rows, pa.string())}
+    return pa.table({k: pa.chunked_array(v) if isinstance(v, pa.ChunkedArray) else v for k, v in cols.items()})
 
 
 class Mixture:
