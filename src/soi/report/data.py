@@ -607,9 +607,10 @@ def eval_set_view(test_set: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _comparison(source: CompareSource, root: Path) -> dict[str, Any]:
-    stats = _read_json(source.path / "stats.json")
+    stats_path = source.path / COMPARE_STATS_FILE
+    stats = _read_json(stats_path)
     if not isinstance(stats, dict) or not isinstance(stats.get("groups"), list):
-        raise SoiError("expected a soi compare stats.json with 'groups'", path=source.path / "stats.json")
+        raise SoiError("expected a soi compare stats.json with 'groups'", path=stats_path)
     cats = list(stats.get("categories", SOI_CATEGORIES))
     ra, rb = stats.get("run_a", {}), stats.get("run_b", {})
     groups = []
@@ -632,13 +633,13 @@ def _comparison(source: CompareSource, root: Path) -> dict[str, Any]:
             })
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SoiError(f"group entry lacks field {exc} or has the wrong type",
-                           path=source.path / "stats.json") from None
+                           path=stats_path) from None
     try:
         test_set = eval_set_view(stats.get("test_set"))
     except (TypeError, AttributeError) as exc:
-        raise SoiError(f"test_set: unexpected structure ({exc})", path=source.path / "stats.json") from None
+        raise SoiError(f"test_set: unexpected structure ({exc})", path=stats_path) from None
     except SoiError as exc:
-        raise SoiError(str(exc), path=source.path / "stats.json") from None
+        raise SoiError(str(exc), path=stats_path) from None
     a = source.a or ra.get("label") or "A"
     b = source.b or rb.get("label") or "B"
     try:

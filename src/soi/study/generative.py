@@ -53,6 +53,7 @@ from soi.store.layout import (
     StudyLayout,
 )
 from soi.store.layout import k_run_name as run_name
+from soi.store.summary import validate_summary
 from soi.study.engine import RunJob, StudyAdapter, analyse, fingerprint_of, mean_shares, mean_std, run_study_with
 from soi.study.tables import csv_text
 
@@ -367,7 +368,8 @@ def summarise(config: GenerativeStudyConfig, out: Path, results: Mapping[tuple[s
 def write_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """``tables/scores.csv`` (run x k x task x language, every metric's seed mean/std), ``tables/transfer.csv``
     (per transfer key, language and k: score, gain, relative gain, gain per 100) and ``tables/transfer_groups.csv``
-    (seen / unseen means and their gap)."""
+    (seen / unseen means and their gap). The summary is read through its schema (:mod:`soi.store.summary`)."""
+    validate_summary(summary, path=StudyLayout(out).summary)
     scores, trans, groups = [], [], []
     for name, run in summary["runs"].items():
         for task, ev in run["eval"].items():
