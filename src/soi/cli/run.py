@@ -18,8 +18,9 @@ def run(
 
     Writes into --out: runs/<run>/seed-<s>/ (run directories with result.json, analysis/ and eval/ test-set
     predictions), compare/<a>__vs__<b>/ (all seeds of a vs all seeds of b: transitions, heatmaps, stats.json),
-    summary.json and summary.md (which transitions exceed reseeding noise, test-set differences with CIs).
-    Finished runs (those with result.json) are skipped, so re-running resumes an interrupted study.
+    summary.json and summary.md (which transitions exceed reseeding noise, test-set differences with CIs;
+    summary.json's fields: docs/summary-schema.md). Finished runs (those with result.json) are skipped, so
+    re-running resumes an interrupted study.
     A study with ``type: generative`` is a cross-lingual generative (SFT) study (docs/generative.md).
     """
     from soi.study.packaged import run_study_file
