@@ -257,3 +257,34 @@ def test_study_types_dispatch_on_the_yaml_type(tmp_path: Path) -> None:
     with pytest.raises(SoiError) as info:
         run_study_file(explicit, tmp_path / "out", progress=False)
     assert "type" not in str(info.value) and str(info.value).startswith("c.yaml: ")
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+def test_compare_cached_reuses_stats_while_newer_than_every_result(tmp_path: Path) -> None:
+    import os
+
+    from soi.simulate import simulate_seed_folder
+    from soi.study.engine import compare_cached
+
+    lay = StudyLayout(tmp_path)
+    for name, skill in (("single", 0.8), ("multi", 1.2)):
+        simulate_seed_folder(lay.seed_folder(name), [0, 1], n=60, checkpoints=4, skill=skill)
+        for s in (0, 1):
+            lay.result(lay.run_dir(name, s)).write_text("{}", encoding="utf-8")
+    stale = lay.compare_dir("single", "multi") / "seed-0"  # the per-seed layout of older soi versions
+    stale.mkdir(parents=True)
+    (stale / "stats.json").write_text("{}", encoding="utf-8")
+    comp = ComparisonJob("single", "multi", ("task",))
+    stats = compare_cached(lay, comp, [0, 1], n_boot=20)
+    assert not stale.exists() and lay.compare_stats("single", "multi").is_file()
+    assert stats["run_a"]["seeds"] == [0, 1] and stats["run_b"]["label"] == "multi"
+    assert [g["key"] for g in stats["groups"]] == ["all"] + ["task"] * (len(stats["groups"]) - 1)
+    first = lay.compare_stats("single", "multi").stat().st_mtime_ns
+    assert compare_cached(lay, comp, [0, 1], n_boot=20) == stats  # reused: not recomputed
+    assert lay.compare_stats("single", "multi").stat().st_mtime_ns == first
+    # a run finished after the comparison: recomputed
+    later = lay.result(lay.run_dir("multi", 1))
+    t = lay.compare_stats("single", "multi").stat().st_mtime + 5
+    os.utime(later, (t, t))
+    compare_cached(lay, comp, [0, 1], n_boot=20)
+    assert lay.compare_stats("single", "multi").stat().st_mtime_ns != first
