@@ -195,7 +195,8 @@ def test_end_to_end_tiny_math_study(tiny_lm: Path, tmp_path: Path) -> None:
     for name in ("scores", "transfer", "transfer_groups"):
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["transfer_math_curves.png",
-                                                                   "transfer_math_heatmap.png"]
+                                                                   "transfer_math_heatmap.png",
+                                                                   "transfer_math_intervals.png"]
     # resume: finished runs are not retrained
     before = (out / "runs" / "math-k2" / "seed-0" / "result.json").stat().st_mtime_ns
     again = run_generative_study(cfg, out, progress=False)

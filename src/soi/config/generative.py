@@ -250,7 +250,10 @@ class GenerativeStudyConfig(_Model):
 
     type: Literal["generative"]
     name: str = Field(min_length=1)
-    model: str = Field(min_length=1, description="alias (smollm2-135m, gemma3-270m, ...), local path or hub id")
+    model: str | None = Field(None, min_length=1, description="alias (smollm2-135m, gemma3-270m, ...), local path "
+                              "or hub id")
+    models: list[str] | None = Field(None, min_length=1, description="model size / family as an axis: the whole "
+                                     "grid once per model (instead of model)")
     data_dir: str | None = None
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     data_seed: Seed = 0
@@ -264,7 +267,15 @@ class GenerativeStudyConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> GenerativeStudyConfig:
-        if (err := local_model_error(self.model)) is not None:
+        if (self.model is None) == (self.models is None):
+            raise _FieldError("model", "give either model (one) or models (a list), not both" if self.model else
+                              "model is required (or models: a list of models)")
+        for i, name in enumerate(self.models or []):
+            if name in self.models[:i]:  # type: ignore[index]
+                raise _FieldError(f"models[{i}]", f"duplicate model {name!r}")
+            if (err := local_model_error(name)) is not None:
+                raise _FieldError(f"models[{i}]", err)
+        if self.model is not None and (err := local_model_error(self.model)) is not None:
             raise _FieldError("model", err)
         for key, task in self.tasks.items():
             if task.kind is None and key not in METRICS:

@@ -434,6 +434,13 @@ def run_generative_study(config_or_path: GenerativeStudyConfig | str | Path, out
         config, source = config_or_path, "<study>"
     else:
         config, source = GenerativeStudyConfig.from_yaml(config_or_path), Path(config_or_path).name
+    if config.models is not None:  # model size / family as an axis: the whole study once per model
+        from soi.study.engine import prepare_out
+        from soi.study.gen_stats import run_models
+
+        return run_models(config, prepare_out(out_dir, config),
+                          lambda sub, sub_out: run_study_with(GenerativeStudy(sub, source), sub_out,
+                                                              progress=progress), progress=progress)
     return run_study_with(GenerativeStudy(config, source), out_dir, progress=progress)
 
 
