@@ -28,11 +28,31 @@ BASE: dict[str, Any] = {"type": "generative", "name": "t", "tasks": {"math": {}}
     ({**BASE, "models": ["a", "b", "a"]}, "s.yaml: models[2]: duplicate model 'a'"),
     ({**BASE, "models": []}, "s.yaml: models: List should have at least 1 item"),
     ({**BASE, "models": ["a", "./no-such-dir"]}, "s.yaml: models[1]:"),
+    ({**BASE, "model": "a", "mixture": {**BASE["mixture"], "seen": ["es", "xx"]}},
+     "s.yaml: mixture.seen: [1] unknown language code 'xx' (not ISO 639-1)"),
+    ({**BASE, "model": "a", "tasks": {"math": {"mixture": {"unseen": ["d e"]}}}},
+     "s.yaml: tasks.math.mixture.unseen: [0] 'd e' is not a language code"),
+    ({**BASE, "model": "a", "mixture": {**BASE["mixture"], "english": "qq"}},
+     "s.yaml: mixture.english: unknown language code 'qq'"),
+    ({**BASE, "model": "a", "mixture": {**BASE["mixture"], "unseen": ["es"]}},
+     "s.yaml: tasks.math.mixture: the English, seen and unseen languages overlap"),
 ])
 def test_models_field_errors(data: dict[str, Any], message: str) -> None:
     with pytest.raises(SoiError) as info:
         GenerativeStudyConfig.from_dict(data, source="s.yaml")
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@needs_shared
+def test_k_larger_than_the_pool_names_the_field() -> None:
+    from soi.study.generative import build_mixtures
+
+    cfg = GenerativeStudyConfig.from_dict({**BASE, "model": "a", "data_dir": str(SHARED),
+                                           "mixture": {**BASE["mixture"], "k": [0, 400], "n_eval": 5}})
+    with pytest.raises(SoiError) as info:
+        build_mixtures(cfg, "s.yaml")
+    assert str(info.value).startswith("s.yaml: tasks.math: mixture.k: seen language 'es' has 245 training rows")
+    assert "\n" not in str(info.value)
 
 
 def test_single_model_keeps_working() -> None:

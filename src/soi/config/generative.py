@@ -11,6 +11,7 @@ settings, and runs (one task = single, several = multi-task). Every problem is a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,28 @@ from soi.config.study import Seeds, _FieldError, local_model_error, validate_stu
 TaskKind = Literal["math", "instruction", "summarization"]
 METRICS = {"math": ("exact_match",), "instruction": ("rouge_l", "chrf", "language_fidelity"),
            "summarization": ("rouge_l", "chrf", "language_fidelity")}
+
+
+_ISO_639_1_TEXT = """
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee el
+en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is it iu
+ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na
+nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so
+sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
+"""
+ISO_639_1 = frozenset(_ISO_639_1_TEXT.split())
+"""The two-letter ISO 639-1 codes (183, plus the withdrawn ``bh``): another two-letter code is a config error."""
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+"""Other codes (ISO 639-3, BCP 47 subtags such as ``zh-Hant``) must at least have this form."""
+
+
+def language_code_error(code: str) -> str | None:
+    """Why ``code`` is not a language code (``None`` when it is one)."""
+    if not LANGUAGE_CODE.match(code):
+        return f"{code!r} is not a language code (ISO 639-1 such as 'es', or BCP 47 such as 'zh-Hant')"
+    if len(code) == 2 and code not in ISO_639_1:
+        return f"unknown language code {code!r} (not ISO 639-1)"
+    return None
 
 
 class _Model(StrictModel):
@@ -58,6 +81,21 @@ class MixtureFields(_Model):
         if v is not None and 0 not in v:
             raise ValueError(f"k must include 0 (the English-only baseline of the transfer metrics), got {v}")
         return None if v is None else sorted(v)
+
+    @field_validator("seen", "unseen")
+    @classmethod
+    def _codes(cls, v: list[str] | None) -> list[str] | None:
+        for i, code in enumerate(v or []):
+            if (err := language_code_error(code)) is not None:
+                raise ValueError(f"[{i}] {err}")
+        return v
+
+    @field_validator("english")
+    @classmethod
+    def _english_code(cls, v: str | None) -> str | None:
+        if v is not None and (err := language_code_error(v)) is not None:
+            raise ValueError(err)
+        return v
 
     @field_validator("response_template")
     @classmethod
