@@ -84,6 +84,8 @@ def generate(run: Path, n: int, checkpoints: int, classes: int, chunk: int, seed
     """
     import multiprocessing
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from soi.store import RunMeta, examples_table
@@ -101,7 +103,7 @@ def generate(run: Path, n: int, checkpoints: int, classes: int, chunk: int, seed
             for k, lo in enumerate(range(0, n, chunk)):
                 hi = min(lo + chunk, n)
                 d = _chunk_data(seed, classes, k, lo, hi)
-                ids = np.char.add("ex-", np.arange(lo, hi).astype(str))
+                ids = pc.binary_join_element_wise("ex-", pa.array(np.arange(lo, hi)).cast(pa.string()), "")
                 ex.write(examples_table(ids, d["gold"], task=np.asarray(TAGS["task"])[d["task"]],
                                         language=np.asarray(TAGS["language"])[d["language"]]))
     jobs = [(run, n, checkpoints, classes, chunk, seed, t) for t in range(checkpoints)

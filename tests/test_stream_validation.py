@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soi.analysis.per_example import analyze_run
-from soi.analysis.streaming import stream_analysis
+from soi.analysis.streaming import id_hashes, stream_analysis
 from soi.errors import SoiError
 from soi.store import RunMeta, RunWriter, examples_table, load_dynamics, tag_codes
 from soi.store import writer as store_writer
@@ -149,3 +149,41 @@ def test_examples_writers_cut_row_blocks(tmp_path):
         assert [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)] == [16, 16, 16, 2]
         assert pf.read().equals(pq.read_table(tmp_path / "a" / "examples.parquet"))
         assert "RLE_DICTIONARY" not in pf.metadata.row_group(0).column(1).encodings  # ids: no dictionary
+
+
+def _fnv_reference(s: str) -> int:
+    """id_hashes' definition for one string, byte by byte in Python integers."""
+    mask = 2**64 - 1
+    raw = s.encode("utf-8")
+    h = 0xCBF29CE484222325 ^ len(raw)
+    for k in range(max(1, -(-len(raw) // 8))):
+        h = ((h ^ int.from_bytes(raw[8 * k:8 * k + 8].ljust(8, b"\0"), "little")) * 0x100000001B3) & mask
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & mask
+    return h ^ (h >> 33)
+
+
+@settings(max_examples=80, deadline=None)
+@given(strings=st.lists(st.text(max_size=30), max_size=40), cut=st.integers(0, 5))
+def test_id_hashes_depend_on_the_string_only(strings, cut):
+    arr = pa.array(strings, pa.string())
+    h = id_hashes(arr)
+    assert h.tolist() == [_fnv_reference(s) for s in strings]
+    assert np.array_equal(id_hashes(arr.cast(pa.large_string())), h)
+    assert np.array_equal(id_hashes(arr.slice(min(cut, len(strings)))), h[min(cut, len(strings)):])
+
+
+def test_duplicate_short_id_next_to_long_ids_in_another_shard(tmp_path):
+    """The same id in two shards whose longest ids differ in length is still found (hashes never depend on the
+    neighbouring strings)."""
+    run, _, _ = _store(tmp_path)
+    table = pq.read_table(run / "examples.parquet")
+    ids = table["example_id"].to_pylist()
+    ids[30] = ids[3]
+    ids[31] = "a-much-longer-example-id-than-the-others"
+    table = table.set_column(1, "example_id", pa.array(ids))
+    pq.write_table(table, run / "examples.parquet")
+    with pytest.raises(SoiError, match=r"examples\.parquet: duplicate example_id 'x03'$"):
+        analyze_run(run, write=False)
+    with pytest.raises(SoiError, match=r"examples\.parquet: duplicate example_id 'x03'$"):
+        stream_analysis(run, shard_size=8, workers=2, write=False)

@@ -108,33 +108,49 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """64-bit hash of each string (uint64; equal strings hash equal), vectorised over rows.
+_WORD_MASKS = np.asarray([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
+"""``_WORD_MASKS[k]``: the low ``k`` bytes of a little-endian 64-bit word."""
 
-    FNV-1a over 8-byte words of the zero-padded string, seeded with its length, then the murmur3 finaliser.
+
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hash of each string (uint64), vectorised over rows; a string's hash depends on its bytes only.
+
+    FNV-1a over the string's 8-byte little-endian words (the last one zero-padded; an empty string is one zero
+    word), seeded with its length, then the murmur3 finaliser.
     """
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-    if not pa.types.is_large_string(ids.type):
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
         ids = ids.cast(pa.large_string())
     n = len(ids)
+    width = 8 if pa.types.is_large_string(ids.type) else 4
     bufs = ids.buffers()
-    offsets = np.frombuffer(bufs[1], np.int64, count=n + 1, offset=ids.offset * 8)
+    offsets = np.frombuffer(bufs[1], f"<i{width}", count=n + 1, offset=ids.offset * width).astype(np.int64)
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     length = np.diff(offsets)
-    width = max(8, -(-int(length.max()) // 8) * 8) if n else 8
+    words = np.maximum(1, -(-length // 8))
     out = np.empty(n, np.uint64)
-    step = max(1, (32 << 20) // width)  # rows per block: at most 32 MB of padded bytes
-    pos = np.arange(width)
+    step = 1 << 20
     with np.errstate(over="ignore"):
         for a in range(0, n, step):
             b = min(n, a + step)
-            mat = np.zeros((b - a, width), np.uint8)
-            mat[pos[None, :] < length[a:b, None]] = data[offsets[a]:offsets[b]]
-            words = mat.view(np.uint64)
-            h = np.full(b - a, _FNV_OFFSET, np.uint64) ^ length[a:b].astype(np.uint64)
-            for j in range(words.shape[1]):
-                h = (h ^ words[:, j]) * _FNV_PRIME
+            base, end = int(offsets[a]), int(offsets[b])
+            buf = np.zeros(end - base + 8, np.uint8)
+            buf[:end - base] = data[base:end]
+            # every byte position read as the start of a little-endian uint64 (an unaligned, overlapping view)
+            at = np.ndarray((buf.size - 7,), dtype="<u8", buffer=buf, strides=(1,))
+            start, ln, wd = offsets[a:b] - base, length[a:b], words[a:b]
+            h = _FNV_OFFSET ^ ln.astype(np.uint64)
+            for j in range(int(wd.max())):
+                active = None if j == 0 else wd > j  # strings with a word j
+                if active is not None and active.mean() < 0.25:  # few long strings: work on those rows only
+                    rows = np.flatnonzero(active)
+                    w = at[start[rows] + 8 * j] & _WORD_MASKS[np.minimum(ln[rows] - 8 * j, 8)]
+                    h[rows] = (h[rows] ^ w) * _FNV_PRIME
+                    continue
+                w = at[np.minimum(start + 8 * j, at.size - 1)] & _WORD_MASKS[np.clip(ln - 8 * j, 0, 8)]
+                hj = (h ^ w) * _FNV_PRIME
+                h = hj if active is None else np.where(active, hj, h)
             h ^= h >> np.uint64(33)  # murmur3 finaliser: spread the low bits into the high ones (bucket index)
             h *= np.uint64(0xFF51AFD7ED558CCD)
             h ^= h >> np.uint64(33)
