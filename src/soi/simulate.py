@@ -142,3 +142,55 @@ def simulate_study(
     correct_a = np.stack([one_run(skill_a, None) for _ in range(seeds_a)])
     correct_b = np.stack([one_run(skill_b, shift_b) for _ in range(seeds_b)])
     return {"correct_a": correct_a, "correct_b": correct_b, "planted": planted, "gold": gold}
+
+
+def simulate_studies(
+    n_studies: int,
+    *,
+    n: int = 800,
+    checkpoints: int = 6,
+    seeds_a: int = 3,
+    seeds_b: int = 3,
+    classes: int = 3,
+    seed: int = 0,
+    skill_a: float = 1.0,
+    skill_b: float = 1.0,
+    run_effect: float = 0.15,
+    example_noise: float = 0.3,
+    noise: float = 1.0,
+    label_noise: float = 0.05,
+    planted_fraction: float = 0.0,
+    planted_shift: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """``n_studies`` independent studies of the :func:`simulate_study` model at once (vectorised).
+
+    Each study draws its own examples, run-level seed effects and noise (another random stream than
+    :func:`simulate_study`, same distributions). Returns ``correct_a`` bool (n_studies, seeds_a, n, E),
+    ``correct_b`` bool (n_studies, seeds_b, n, E), ``planted`` bool (n_studies, n), ``gold`` (n_studies, n).
+    """
+    if n_studies < 1 or n < 1 or checkpoints < 1 or seeds_a < 1 or seeds_b < 1 or classes < 1:
+        raise ValueError("n_studies, n, checkpoints, seeds_a, seeds_b and classes must be >= 1")
+    rng = np.random.default_rng([int(seed), 2025])
+    shape = (n_studies, n)
+    true = rng.integers(0, classes, shape)
+    flip = rng.random(shape) < label_noise
+    gold = np.where(flip, (true + rng.integers(1, classes, shape)) % classes, true) if classes > 1 else true
+    difficulty = rng.normal(0.0, 1.0, shape)
+    planted = np.zeros(shape, bool)
+    n_planted = round(planted_fraction * n)
+    if n_planted > 0:
+        order = np.argsort(rng.random(shape), axis=1)[:, :n_planted]
+        np.put_along_axis(planted, order, True, axis=1)
+    r = seeds_a + seeds_b
+    skill = np.r_[np.full(seeds_a, skill_a), np.full(seeds_b, skill_b)]  # (R,)
+    u = rng.normal(0.0, run_effect, (n_studies, r)) if run_effect > 0 else np.zeros((n_studies, r))
+    level = (skill[None, :, None] + u[:, :, None] - difficulty[:, None, :]
+             + rng.normal(0.0, example_noise, (n_studies, r, n)))
+    level[:, seeds_a:] += np.where(planted, planted_shift, 0.0)[:, None, :]
+    onehot = true[:, None, :, None] == np.arange(classes)  # (N, 1, n, C)
+    correct = np.empty((n_studies, r, n, checkpoints), bool)
+    for t in range(checkpoints):
+        logits = rng.normal(0.0, noise, (n_studies, r, n, classes))
+        logits += onehot * (4.0 * (t + 1) / checkpoints * level)[..., None]
+        correct[..., t] = logits.argmax(axis=-1) == gold[:, None, :]
+    return {"correct_a": correct[:, :seeds_a], "correct_b": correct[:, seeds_a:], "planted": planted, "gold": gold}

@@ -20,8 +20,10 @@ delete-one jackknives re-combine these arrays without touching examples again:
 se = sqrt(V_runs + V_examples) (both estimate variance components of the same statistic; adding them
 double-counts the per-run example noise, which errs on the conservative side), a t reference with the
 Welch-Satterthwaite degrees of freedom (Satterthwaite 1946, Biometrics Bulletin 2) of the two parts
-(R - 2 for runs, G - 1 for buckets), two-sided p-values per cell, Benjamini-Hochberg (1995) q-values
-over the k x k cells, and the overall test as the Simes (1986) combination of the cell p-values (it
+(min(S_a, S_b) - 1 for runs, G - 1 for buckets) from their variance split pooled over the k x k cells
+(one df per group: a cell's own split rests on S - 1 df and made single cells anti-conservative with
+strong seed effects), two-sided p-values per cell, Benjamini-Hochberg (1995) q-values over the k x k cells,
+and the overall test as the Simes (1986) combination of the cell p-values (it
 rejects exactly when BH flags at least one cell). An exact permutation test of the run labels
 (statistic: sum of |excess|) is reported alongside where the labelings allow p <= alpha.
 Calibration and power are shown on simulated studies in ``tests/test_seed_null.py`` and
@@ -151,20 +153,125 @@ class NullResult:
     note: str | None
 
 
-def _t_stats(est: np.ndarray, v_runs: np.ndarray, v_ex: np.ndarray, df_runs: int, df_ex: int,
+def _row_bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values of each row of a 2-D array."""
+    m = p.shape[1]
+    order = np.argsort(p, axis=1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=1) * m / np.arange(1, m + 1)
+    q = np.minimum(np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1], 1.0)
+    out = np.empty_like(q)
+    np.put_along_axis(out, order, q, axis=1)
+    return out
+
+
+def _row_simes(p: np.ndarray) -> np.ndarray:
+    """Simes p-value of each row of a 2-D array."""
+    m = p.shape[1]
+    return np.minimum(1.0, (np.sort(p, axis=1) * m / np.arange(1, m + 1)).min(axis=1))
+
+
+def _t_stats(est: np.ndarray, v_runs: np.ndarray, v_ex: np.ndarray, df_runs: int, df_ex: np.ndarray,
              level: float) -> tuple[np.ndarray, ...]:
+    """se, df, p, lo, hi of ``est`` (B, ...): t with the Satterthwaite df of the run and example parts,
+    their variance split pooled over all entries of a batch member (one df per member)."""
     from scipy.special import stdtr, stdtrit  # Student t CDF and its inverse (lighter than scipy.stats)
 
     var = v_runs + v_ex
     se = np.sqrt(var)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denom = (v_runs ** 2) / max(df_runs, 1) + (v_ex ** 2) / max(df_ex, 1)
-        df = np.where(denom > 0, var * var / denom, float(df_runs))
-        df = np.clip(df, min(df_runs, df_ex), df_runs + df_ex)
-        tstat = np.where(se > 0, np.abs(est) / se, 0.0)
+    axes = tuple(range(1, est.ndim))
+    dfe = np.maximum(np.asarray(df_ex, np.float64), 1.0).reshape(-1, *(1,) * len(axes))
+    a, b = v_runs.sum(axis=axes, keepdims=True), v_ex.sum(axis=axes, keepdims=True)
+    denom = a * a / max(df_runs, 1) + b * b / dfe
+    df = np.where(denom > 0, (a + b) ** 2 / np.where(denom > 0, denom, 1.0), float(df_runs))
+    df = np.broadcast_to(np.clip(df, np.minimum(df_runs, dfe), df_runs + dfe), est.shape)
+    tstat = np.abs(est) / np.where(se > 0, se, 1.0)
     p = np.where(se > 0, 2.0 * stdtr(df, -tstat), 1.0)
     half = stdtrit(df, 0.5 + level / 2.0) * se
     return se, df, p, est - half, est + half
+
+
+def _side_var(rep: np.ndarray, s_a: int) -> np.ndarray:
+    """Two-sample delete-one-run jackknife variance from replicates ``rep`` (R, ...), runs of A first."""
+    out = np.zeros(rep.shape[1:])
+    for lo_, hi_ in ((0, s_a), (s_a, rep.shape[0])):
+        part = rep[lo_:hi_]
+        m = part.shape[0]
+        out += (m - 1) / m * ((part - part.mean(axis=0)) ** 2).sum(axis=0)
+    return out
+
+
+def _contrast(x: np.ndarray, wb: np.ndarray, ww: np.ndarray) -> np.ndarray:
+    """Between minus symmetrised within of pair tensors ``x`` (B, P, ..., k, k), summed over pairs."""
+    return np.einsum("bp...,p->b...", x, wb) - _sym(np.einsum("bp...,p->b...", x, ww))
+
+
+def null_tests(counts: np.ndarray, s_a: int, s_b: int, *, level: float = 0.95) -> dict[str, np.ndarray]:
+    """The reseeding-null tests of a batch of groups (or simulated studies) at once.
+
+    ``counts`` int (B, P, G, k, k): :func:`pair_bucket_counts` of each member (runs of A first, every
+    member with the same runs); needs >= :data:`MIN_SEEDS_TEST` seeds per setting. Returns arrays with a
+    leading B axis: ``excess``, ``se``, ``df``, ``p_value``, ``q_value`` (BH over the k x k cells), ``lo``,
+    ``hi`` (k, k each), ``overall_p`` (Simes), and ``change_*`` (share B - share A per category: ``observed``,
+    ``se``, ``lo``, ``hi``, ``p``). Degrees of freedom: Satterthwaite (1946) from the run/example variance
+    split pooled over the member's cells (see the module docstring).
+    """
+    t = np.asarray(counts, np.float64)
+    if t.ndim != 5:
+        raise SoiError(f"counts must be (members, pairs, buckets, k, k), got shape {t.shape}")
+    if min(s_a, s_b) < MIN_SEEDS_TEST:
+        raise SoiError(f"the reseeding-null tests need >= {MIN_SEEDS_TEST} seeds per setting, got {s_a} + {s_b}")
+    r = s_a + s_b
+    k = t.shape[-1]
+    n_g = t[:, 0].sum(axis=(2, 3))  # (B, G) bucket sizes (the same for every pair)
+    n = n_g.sum(axis=1)
+    n_safe = np.where(n > 0, n, 1.0)[:, None, None]
+    total = t.sum(axis=2)  # (B, P, k, k)
+    full = _weights(np.ones(r, bool), s_a)
+    assert full is not None  # s_a, s_b >= 2
+    wb, ww = full[0], full[1]
+    excess = _contrast(total, wb, ww) / n_safe
+    reps = []
+    for drop in range(r):  # delete each run once: R re-weightings of the pair totals
+        active = np.ones(r, bool)
+        active[drop] = False
+        w = _weights(active, s_a)
+        assert w is not None  # s_a, s_b >= 2 keeps a cross pair and a within pair
+        reps.append(_contrast(total, w[0], w[1]) / n_safe)
+    rep = np.stack(reps)  # (R, B, k, k)
+    v_runs = _side_var(rep, s_a)
+    # delete-a-bucket jackknife over examples: the contrast is linear, so E_(-g) = (full - bucket g) / n_(-g)
+    part = _contrast(t, wb, ww)  # (B, G, k, k)
+    keep = n_g > 0
+    g = keep.sum(axis=1)
+    n_rest = n[:, None] - n_g
+    brep = (excess * n_safe)[:, None] - part
+    brep = brep / np.where(n_rest > 0, n_rest, 1.0)[:, :, None, None]
+    gk = np.maximum(g, 1)[:, None, None]
+    kw = keep[:, :, None, None]
+    mean = np.where(kw, brep, 0.0).sum(axis=1) / gk
+
+    def bucket_var(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        kx = keep.reshape(keep.shape + (1,) * (x.ndim - 2))
+        d = np.where(kx, x - m[:, None], 0.0)
+        return np.where((g >= 2).reshape(-1, *(1,) * (x.ndim - 2)),
+                        (g - 1).reshape(-1, *(1,) * (x.ndim - 2)) / gk.reshape(-1, *(1,) * (x.ndim - 2))
+                        * (d ** 2).sum(axis=1), 0.0)
+
+    v_ex = bucket_var(brep, mean)
+    df_runs, df_ex = min(s_a, s_b) - 1, np.maximum(g - 1, 1)
+    se, df, p, lo, hi = _t_stats(excess, v_runs, v_ex, df_runs, df_ex, level)
+    b_ = p.shape[0]
+    q = _row_bh(p.reshape(b_, -1)).reshape(p.shape)
+    # share changes: the same linear functional (column sums minus row sums) of every replicate
+    change = excess.sum(axis=1) - excess.sum(axis=2)
+    v_runs_c = _side_var(rep.sum(axis=2) - rep.sum(axis=3), s_a)
+    brep_c = brep.sum(axis=2) - brep.sum(axis=3)
+    v_ex_c = bucket_var(brep_c, np.where(keep[:, :, None], brep_c, 0.0).sum(axis=1) / gk[:, :, 0])
+    se_c, _, p_c, lo_c, hi_c = _t_stats(change, v_runs_c, v_ex_c, df_runs, df_ex, level)
+    return {"excess": excess, "se": se, "df": df, "p_value": p, "q_value": q, "lo": lo, "hi": hi,
+            "overall_p": _row_simes(p.reshape(b_, -1)), "change_observed": change, "change_se": se_c,
+            "change_lo": lo_c, "change_hi": hi_c, "change_p": p_c, "n": n, "n_seeds": np.array([s_a, s_b]),
+            "k": np.array(k)}
 
 
 def reseeding_null(counts: np.ndarray, s_a: int, s_b: int, *, alpha: float = 0.05, level: float = 0.95,
@@ -187,8 +294,7 @@ def reseeding_null(counts: np.ndarray, s_a: int, s_b: int, *, alpha: float = 0.0
     if t.ndim != 4 or t.shape[0] != r * (r - 1) // 2 or t.shape[2] != t.shape[3]:
         raise SoiError(f"counts must be (pairs, buckets, k, k) for {r} runs, got shape {t.shape}")
     k = t.shape[2]
-    n_g = t[0].sum(axis=(1, 2))  # bucket sizes (the same for every pair)
-    n = int(n_g.sum())
+    n = int(t[0].sum())
     total = t.sum(axis=1)  # (P, k, k)
     full = _weights(np.ones(r, bool), s_a)
     if full is None or n == 0:
@@ -212,52 +318,18 @@ def reseeding_null(counts: np.ndarray, s_a: int, s_b: int, *, alpha: float = 0.0
         return NullResult(n=n, s_a=s_a, s_b=s_b, between=between, within=within, within_a=within_a,
                           within_b=within_b, excess=excess, se=None, df=None, p_value=None, q_value=None, lo=None,
                           hi=None, share_change=share, overall=overall, note=TOO_FEW_NOTE)
-
-    # jackknife over runs: delete each run once (configurations recombine the pair totals)
-    reps = []
-    for drop in range(r):  # R configurations, each a few (P, k, k) tensor products
-        active = np.ones(r, bool)
-        active[drop] = False
-        w = _weights(active, s_a)
-        assert w is not None  # s_a, s_b >= 2 keeps a cross pair and a within pair
-        reps.append((np.tensordot(w[0], total, axes=1) - np.tensordot(w[1], _sym(total), axes=1)) / n)
-    rep = np.stack(reps)  # (R, k, k)
-    v_runs = np.zeros((k, k))
-    for lo_, hi_ in ((0, s_a), (s_a, r)):
-        part = rep[lo_:hi_]
-        m = part.shape[0]
-        v_runs += (m - 1) / m * ((part - part.mean(axis=0)) ** 2).sum(axis=0)
-    # delete-a-bucket jackknife over examples (non-empty buckets only)
-    keep = np.flatnonzero(n_g > 0)
-    g = keep.size
-    rest = total[:, None] - t[:, keep]  # (P, G', k, k)
-    n_rest = n - n_g[keep]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        brep = ((np.tensordot(wb, rest, axes=1) - np.tensordot(ww, _sym(rest), axes=1))
-                / np.where(n_rest > 0, n_rest, 1)[:, None, None])
-    v_ex = (g - 1) / g * ((brep - brep.mean(axis=0)) ** 2).sum(axis=0) if g >= 2 else np.zeros((k, k))
-    df_runs, df_ex = min(s_a, s_b) - 1, max(g - 1, 1)
-    se, df, p, lo, hi = _t_stats(excess, v_runs, v_ex, df_runs, df_ex, level)
-    q = benjamini_hochberg(p)
-    # share changes: the same linear functional of every replicate
-    rep_c = rep.sum(axis=1) - rep.sum(axis=2)
-    v_runs_c = np.zeros(k)
-    for lo_, hi_ in ((0, s_a), (s_a, r)):
-        part = rep_c[lo_:hi_]
-        m = part.shape[0]
-        v_runs_c += (m - 1) / m * ((part - part.mean(axis=0)) ** 2).sum(axis=0)
-    brep_c = brep.sum(axis=1) - brep.sum(axis=2)
-    v_ex_c = (g - 1) / g * ((brep_c - brep_c.mean(axis=0)) ** 2).sum(axis=0) if g >= 2 else np.zeros(k)
-    se_c, _, p_c, lo_c, hi_c = _t_stats(change, v_runs_c, v_ex_c, df_runs, df_ex, level)
-    share |= {"se": se_c, "lo": lo_c, "hi": hi_c, "p_value": p_c, "significant": p_c <= 1.0 - level}
-    p_all = simes(p)
+    res = {key: v[0] for key, v in null_tests(t[None], s_a, s_b, level=level).items() if key not in ("n_seeds", "k")}
+    share |= {"se": res["change_se"], "lo": res["change_lo"], "hi": res["change_hi"], "p_value": res["change_p"],
+              "significant": res["change_p"] <= 1.0 - level}
+    p_all = float(res["overall_p"])
     overall |= {"p_value": p_all, "significant": bool(p_all <= alpha),
-                "method": "Simes (1986) combination of the per-cell jackknife t-tests (seeds and examples)"}
+                "method": "Simes (1986) combination of the per-cell jackknife t-tests (seeds and examples)",
+                "df": float(res["df"][0, 0])}
     if permutation:
         overall["permutation"] = permutation_test(total, s_a, s_b, alpha=alpha, seed=seed)
     return NullResult(n=n, s_a=s_a, s_b=s_b, between=between, within=within, within_a=within_a, within_b=within_b,
-                      excess=excess, se=se, df=df, p_value=p, q_value=q, lo=lo, hi=hi, share_change=share,
-                      overall=overall, note=None)
+                      excess=excess, se=res["se"], df=res["df"], p_value=res["p_value"], q_value=res["q_value"],
+                      lo=res["lo"], hi=res["hi"], share_change=share, overall=overall, note=None)
 
 
 def permutation_test(total: np.ndarray, s_a: int, s_b: int, *, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
