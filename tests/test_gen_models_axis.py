@@ -94,7 +94,7 @@ def test_models_axis_end_to_end(two_lms: tuple[Path, Path], tmp_path: Path) -> N
     saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(summary))
     slugs = [m["slug"] for m in saved["models"]]
-    assert len(set(slugs)) == 2
+    assert slugs == ["small", "large"]
     for m, path in zip(saved["models"], (small, large), strict=True):
         ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         assert m["parameters"] == sum(p.numel() for p in ref.parameters())  # tied embeddings counted once
@@ -141,6 +141,20 @@ def test_models_axis_end_to_end(two_lms: tuple[Path, Path], tmp_path: Path) -> N
     assert {c["a"] for c in rep["comparisons"]} == {f"{s}:math-k0" for s in slugs}
     assert set(rep["transfer"]) == {f"{s}:math" for s in slugs}
     assert set(rep["transfer_stats"]) == set(rep["transfer"]) and rep["by_model"] == saved["by_model"]
+    from soi.report.html import build_report
+
+    build_report(out)
+    figs = {p.name for p in (out / "figures").iterdir()}
+    assert {f"transfer_{s}_math_intervals.png" for s in slugs} <= figs and "transfer_by_model_math.png" in figs
+    from rich.console import Console
+
+    from soi.study.gen_stats import print_stats
+
+    console = Console(record=True, width=200)
+    print_stats(saved, console)
+    text = " ".join(console.export_text().split())
+    assert "small:math: gain in exact_match over k=0, 95% intervals (test set, 1 seed(s)" in text
+    assert "SOI across mixtures" in text and "reseeding null p = n/a (< 3 seeds)" in text
     # resume: nothing retrained, the same summary
     again = run_generative_study(GenerativeStudyConfig.from_dict(data), out, progress=False)
     assert again["transfer_stats"] == summary["transfer_stats"]

@@ -239,4 +239,14 @@ def write_figures(src: Path, data: dict[str, Any], out_dir: Path) -> list[Path]:
         from soi.gen.transfer import plot_transfer
 
         written.extend(plot_transfer(t, out_dir, _safe(task)))
+    for key, st in (data.get("transfer_stats") or {}).items():  # intervals (soi.analysis.transfer)
+        from soi.gen.transfer import plot_transfer_stats
+
+        written.append(plot_transfer_stats(st, out_dir / f"transfer_{_safe(key)}_intervals.png", title=key))
+    for key, pts in (data.get("by_model") or {}).items():
+        from soi.gen.transfer import plot_transfer_by_model
+
+        metric = next((st["metric"] for k, st in (data.get("transfer_stats") or {}).items() if k.endswith(key)),
+                      "score")
+        written.append(plot_transfer_by_model(pts, out_dir / f"transfer_by_model_{_safe(key)}.png", metric=metric))
     return written

@@ -227,7 +227,9 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
 
     models, summaries = [], {}
     for name in config.models:
-        slug = safe(name)
+        slug = safe(Path(name).name if Path(name).expanduser().is_dir() else name)  # a local folder: its name
+        while slug in summaries:
+            slug += "_"
         sub = config.model_copy(update={"model": name, "models": None})
         summaries[slug] = run_one(sub, out / MODELS_DIR / slug)
         models.append({"model": name, "slug": slug, "parameters": parameter_count(resolve_model(name)),
@@ -266,4 +268,68 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
                "transfer": transfer, "transfer_runs": truns, "transfer_stats": tstats, "by_model": by_model,
                "figures": figures + [f for s in summaries.values() for f in s.get("figures", [])]}
     write_json(out / "summary.json", summary)
+    if progress:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        for key, pts in by_model.items():
+            console.print(f"{key}: transfer vs model size (gain at k={pts[0]['k']}, test set): " + "; ".join(
+                f"{p['model']} ({p['parameters']:,} parameters) seen {_ci_text(p['seen'])}, unseen "
+                f"{_ci_text(p['unseen'])}" for p in pts))
     return summary
+
+
+def _ci_text(v: Mapping[str, Any] | None) -> str:
+    if not v or v.get("mean") is None:
+        return "-"
+    return f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" if v.get("lo") is not None else f"{v['mean']:+.3f}"
+
+
+def print_stats(summary: Mapping[str, Any], console: Any) -> None:
+    """One rich table per transfer key: gain over k = 0 with its interval per language and group, the plateau,
+    and a line with the gap's slope and the seen-unseen correlation."""
+    from rich.table import Table
+
+    def ci(v: Mapping[str, Any] | None) -> str:
+        if not v or v.get("mean") is None:
+            return "-"
+        lo, hi = v.get("lo"), v.get("hi")
+        band = "" if lo is None or hi is None else f" [{lo:+.3f}, {hi:+.3f}]"
+        return f"{v['mean']:+.3f}{band}{' *' if v.get('significant') else ''}"
+
+    for key, st in (summary.get("transfer_stats") or {}).items():
+        pct = round(100 * st["level"])
+        table = Table(title=f"{key}: gain in {st['metric']} over k=0, {pct}% intervals ({st['data']}, "
+                            f"{st['n_seeds']} seed(s); * excludes 0)")
+        table.add_column("language")
+        table.add_column("group")
+        for k in st["ks"][1:]:
+            table.add_column(f"k={k}", justify="right")
+        table.add_column("plateau k", justify="right")
+        blocks = [(lang, lv["group"], lv) for lang, lv in st["languages"].items()]
+        blocks += [(f"{g} mean", g, gv) for g, gv in st["groups"].items()]
+        for name, group, b in blocks:
+            plateau = b.get("plateau") or {}
+            table.add_row(name, group, *(ci(b["gain"][str(k)]) for k in st["ks"][1:]),
+                          "-" if plateau.get("k") is None else f"{plateau['k']} [{plateau['lo']}, {plateau['hi']}]")
+        if st.get("gap"):
+            table.add_row("gap", "", *(ci(st["gap"][str(k)]) for k in st["ks"][1:]), "")
+        console.print(table)
+        bits = []
+        if st.get("gap_slope"):
+            s = st["gap_slope"]
+            bits.append(f"gap slope per 100 examples {ci({'mean': s['per_100'], **s})}")
+        if st.get("correlation") and st["correlation"].get("r") is not None:
+            c = st["correlation"]
+            bits.append(f"seen-unseen r over k {ci({'mean': c['r'], 'lo': c['lo'], 'hi': c['hi']})}")
+        for note in st.get("notes") or []:
+            bits.append(note)
+        if bits:
+            console.print("  " + "; ".join(bits))
+    for c in summary.get("comparisons") or []:
+        if c.get("groups"):
+            g = c["groups"][0]
+            p = g.get("seed_null_p")
+            console.print(f"  SOI across mixtures {c['a']} -> {c['b']}: {g['n_shared']} shared training examples, "
+                          f"significant share changes: {', '.join(g['significant']) or 'none'}; reseeding null p = "
+                          f"{'n/a (< 3 seeds)' if p is None else f'{p:.3g}'}")

@@ -303,7 +303,10 @@ class GenerativeStudy(StudyAdapter):
         study_statistics(self.config, self.layout.out, summary, progress=False)
 
     def print_summary(self, summary: Mapping[str, Any]) -> None:
+        from soi.study.gen_stats import print_stats
+
         print_summary(summary, self.console)
+        print_stats(summary, self.console)
 
 
 # ------------------------------------------------------------------------------------------------- summary

@@ -1007,8 +1007,48 @@
         ["unseen mean"].concat(ks.map((k) => fmt((t.unseen_mean || {})[k]))),
         ["gap (seen − unseen)"].concat(ks.map((k) => fmt((t.gap || {})[k])))];
       s.append(table(["k"].concat(ks), rows, {num: ks.map((_, i) => i + 1)}));
+      const st = (D.transfer_stats || {})[task];
+      if (st) s.append(transferStats(st));
     }
+    if (D.by_model) s.append(transferByModel(D.by_model));
     return s;
+  }
+  function ciText(v, flag) {
+    if (!v) return "–";
+    const star = flag && v.significant ? " *" : "";
+    return fmt(v.mean) + " [" + fmt(v.lo) + ", " + fmt(v.hi) + "]" + star;
+  }
+  function transferStats(st) {
+    // soi.analysis.transfer: gains over k = 0 with intervals (test set), group means, gap, trend, plateau
+    const box = el("div", {cls: "transfer-stats"});
+    const ks = (st.ks || []).map(String), lvl = Math.round(100 * (st.level || 0.95));
+    box.append(el("p", {cls: "note", text: "Gain over k = 0 with " + lvl + "% intervals on the " + st.data +
+      " (" + st.method + "; " + st.n_seeds + " seed(s)); * = the interval excludes 0." +
+      ((st.notes || []).length ? " " + st.notes.join(" ") : "")}));
+    const rows = [];
+    const add = (name, group, b) => rows.push([name, group].concat(ks.slice(1).map((k) => ciText(b.gain[k], true)),
+      [b.plateau && b.plateau.k !== null ? b.plateau.k + " [" + (b.plateau.lo ?? "–") + ", " + (b.plateau.hi ?? "–") + "]" : "–"]));
+    for (const [lang, lv] of Object.entries(st.languages || {})) add(lang, lv.group, lv);
+    for (const [g, gv] of Object.entries(st.groups || {})) add(g + " mean", g, gv);
+    if (st.gap) rows.push(["gap (seen − unseen)", ""].concat(ks.slice(1).map((k) => ciText(st.gap[k], true)), ["–"]));
+    box.append(table(["language", "group"].concat(ks.slice(1).map((k) => "gain at k = " + k), ["plateau k (90% of max)"]), rows));
+    const bits = [];
+    if (st.gap_slope) bits.push("gap slope per 100 examples: " + ciText({mean: st.gap_slope.per_100, lo: st.gap_slope.lo,
+      hi: st.gap_slope.hi, significant: st.gap_slope.significant}, true));
+    if (st.correlation) bits.push("seen–unseen correlation over k: r = " + ciText({mean: st.correlation.r, lo: st.correlation.lo,
+      hi: st.correlation.hi}, false));
+    if (bits.length) box.append(el("p", {text: bits.join("; ")}));
+    return box;
+  }
+  function transferByModel(byModel) {
+    const box = el("div", {cls: "transfer-by-model"});
+    box.append(el("h3", {text: "Transfer against model size"}));
+    for (const [key, pts] of Object.entries(byModel)) {
+      box.append(el("p", {text: key + " (gain over k = 0 at the largest k, with intervals; test set)"}));
+      const rows = pts.map((p) => [p.model, p.parameters.toLocaleString(), p.k, ciText(p.seen, true), ciText(p.unseen, true), ciText(p.gap, true)]);
+      box.append(table(["model", "parameters", "k", "seen mean gain", "unseen mean gain", "gap"], rows, {num: [1, 2]}));
+    }
+    return box;
   }
   function transferLangs(t) {
     // languages outside seen/unseen (e.g. the fixed English set) first, as soi.gen.transfer orders them
