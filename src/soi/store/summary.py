@@ -301,11 +301,53 @@ class GenerativeRun(TypedDict):
     steps: list[int | None]
     soi_shares: Shares
     probe_soi_shares: Shares
+    model: NotRequired[str]
 
 
 class TransferRun(TypedDict):
     run: str
     task: str
+
+
+class GenerativeComparisonGroup(TypedDict):
+    """One task / language group of a k = 0 vs k > 0 comparison (training dynamics of the shared examples)."""
+
+    key: str
+    group: str
+    n_shared: int
+    share_a: dict[str, float]
+    share_b: dict[str, float]
+    significant: list[str]
+    seed_null_p: float | None
+    seed_null_significant: bool
+    moved_beyond_noise: float | None
+
+
+class GenerativeComparison(TypedDict):
+    """SOI across mixtures: a run family's k = 0 seed set vs one k > 0 seed set (``compare/<a>__vs__<b>``)."""
+
+    a: str
+    b: str
+    run: str
+    k: int
+    seed: None
+    dir: str
+    data: str
+    note: NotRequired[str]
+    n_shared: NotRequired[int]
+    n_only_b: NotRequired[int]
+    notes: NotRequired[list[str]]
+    seeds: NotRequired[int]
+    groups: NotRequired[list[GenerativeComparisonGroup]]
+
+
+class ModelEntry(TypedDict):
+    """One model of a ``models:`` axis study (its whole grid under ``models/<slug>/``)."""
+
+    model: str
+    slug: str
+    parameters: int
+    out: str
 
 
 class GenerativeSummary(TypedDict):
@@ -319,10 +361,13 @@ class GenerativeSummary(TypedDict):
     data_seed: int
     out: str
     runs: dict[str, GenerativeRun]
-    comparisons: list[Any]
+    comparisons: list[GenerativeComparison]
     transfer: dict[str, Transfer]
     transfer_runs: dict[str, TransferRun]
     figures: list[str]
+    transfer_stats: NotRequired[dict[str, dict[str, Any]]]
+    models: NotRequired[list[ModelEntry]]
+    by_model: NotRequired[dict[str, list[dict[str, Any]]]]
 
 
 StudySummary = ClassificationSummary | GenerativeSummary
@@ -482,7 +527,8 @@ def load_summary(path: str | Path, *, strict: bool = False) -> StudySummary:
 
 __all__ = ["MINIMAL", "SCHEMA_VERSION", "Arm", "ArmEval", "ClassificationRun", "ClassificationSummary",
            "ComparisonEntry", "ComparisonGroup", "ComparisonSeeds", "DataMatched", "DataMatchedEffect",
-           "DataMatchedSizes", "EvalSet", "ExcessTransition", "Experiment", "GenerativeRun", "GenerativeSummary",
-           "GenerativeTaskEval", "LanguageEval", "MeanStd", "PairedDifference", "PairedTestSet", "SeedNullDigest",
-           "SeedStats", "ShareChange", "Shares", "SignificantTransition", "Stability", "StudySummary", "Transfer",
-           "TransferRun", "TwoStage", "field_types", "load_summary", "summary_type", "validate_summary"]
+           "DataMatchedSizes", "EvalSet", "ExcessTransition", "Experiment", "GenerativeComparison",
+           "GenerativeComparisonGroup", "GenerativeRun", "GenerativeSummary", "GenerativeTaskEval", "LanguageEval",
+           "MeanStd", "ModelEntry", "PairedDifference", "PairedTestSet", "SeedNullDigest", "SeedStats",
+           "ShareChange", "Shares", "SignificantTransition", "Stability", "StudySummary", "Transfer", "TransferRun",
+           "TwoStage", "field_types", "load_summary", "summary_type", "validate_summary"]
