@@ -220,6 +220,14 @@ def test_local_judge_expected_rating_by_hand(tmp_path: Path) -> None:
     np.testing.assert_allclose([float(x) for x in out.raw or []], expected, rtol=1e-5)
     np.testing.assert_allclose(out.values, (np.array(expected) - 1) / 4, rtol=1e-5)
     assert np.all((out.values >= 0) & (out.values <= 1))
+    # truncation keeps the end of the input (the "Rating: [[" the rating is read after)
+    short = LocalJudgeScorer(str(path), max_length=40).evaluate(ROWS[:1], PREDS[:1])
+    text = tok.apply_chat_template([{"role": "user", "content": fill_rubric(scorer.rubric, ROWS[0], PREDS[0])}],
+                                   tokenize=False, add_generation_prompt=True) + "Rating: [["
+    tail = torch.tensor([tok(text, add_special_tokens=False)["input_ids"][-40:]])
+    with torch.no_grad():
+        p = torch.softmax(model(input_ids=tail).logits[0, -1, ids].double(), -1).numpy()
+    assert float((short.raw or [""])[0]) == pytest.approx(float(p @ np.arange(1, 6)), rel=1e-5)
 
 
 def test_local_models_bad_input(tmp_path: Path) -> None:

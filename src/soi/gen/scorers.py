@@ -505,6 +505,7 @@ class RewardModelScorer(Scorer):
             tok.pad_token = tok.eos_token
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
+        tok.truncation_side = "left"  # a long conversation loses the start of its prompt, not the response
         dev = _device(self.device)
         model.to(dev)
         texts = [_conversation(tok, r.get("prompt") or "", p) for r, p in zip(rows, predictions, strict=True)]
@@ -567,6 +568,7 @@ class LocalJudgeScorer(Scorer):
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
+        tok.truncation_side = "left"  # a long input loses its start, never the "Rating: [[" it is scored after
         ids = torch.tensor(self.digit_ids(tok))
         dev = _device(self.device)
         model.to(dev)
