@@ -810,7 +810,7 @@ def collect(path: str | Path, *, max_examples: int = 100_000, seed: int = 0, log
         "stability": seed_stability(loaded),
         "two_stage": summary.get("two_stage"), "transfer": summary.get("transfer"),
         "transfer_stats": summary.get("transfer_stats"), "by_model": summary.get("by_model"),
-        "models": summary.get("models"),
+        "models": summary.get("models"), "multitask": summary.get("multitask"),
         "figures": [],
     }
     data = quantise(data)

@@ -72,42 +72,48 @@ def _has_dynamics(seed_dirs: Sequence[Path]) -> bool:
 
 
 def soi_across_mixtures(config: Any, out: Path, *, progress: bool = False) -> list[dict[str, Any]]:
-    """Compare every run family's k = 0 seed set with each k > 0 seed set (``compare_runs``, grouped by task and
-    language); returns ``summary["comparisons"]`` entries (``a``, ``b``, ``dir``, ``seed: None``, ``run``, ``k``,
+    """Compare every run family's k = 0 seed set with each k > 0 seed set, and every single-task family with the
+    multi-task family that also trains its task at the same k (``compare_runs``, grouped by task and language);
+    returns ``summary["comparisons"]`` entries (``a``, ``b``, ``kind``, ``dir``, ``seed: None``, ``run``, ``k``,
     ``n_shared``, ``notes`` and per group the shares, significant share changes and the reseeding null's p)."""
     from soi.analysis.compare import compare_runs
     from soi.study.generative import run_dir_of, run_name
 
-    entries = []
-    for run in config.run_list():
+    runs = config.run_list()
+    singles = {r.tasks[0]: r for r in runs if len(r.tasks) == 1}
+    pairs = []  # (run A, k A, run B, k B, kind): k = 0 vs each k of a family; single- vs multi-task at each k
+    for run in runs:
         ks = config.ks(run)
-        a = run_name(run.name, ks[0])
-        a_dirs = [run_dir_of(out, run.name, ks[0], s) for s in config.seeds]
-        for k in ks[1:]:
-            b = run_name(run.name, k)
-            b_dirs = [run_dir_of(out, run.name, k, s) for s in config.seeds]
-            entry: dict[str, Any] = {"a": a, "b": b, "run": run.name, "k": k, "seed": None,
-                                     "dir": f"{COMPARE_DIR}/{a}__vs__{b}", "data": "training dynamics"}
-            if not (_has_dynamics(a_dirs) and _has_dynamics(b_dirs)):
-                entry["note"] = ("no recorded dynamics on one side (k = 0 without training examples, or "
-                                 "recording disabled)")
-                entries.append(entry)
-                continue
-            stats = compare_runs(a_dirs[0].parent, b_dirs[0].parent, out / entry["dir"],
-                                 group_by=("task", "language"), seed=int(config.data_seed), label_a=a, label_b=b,
-                                 progress=progress)
-            groups = []
-            for g in stats["groups"]:
-                null = (g.get("seed_null") or {}).get("overall") or {}
-                groups.append({"key": g["key"], "group": g["group"], "n_shared": g["n_shared"],
-                               "share_a": g["share_a"], "share_b": g["share_b"],
-                               "significant": list(g.get("significant") or []),
-                               "seed_null_p": null.get("p_value"), "seed_null_significant": bool(
-                                   null.get("significant", False)),
-                               "moved_beyond_noise": null.get("statistic")})
-            entry |= {"n_shared": stats["n_shared"], "n_only_b": stats["n_only_b"], "notes": stats["notes"],
-                      "seeds": len(config.seeds), "groups": groups}
+        pairs += [(run, ks[0], run, k, "k=0 vs k") for k in ks[1:]]
+    for run in runs:
+        if len(run.tasks) > 1:
+            pairs += [(singles[t], k, run, k, "single vs multi-task") for t in run.tasks if t in singles
+                      for k in config.ks(run)]
+    entries = []
+    for run_a, k_a, run_b, k, kind in pairs:
+        a, b = run_name(run_a.name, k_a), run_name(run_b.name, k)
+        a_dirs = [run_dir_of(out, run_a.name, k_a, s) for s in config.seeds]
+        b_dirs = [run_dir_of(out, run_b.name, k, s) for s in config.seeds]
+        entry: dict[str, Any] = {"a": a, "b": b, "run": run_b.name, "k": k, "kind": kind, "seed": None,
+                                 "dir": f"{COMPARE_DIR}/{a}__vs__{b}", "data": "training dynamics"}
+        if not (_has_dynamics(a_dirs) and _has_dynamics(b_dirs)):
+            entry["note"] = ("no recorded dynamics on one side (k = 0 without training examples, or recording "
+                             "disabled)")
             entries.append(entry)
+            continue
+        stats = compare_runs(a_dirs[0].parent, b_dirs[0].parent, out / entry["dir"], group_by=("task", "language"),
+                             seed=int(config.data_seed), label_a=a, label_b=b, progress=progress)
+        groups = []
+        for g in stats["groups"]:
+            null = (g.get("seed_null") or {}).get("overall") or {}
+            groups.append({"key": g["key"], "group": g["group"], "n_shared": g["n_shared"],
+                           "share_a": g["share_a"], "share_b": g["share_b"],
+                           "significant": list(g.get("significant") or []), "seed_null_p": null.get("p_value"),
+                           "seed_null_significant": bool(null.get("significant", False)),
+                           "moved_beyond_noise": null.get("statistic")})
+        entry |= {"n_shared": stats["n_shared"], "n_only_a": stats["n_only_a"], "n_only_b": stats["n_only_b"],
+                  "notes": stats["notes"], "seeds": len(config.seeds), "groups": groups}
+        entries.append(entry)
     return entries
 
 
@@ -160,11 +166,65 @@ def write_stats_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]
                           "seen_unseen_r": corr.get("r"), "r_lo": corr.get("lo"), "r_hi": corr.get("hi"),
                           "seen_plateau_k": ((st["groups"].get("seen") or {}).get("plateau") or {}).get("k")})
     for name, rows in (("transfer_stats", stats_rows(stats)), ("transfer_trend", trend),
-                       ("probe_soi", probe_soi_rows(summary))):
+                       ("probe_soi", probe_soi_rows(summary)), ("multitask", multitask_rows(
+                           summary.get("multitask") or {}))):
         if rows:
             paths[name] = out / "tables" / f"{name}.csv"
             write_text(paths[name], csv_text([{c: ("" if v is None else v) for c, v in r.items()} for r in rows]))
     return paths
+
+
+def multitask_vs_single(config: Any, out: Path, *, n_boot: int = 2000, level: float = 0.95) -> dict[str, Any]:
+    """``summary["multitask"]``: for every multi-task run and each of its tasks that also has a single-task run,
+    per k the test-set score of multi minus single per language and group, with the same paired bootstrap (items
+    shared, each setting's seeds resampled) as the transfer statistics."""
+    from soi.analysis.transfer import transfer_statistics
+    from soi.gen.transfer import item_scores
+    from soi.study.generative import PREDICTIONS_FILE, run_dir_of
+
+    runs = config.run_list()
+    singles = {r.tasks[0]: r for r in runs if len(r.tasks) == 1}
+    seeds = list(config.seeds)
+    result: dict[str, Any] = {}
+    for run in runs:
+        if len(run.tasks) < 2:
+            continue
+        for task in run.tasks:
+            single = singles.get(task)
+            if single is None:
+                continue
+            metric, mix = config.metric(task), config.task_mixture(task)
+            per_k = {}
+            for k in config.ks(run):
+                rows = {(i, s): read_predictions(run_dir_of(out, name, k, s) / PREDICTIONS_FILE)
+                        for i, name in enumerate((single.name, run.name)) for s in seeds}
+                arrays = item_scores(rows, task=task, metric=metric, ks=[0, 1], seeds=seeds)
+                st = transfer_statistics(arrays, [0, 1], seen=[x for x in mix["seen"] if x in arrays],
+                                         unseen=[x for x in mix["unseen"] if x in arrays], metric=metric,
+                                         n_boot=n_boot, seed=int(config.data_seed), level=level)
+                blocks = {**st["languages"], **{f"{g} mean": {"group": g, **v} for g, v in st["groups"].items()}}
+                per_k[str(k)] = {name: {"group": b["group"], "single": b["score"]["0"], "multi": b["score"]["1"],
+                                        "difference": b["gain"]["1"]} for name, b in blocks.items()}
+            result[f"{run.name}:{task}"] = {"data": st["data"], "task": task, "single": single.name,
+                                            "multi": run.name, "metric": metric, "level": level,
+                                            "n_seeds": len(seeds), "notes": st["notes"],
+                                            "method": "multi - single; " + st["method"], "k": per_k}
+    return result
+
+
+def multitask_rows(multitask: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``tables/multitask.csv``: per multi-task key, k and language or group: single, multi, difference."""
+    rows = []
+    for key, m in multitask.items():
+        for k, langs in m["k"].items():
+            for name, v in langs.items():
+                d = v["difference"]
+                rows.append({"key": key, "data": m["data"], "metric": m["metric"], "single": m["single"],
+                             "multi": m["multi"], "k": int(k), "language": name, "group": v["group"],
+                             "single_score": v["single"]["mean"], "multi_score": v["multi"]["mean"],
+                             "difference": d["mean"], "lo": d["lo"], "hi": d["hi"],
+                             "significant": d["significant"], "level": m["level"], "seeds": m["n_seeds"]})
+    return rows
 
 
 def study_statistics(config: Any, out: Path, summary: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
@@ -173,6 +233,7 @@ def study_statistics(config: Any, out: Path, summary: dict[str, Any], *, progres
     from soi.gen.transfer import plot_transfer_stats
 
     summary["transfer_stats"] = transfer_stats(config, out)
+    summary["multitask"] = multitask_vs_single(config, out)
     summary["comparisons"] = soi_across_mixtures(config, out, progress=progress)
     figs = list(summary.get("figures") or [])
     for key, st in summary["transfer_stats"].items():
@@ -326,6 +387,10 @@ def print_stats(summary: Mapping[str, Any], console: Any) -> None:
             bits.append(note)
         if bits:
             console.print("  " + "; ".join(bits))
+    for key, m in (summary.get("multitask") or {}).items():
+        last = m["k"][max(m["k"], key=int)]
+        console.print(f"  {key}: multi-task - single-task ({m['metric']}, {m['data']}) at k={max(m['k'], key=int)}: "
+                      + "; ".join(f"{name} {ci(v['difference'])}" for name, v in last.items()))
     for c in summary.get("comparisons") or []:
         if c.get("groups"):
             g = c["groups"][0]

@@ -1011,7 +1011,22 @@
       if (st) s.append(transferStats(st));
     }
     if (D.by_model) s.append(transferByModel(D.by_model));
+    if (D.multitask && Object.keys(D.multitask).length) s.append(multitaskTable(D.multitask));
     return s;
+  }
+  function multitaskTable(mt) {
+    const box = el("div", {cls: "transfer-multitask"});
+    box.append(el("h3", {text: "Multi-task against single-task runs"}));
+    for (const [key, m] of Object.entries(mt)) {
+      box.append(el("p", {text: key + ": " + m.metric + ", " + m.multi + " − " + m.single + " on the " + m.data +
+        " (" + Math.round(100 * m.level) + "% intervals, " + m.n_seeds + " seed(s)); * = the interval excludes 0"}));
+      const rows = [];
+      for (const [k, langs] of Object.entries(m.k))
+        for (const [name, v] of Object.entries(langs))
+          rows.push([k, name, fmt(v.single.mean), fmt(v.multi.mean), ciText(v.difference, true)]);
+      box.append(table(["k", "language", "single", "multi-task", "difference"], rows, {num: [0, 2, 3]}));
+    }
+    return box;
   }
   function ciText(v, flag) {
     if (!v) return "–";
