@@ -366,6 +366,7 @@ class GenerativeSummary(TypedDict):
     transfer_runs: dict[str, TransferRun]
     figures: list[str]
     transfer_stats: NotRequired[dict[str, dict[str, Any]]]
+    multitask: NotRequired[dict[str, dict[str, Any]]]
     models: NotRequired[list[ModelEntry]]
     by_model: NotRequired[dict[str, list[dict[str, Any]]]]
 
