@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from soi.errors import SoiError
 from soi.gen import metrics
-from soi.gen.langid import language_match
+from soi.gen.langid import language_fidelity, language_match
 from soi.gen.scorers import (
     SCORERS,
     LocalJudgeScorer,
@@ -99,8 +99,11 @@ def test_reference_scorers_wrap_the_kernels() -> None:
     np.testing.assert_array_equal(chrf.score(ROWS, PREDS), metrics.chrf(PREDS, refs))
     assert chrf.aggregate(ROWS, PREDS, chrf.score(ROWS, PREDS)) == metrics.corpus_chrf(PREDS, refs)
     np.testing.assert_array_equal(make_scorer("unparsed").score(ROWS, PREDS), [0, 0, 0, 1])
-    np.testing.assert_array_equal(make_scorer("language_fidelity", candidates=LANGS).score(ROWS, PREDS),
-                                  [1, 0, 0, 1])
+    fid = make_scorer("language_fidelity", candidates=LANGS)
+    np.testing.assert_array_equal(fid.score(ROWS, PREDS), [1, 0, 0, 1])
+    np.testing.assert_array_equal(fid.score(ROWS, PREDS), language_fidelity(PREDS, [r["language"] for r in ROWS],
+                                                                            LANGS))
+    assert fid.evaluate(ROWS, PREDS).raw == ["de", "en", "und", "en"]
     with pytest.raises(ValueError, match="4 rows but 3 predictions"):
         make_scorer("rouge_l").score(ROWS, PREDS[:3])
 
@@ -110,7 +113,7 @@ def test_math_plan_switch_aware_multiply_and_cap() -> None:
     assert plan.columns() == ["exact_match", "exact_match_switch", "unparsed", "language_fidelity"]
     assert plan.columns() == metric_names("math", (), "multiply")
     per_row, raw = score_rows(plan, ROWS, PREDS)
-    assert list(per_row) == plan.columns() and raw == {}
+    assert list(per_row) == plan.columns() and raw == {"language_fidelity": ["de", "en", "und", "en"]}
     np.testing.assert_array_equal(per_row["exact_match"], [1, 1, 1, 0])
     np.testing.assert_array_equal(per_row["exact_match_switch"], [1, 0, 1, 0])  # the English answer to es: 0
     np.testing.assert_array_equal(per_row["unparsed"], [0, 0, 0, 1])

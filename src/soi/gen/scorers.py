@@ -167,19 +167,25 @@ class ChrfScorer(Scorer):
 
 @register_scorer
 class LanguageFidelityScorer(Scorer):
-    """1 where the output's identified language is ``row["language"]`` (:func:`soi.gen.langid.language_fidelity`;
-    ``candidates`` restricts the identifier, e.g. to the study's languages)."""
+    """1 where the output's identified language is ``row["language"]`` (as :func:`soi.gen.langid.language_fidelity`;
+    ``candidates`` restricts the identifier, e.g. to the study's languages); ``raw`` keeps the identified code."""
 
     name = "language_fidelity"
 
     def __init__(self, candidates: Sequence[str] | None = None) -> None:
         self.candidates = None if candidates is None else tuple(candidates)
 
-    def score(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> np.ndarray:
-        from soi.gen.langid import language_fidelity
+    def evaluate(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> Scores:
+        """Fidelity per row; ``raw`` keeps the identified language code (``"und"`` without letters)."""
+        from soi.gen.langid import identify
 
         _check_lengths(rows, predictions)
-        return language_fidelity(predictions, [r["language"] for r in rows], self.candidates).astype(np.float64)
+        codes = identify(predictions, self.candidates)
+        want = [r["language"] for r in rows]
+        return Scores(np.array([c == w for c, w in zip(codes, want, strict=True)], dtype=np.float64), codes)
+
+    def score(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> np.ndarray:
+        return self.evaluate(rows, predictions).values
 
 
 # ------------------------------------------------------------------------------------------------ the rubric
