@@ -103,7 +103,8 @@ def test_killed_soi_run_resumes_from_its_trainer_checkpoint(tmp_path: Path, tiny
     assert_same_dynamics(rdir, ref)
     assert got["eval"]["sst2"]["accuracy"] == want["eval"]["sst2"]["accuracy"]
     assert pq.read_table(rdir / "eval" / "sst2.parquet").equals(pq.read_table(ref / "eval" / "sst2.parquet"))
-    assert not (rdir / "trainer").exists() and not (rdir / "attempt.json").exists()  # removed once finished
+    assert not (rdir / "trainer").exists()  # the Trainer's checkpoints are removed once the run is finished
+    assert json.loads((rdir / "fingerprint.json").read_text()) == {"fingerprint": got["fingerprint"]}
 
 
 def test_changed_settings_do_not_resume_a_killed_run(tmp_path: Path, tiny: str) -> None:

@@ -217,7 +217,7 @@ def test_config_defaults_and_helpers() -> None:
 
 @needs_data
 def test_fingerprint_covers_kept_weights() -> None:
-    from soi.study.runner import _fingerprint
+    from soi.study.runner import run_fingerprint as _fingerprint
 
     with_ts = StudyConfig.from_dict(study_dict("some/model"))
     without = StudyConfig.from_dict({k: v for k, v in study_dict("some/model").items() if k != "two_stage"})
@@ -397,5 +397,5 @@ def test_rerun_skips_finished_arms(study: tuple[StudyConfig, Path, dict]) -> Non
     assert again["two_stage"] == summary["two_stage"]  # CPU training is deterministic
     changed = copy.deepcopy(cfg.model_dump(mode="json"))
     changed["two_stage"]["lr"] = 5e-4
-    with pytest.raises(SoiError, match="stage-2 arm was trained with different settings"):
+    with pytest.raises(SoiError, match="run 'sst2-only/low-conf/soi' seed 0 was trained with different settings"):
         run_study(StudyConfig.from_dict(changed), out, progress=False)

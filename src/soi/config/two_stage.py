@@ -49,6 +49,11 @@ class SelectionRule(_Model):
     per_group: Literal["task", "source", "language"] | None = None
     sample: int | float | None = None
     seed: Seed = Field(0, description="seed of metric ties and of `sample`")
+    consensus: bool = Field(False, description="select on the seed consensus of every study seed of the stage-1 "
+                                               "run (soi.analysis.seeds) instead of one stage-1 seed's analysis")
+    min_stability: float | None = Field(None, gt=0, le=1, description="keep rows whose consensus category is "
+                                                                      "shared by at least this share of seeds "
+                                                                      "(implies consensus)")
 
     @field_validator("categories")
     @classmethod
@@ -106,14 +111,25 @@ class SelectionRule(_Model):
             raise ValueError(f"metric {self.metric!r} given without top or bottom")
         if self.per_group is not None and not ranked and self.sample is None:
             raise ValueError("per_group has no effect without top, bottom or sample")
-        if self.categories is None and self.where is None and not ranked and self.sample is None:
-            raise ValueError("a rule needs categories, where, metric + top/bottom or sample (else it selects all)")
+        if self.categories is None and self.where is None and not ranked and self.sample is None and \
+                self.min_stability is None:
+            raise ValueError("a rule needs categories, where, metric + top/bottom, sample or min_stability (else it "
+                             "selects all)")
         return self
+
+    @property
+    def uses_consensus(self) -> bool:
+        """Whether the rule selects on the stage-1 seeds' consensus (``consensus`` or ``min_stability``)."""
+        return self.consensus or self.min_stability is not None
 
     def select_kwargs(self) -> dict[str, object]:
         """Keyword arguments of :func:`soi.selection.select`."""
-        return {"categories": self.categories, "where": self.where, "metric": self.metric, "top": self.top,
-                "bottom": self.bottom, "per_group": self.per_group, "sample": self.sample, "seed": self.seed}
+        kwargs: dict[str, object] = {"categories": self.categories, "where": self.where, "metric": self.metric,
+                                     "top": self.top, "bottom": self.bottom, "per_group": self.per_group,
+                                     "sample": self.sample, "seed": self.seed}
+        if self.min_stability is not None:
+            kwargs["min_stability"] = self.min_stability
+        return kwargs
 
     def describe(self) -> str:
         """Human-readable rule, e.g. ``soi in {learned_late, never_learned}; bottom 0.3 by confidence per task``."""
@@ -128,7 +144,11 @@ class SelectionRule(_Model):
         if self.sample is not None:
             parts.append(f"sample {self.sample}")
         text = "; ".join(parts)
-        return text + (f" per {self.per_group}" if self.per_group else "")
+        text += f" per {self.per_group}" if self.per_group else ""
+        if self.uses_consensus:
+            stab = f", stability >= {self.min_stability:g}" if self.min_stability is not None else ""
+            text = f"seed consensus{stab}" + (f": {text}" if text else "")
+        return text
 
 
 class TwoStageSpec(_Model):

@@ -1,52 +1,63 @@
-"""The study runner: train every run x seed with dynamics recording, evaluate, analyse, compare, summarise.
+"""Classification studies on the study engine: train every run x seed with dynamics recording, evaluate, analyse,
+compare, summarise.
 
-Layout under ``out``::
+:class:`ClassificationStudy` is the :class:`soi.study.engine.StudyAdapter` of classification studies (the engine
+owns the run protocol: fingerprints, skip / resume, ``result.json`` last, cached analyses and comparisons,
+``summary.json`` last); :func:`run_study` runs one. Layout under ``out`` (:class:`soi.store.layout.StudyLayout`)::
 
     config.json                         # the validated study config
     runs/<run>/seed-<s>/                # a soi run directory (run.json, examples.parquet, dynamics/, analysis/)
         eval/<key>.parquet              # per-example test-set predictions of every eval set
+        trainer/checkpoint-N/           # the Trainer's last checkpoint while the run is unfinished
         result.json                     # eval metrics; written last: its presence marks the run finished
     compare/<a>__vs__<b>/               # all seeds of a vs all seeds of b (soi.analysis.compare.compare_runs)
     summary.json                        # seed means/stds of eval metrics, SOI shares, seed-calibrated comparisons
     summary.md, tables/*.csv            # the same as Markdown / CSV, with the findings in words
 
-Re-running on the same ``out`` resumes: runs with a ``result.json`` are not retrained (a run whose settings
-changed since is an error), and an unfinished run directory is cleared and trained again.
+Every run trains through :func:`soi.train.hf.train_run` (HF ``Trainer``). Re-running on the same ``out`` resumes:
+runs with a ``result.json`` are not retrained (a run whose settings changed since is an error), an unfinished run
+of the same settings continues from its last Trainer checkpoint, any other unfinished run directory is cleared and
+trained again. Under ``accelerate launch`` / ``torchrun`` every process trains each run (DDP) and the main process
+evaluates, analyses and writes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soi._io import write_json
 from soi.config.study import StudyConfig
 from soi.errors import SoiError
+from soi.store.layout import CONFIG_FILE, EVAL_DIR, RESULT_FILE, SUMMARY_FILE, StudyLayout
+from soi.study.engine import (
+    ComparisonJob,
+    RunJob,
+    StudyAdapter,
+    fingerprint_of,
+    foreign_seeds,
+    mean_shares,
+    mean_std,
+    newer,
+    prepare_out,
+    run_study_with,
+)
 
-RESULT_FILE = "result.json"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
-EVAL_DIR = "eval"  # runs/<run>/seed-<s>/eval/<key>.parquet: per-example test-set predictions
 TRAINER_DIR = "trainer"  # runs/<run>/seed-<s>/trainer/checkpoint-N: the Trainer's checkpoints while unfinished
-ATTEMPT_FILE = "attempt.json"  # the fingerprint of an unfinished attempt (resume only with the same settings)
 ENGINE = "hf-trainer"  # every run trains through soi.train.hf.train_run (part of the fingerprint)
 
 
 def run_dir_of(out: Path, run: str, seed: int) -> Path:
     """``out/runs/<run>/seed-<seed>``."""
-    return out / "runs" / run / f"seed-{seed}"
+    return StudyLayout(out).run_dir(run, seed)
 
 
 def compare_dir_of(out: Path, a: str, b: str) -> Path:
     """``out/compare/<a>__vs__<b>``: the comparison of all seeds of run ``a`` with all seeds of run ``b``."""
-    return out / "compare" / f"{a}__vs__{b}"
+    return StudyLayout(out).compare_dir(a, b)
 
 
 def full_run_of(config: StudyConfig, run: str) -> str | None:
@@ -177,7 +188,7 @@ def train_sizes(config: StudyConfig, data: StudyData, run: str) -> dict[str, int
     return sizes
 
 
-def _fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, int] | None = None) -> str:
+def run_fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, int] | None = None) -> str:
     """Hash of everything that determines one run's training and evaluation."""
     spec = config.run(run)
     keys = sorted(set(spec.train) | set(spec.eval) | set(config.eval.ood))
@@ -189,7 +200,7 @@ def _fingerprint(config: StudyConfig, run: str, seed: int, sizes: Mapping[str, i
         blob["sizes"] = dict(sizes or {})  # a matched run's rows follow its target run's size
     if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
         blob["weights"] = True  # a two-stage start: a run trained without keeping its weights is not reusable
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint_of(blob)
 
 
 def _metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
@@ -235,7 +246,7 @@ def evaluate_all(model: Any, tokenizer: Any, config: StudyConfig, data: StudyDat
             continue
         res = predict_rows(model, tokenizer, split, task, max_length=config.max_length)
         pred, gold = res.pred, res.gold
-        write_parquet(run_dir / EVAL_DIR / f"{key}.parquet", eval_table(split, res))
+        write_parquet(StudyLayout.eval_file(run_dir, key), eval_table(split, res))
         entry = {"dataset": ds.name, "split": split.split, "task": task, "kind": kind}
         entry |= _metrics(pred, gold)
         langs = np.asarray(to_numpy(split.table["language"]).astype(str))
@@ -269,39 +280,6 @@ def tracker_callback(trackers: Any, run_dir: Path) -> Any:
     return Callback()
 
 
-def prepare_attempt(run_dir: Path, fingerprint: str) -> bool:
-    """Whether the unfinished run in ``run_dir`` resumes from its last Trainer checkpoint (``run_dir/trainer``).
-
-    It resumes when that checkpoint exists and the attempt was started with the same ``fingerprint``
-    (``run_dir/attempt.json``); otherwise ``run_dir`` is cleared. Either way ``attempt.json`` is (re)written.
-    Only the main process touches the folder (the others wait for it).
-    """
-    from soi.train.hf import last_checkpoint
-
-    main = is_main_process()
-    attempt = run_dir / ATTEMPT_FILE
-    resume = False
-    if attempt.is_file() and last_checkpoint(run_dir / TRAINER_DIR) is not None:
-        try:
-            resume = json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
-        except (OSError, ValueError):
-            resume = False
-    barrier()  # every process has decided before the main one changes the folder
-    if main:
-        if run_dir.exists() and not resume:  # an interrupted run without a usable checkpoint: start again
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(attempt, {"fingerprint": fingerprint})
-    barrier()
-    return resume
-
-
-def finish_attempt(run_dir: Path, result: Mapping[str, Any]) -> None:
-    """Write ``result.json`` last (atomically; it marks the run finished) and drop ``attempt.json``."""
-    write_json(run_dir / RESULT_FILE, dict(result))
-    (run_dir / ATTEMPT_FILE).unlink(missing_ok=True)
-
-
 def start_distributed() -> None:
     """Join the process group when launched on several processes (``WORLD_SIZE`` > 1: ``accelerate launch``,
     ``torchrun``) through accelerate's ``PartialState`` (the state the Trainer then shares); a no-op otherwise."""
@@ -318,6 +296,17 @@ def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def broadcast(value: Any) -> Any:
+    """The main process's ``value`` in every process of a ``torch.distributed`` job (itself when alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:
@@ -346,74 +335,7 @@ def study_tasks(config: StudyConfig, data: StudyData, run: str) -> tuple[dict[st
     return tasks, sizes
 
 
-def _train_one(config: StudyConfig, data: StudyData, tokenizer: Any, model_path: str, run: str, seed: int,
-               run_dir: Path, progress: bool) -> dict[str, Any]:
-    """Train one run x seed through :func:`soi.train.hf.train_run`, evaluate it, write ``result.json`` last.
-
-    An unfinished attempt with the same settings resumes from its last Trainer checkpoint (``run_dir/trainer``;
-    removed once the run is finished)."""
-    import torch
-
-    from soi.train import run_examples
-    from soi.train.hf import MultiHeadModel, train_run
-
-    spec = config.run(run)
-    tasks, sizes = study_tasks(config, data, run)
-    examples, labels = run_examples(tasks)
-    fp = _fingerprint(config, run, seed, sizes)
-    resume = prepare_attempt(run_dir, fp)
-    start = time.perf_counter()
-    torch.manual_seed(seed)  # head initialisation
-    model = MultiHeadModel.from_encoder(model_path, {t: len(v) for t, v in labels.items()}, task_labels=labels,
-                                        freeze_embeddings=config.train.freeze_embeddings)
-    t, rec = config.train, config.recording
-    trackers, callbacks = None, []
-    if t.report_to and is_main_process():  # per-checkpoint SOI metrics to accelerate trackers, under trackers/
-        from soi.record.trackers import AccelerateTrackers
-
-        trackers = AccelerateTrackers(t.report_to, run_dir, project=f"{config.name}-{run}-seed{seed}",
-                                      logging_dir=run_dir / "trackers",
-                                      config={"study": config.name, "run": run, "seed": seed, "model": config.model})
-        callbacks.append(tracker_callback(trackers, run_dir))
-    res = train_run(model, tokenizer, tasks, run_dir=run_dir, output_dir=run_dir / TRAINER_DIR, epochs=t.epochs,
-                    batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-                    max_length=config.max_length, seed=seed, sampling=t.sampling, temperature=t.temperature,
-                    record_mode=rec.mode, every_steps=rec.every_steps, keep_logits=rec.keep_logits,
-                    model_name=config.model, setting=spec.setting, resume=resume, callbacks=callbacks,
-                    extra={"study": config.name, "run": run, "train": list(spec.train), "k": spec.k},
-                    progress=progress)
-    if trackers is not None:
-        trackers.close()
-    if not is_main_process():  # the main process evaluates and writes the results
-        barrier()
-        return {}
-    evals, skipped = evaluate_all(model, tokenizer, config, data, labels, spec, run_dir)
-    result = {"study": config.name, "run": run, "setting": spec.setting, "seed": seed, "model": config.model,
-              "fingerprint": fp, "train_datasets": list(spec.train),
-              "train_sizes": sizes, "match_size": spec.match_size,
-              "tasks": labels, "n_train": int(examples.num_rows), "steps": res.steps,
-              "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals, "eval_skipped": skipped,
-              "elapsed_s": round(time.perf_counter() - start, 3), "engine": ENGINE, "resumed": resume}
-    if config.two_stage is not None and config.two_stage.saves_weights(run, seed, config.seeds):
-        from soi.study.two_stage import save_weights
-
-        save_weights(model, run_dir)  # stage 2 starts from these
-    finish_attempt(run_dir, result)
-    barrier()
-    return result
-
-
-def newer(path: Path, *than: Path) -> bool:
-    return path.is_file() and all(path.stat().st_mtime >= t.stat().st_mtime for t in than)
-
-
-def _mean_std(values: list[float]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "values": [float(v) for v in arr]}
-
-
-def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict[str, Any]]],
+def summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict[str, Any]]],
                analyses: dict[str, dict[int, dict[str, Any]]], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for spec in config.runs:
@@ -424,26 +346,21 @@ def _summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict
             first = rows[0]
             evals[key] = {"dataset": first["dataset"], "split": first["split"], "task": first["task"],
                           "kind": first["kind"], "n": first["n"],
-                          "accuracy": _mean_std([r["accuracy"] for r in rows]),
-                          "macro_f1": _mean_std([r["macro_f1"] for r in rows]),
+                          "accuracy": mean_std([r["accuracy"] for r in rows]),
+                          "macro_f1": mean_std([r["macro_f1"] for r in rows]),
                           "languages": {lang: {"n": m["n"],
-                                               "accuracy": _mean_std([r["languages"][lang]["accuracy"] for r in rows]),
-                                               "macro_f1": _mean_std([r["languages"][lang]["macro_f1"] for r in rows])}
+                                               "accuracy": mean_std([r["languages"][lang]["accuracy"] for r in rows]),
+                                               "macro_f1": mean_std([r["languages"][lang]["macro_f1"] for r in rows])}
                                         for lang, m in first["languages"].items()}}
-        shares: dict[str, dict[str, dict[str, float]]] = {}
         sums = [analyses[spec.name][s] for s in config.seeds]
-        for gkey, groups in sums[0]["groups"].items():
-            shares[gkey] = {}
-            for gname in groups:
-                vals = [s["groups"][gkey][gname]["shares"] for s in sums if gname in s["groups"].get(gkey, {})]
-                shares[gkey][gname] = {c: float(np.mean([v[c] for v in vals])) for c in vals[0]}
+        shares = mean_shares(sums)
         runs[spec.name] = {"setting": spec.setting, "train": list(spec.train), "k": spec.k, "family": spec.family,
                            "n_train": results[spec.name][config.seeds[0]]["n_train"],
                            "train_sizes": results[spec.name][config.seeds[0]].get("train_sizes"),
                            "match_size": spec.match_size, "seeds": list(config.seeds),
                            "dirs": [str(run_dir_of(out, spec.name, s)) for s in config.seeds],
                            "eval": evals, "soi_shares": shares,
-                           "train_accuracy_final": _mean_std([s["groups"]["all"]["all"]["final_accuracy"]
+                           "train_accuracy_final": mean_std([s["groups"]["all"]["all"]["final_accuracy"]
                                                               for s in sums])}
     summary = {"study": config.name, "model": config.model, "seeds": list(config.seeds),
                "data_seed": config.data_seed, "out": str(out), "runs": runs, "comparisons": comparisons}
@@ -578,125 +495,175 @@ def _data_matched(config: StudyConfig, runs: dict[str, Any], comparisons: list[d
     return out
 
 
-def prepare_out(out_dir: str | Path, config: Any) -> Path:
-    """Create the study folder ``out_dir`` and write the validated config (a pydantic model) as config.json."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SoiError("--out exists and is not a directory", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, config.model_dump(mode="json"))
-    return out
+@dataclass
+class Trained:
+    """What :meth:`ClassificationStudy.train_one` hands to ``evaluate``."""
+
+    model: Any
+    labels: dict[str, list[str]]
+    sizes: dict[str, int]
+    n_train: int
+    result: Any
+    resumed: bool
+
+
+class ClassificationStudy(StudyAdapter):
+    """The engine adapter of classification studies: one job per run x seed (``runs/<run>/seed-<s>``), trained
+    through :func:`soi.train.hf.train_run` and resumable from its Trainer checkpoints (``<run dir>/trainer``)."""
+
+    kind = "classification"
+    resumable = True
+
+    def __init__(self, config: StudyConfig) -> None:
+        super().__init__(config)
+        self.data = StudyData(config)
+        self.matched: dict[str, dict[str, int]] = {}
+        self.model_path = ""
+        self._tokenizer: Any = None
+
+    def prepare(self) -> None:
+        from soi.model import resolve_model
+
+        config = self.config
+        # a comparison reads every seed-*/ of runs/<run>/: no seed outside the study's
+        foreign_seeds(self.layout, [s.name for s in config.runs], config.seeds)
+        # matched runs' sizes first: a match_size larger than its mixture is refused before anything is trained
+        self.matched = {s.name: train_sizes(config, self.data, s.name) for s in config.runs
+                        if s.match_size is not None}
+        self.model_path = resolve_model(config.model)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded on first use (a study whose runs are all finished never loads it)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def runs(self) -> list[RunJob]:
+        config = self.config
+        todo = [(spec, seed) for spec in config.runs for seed in config.seeds]
+        return [RunJob((spec.name, seed), spec.name, seed, self.layout.run_dir(spec.name, seed),
+                       f"[{i}/{len(todo)}] {spec.name} ({spec.setting}: {', '.join(spec.train)}) seed {seed}",
+                       spec=spec) for i, (spec, seed) in enumerate(todo, 1)]
+
+    def fingerprint(self, job: RunJob) -> str:
+        return run_fingerprint(self.config, job.run, job.seed, self.matched.get(job.run))
+
+    def can_resume(self, job: RunJob, run_dir: Path) -> bool:
+        from soi.train.hf import last_checkpoint
+
+        return last_checkpoint(run_dir / TRAINER_DIR) is not None
+
+    def train_one(self, job: RunJob, run_dir: Path, *, resume: bool | None) -> Trained:
+        """Train the run (every process of a distributed launch; ``resume`` is the main process's decision,
+        broadcast to the others, which pass ``None``)."""
+        import torch
+
+        from soi.train import run_examples
+        from soi.train.hf import MultiHeadModel, train_run
+
+        config, spec, seed = self.config, job.spec, job.seed
+        resume = bool(broadcast(resume))
+        tasks, sizes = study_tasks(config, self.data, job.run)
+        examples, labels = run_examples(tasks)
+        torch.manual_seed(seed)  # head initialisation
+        model = MultiHeadModel.from_encoder(self.model_path, {t: len(v) for t, v in labels.items()},
+                                            task_labels=labels, freeze_embeddings=config.train.freeze_embeddings)
+        t, rec = config.train, config.recording
+        trackers, callbacks = None, []
+        if t.report_to and is_main_process():  # per-checkpoint SOI metrics to accelerate trackers, under trackers/
+            from soi.record.trackers import AccelerateTrackers
+
+            trackers = AccelerateTrackers(t.report_to, run_dir, project=f"{config.name}-{job.run}-seed{seed}",
+                                          logging_dir=run_dir / "trackers",
+                                          config={"study": config.name, "run": job.run, "seed": seed,
+                                                  "model": config.model})
+            callbacks.append(tracker_callback(trackers, run_dir))
+        res = train_run(model, self.tokenizer, tasks, run_dir=run_dir, output_dir=run_dir / TRAINER_DIR,
+                        epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                        warmup_ratio=t.warmup_ratio, max_length=config.max_length, seed=seed, sampling=t.sampling,
+                        temperature=t.temperature, record_mode=rec.mode, every_steps=rec.every_steps,
+                        keep_logits=rec.keep_logits, model_name=config.model, setting=spec.setting, resume=resume,
+                        callbacks=callbacks, progress=self.progress,
+                        extra={"study": config.name, "run": job.run, "train": list(spec.train), "k": spec.k})
+        if trackers is not None:
+            trackers.close()
+        return Trained(model, labels, sizes, int(examples.num_rows), res, resume)
+
+    def evaluate(self, job: RunJob, trained: Trained, run_dir: Path) -> dict[str, Any]:
+        config, spec = self.config, job.spec
+        evals, skipped = evaluate_all(trained.model, self.tokenizer, config, self.data, trained.labels, spec,
+                                      run_dir)
+        if config.two_stage is not None and config.two_stage.saves_weights(job.run, job.seed, config.seeds):
+            from soi.study.two_stage import save_weights
+
+            save_weights(trained.model, run_dir)  # stage 2 starts from these
+        res = trained.result
+        return {"study": config.name, "run": job.run, "setting": spec.setting, "seed": job.seed,
+                "model": config.model, "train_datasets": list(spec.train), "train_sizes": trained.sizes,
+                "match_size": spec.match_size, "tasks": trained.labels, "n_train": trained.n_train,
+                "steps": res.steps, "epoch_loss": [float(x) for x in res.epoch_loss], "eval": evals,
+                "eval_skipped": skipped, "engine": ENGINE, "resumed": trained.resumed}
+
+    def comparisons(self) -> list[ComparisonJob]:
+        return [ComparisonJob(c.a, c.b, tuple(c.group_by)) for c in study_comparisons(self.config)]
+
+    def summarise(self, results: Mapping[Hashable, Mapping[str, Any]], analyses: Mapping[Hashable, Any],
+                  comparisons: Sequence[tuple[ComparisonJob, dict[str, Any]]]) -> dict[str, Any]:
+        config = self.config
+        by_run = {s.name: {seed: dict(results[s.name, seed]) for seed in config.seeds} for s in config.runs}
+        ana = {s.name: {seed: analyses[s.name, seed] for seed in config.seeds} for s in config.runs}
+        comps = [comparison_entry(stats, c.a, c.b, self.layout.compare_dir(c.a, c.b)) for c, stats in comparisons]
+        return summarise(config, self.layout.out, by_run, ana, comps)
+
+    def write_outputs(self, summary: dict[str, Any]) -> None:
+        if self.config.two_stage is not None:
+            from soi.study.two_stage import run_two_stage
+
+            summary["two_stage"] = run_two_stage(self.config, self.layout.out, self.data, self.model_path,
+                                                 progress=self.progress, console=self.console)
+        from soi.study.tables import write_tables
+
+        write_tables(summary, self.layout.out)
+
+    def print_summary(self, summary: Mapping[str, Any]) -> None:
+        print_summary(dict(summary), self.console)
+
+
+def follow(adapter: ClassificationStudy, out: Path) -> None:
+    """A non-main process of a distributed study: train every unfinished run with the main process (which
+    decides skip / resume, evaluates and writes every file), nothing else."""
+    from soi.study.engine import finished_result
+
+    adapter.layout = StudyLayout(out)
+    adapter.progress = False
+    adapter.prepare()
+    for job in adapter.runs():
+        if finished_result(job, adapter.fingerprint(job)) is None:
+            adapter.train_one(job, job.dir, resume=None)
 
 
 def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a study into ``out_dir``; returns the ``summary.json`` content.
+    """Run (or resume) a study into ``out_dir``; returns the ``summary.json`` content (``{}`` in the non-main
+    processes of a distributed launch).
 
     ``progress`` shows progress bars and prints the result tables (rich); ``False`` is silent.
     """
     if not isinstance(config, StudyConfig):
         config = StudyConfig.from_yaml(config)
     start_distributed()
-    main = is_main_process()
-    if not main and config.two_stage is not None:
-        raise SoiError("two_stage studies run in one process; launch soi run without accelerate / torchrun")
-    out = prepare_out(out_dir, config) if main else Path(out_dir)
-    barrier()
-
-    from rich.console import Console
-
-    console = Console(highlight=False, quiet=not (progress and main))
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
-    from soi.analysis.per_example import analyze_run
-    from soi.model import resolve_model
-    from soi.store.meta import ANALYSIS_DIR
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()  # quiet means quiet: no "Loading weights" bars either
-    data = StudyData(config)
-    for spec in config.runs:  # a comparison reads every seed-*/ of runs/<run>/: no seed outside the study's
-        extra = sorted(p.name for p in (out / "runs" / spec.name).glob("seed-*")
-                       if p.name not in {f"seed-{x}" for x in config.seeds})
-        if extra:
-            raise SoiError(f"seeds: runs/{spec.name}/{extra[0]} is not one of the study's seeds {list(config.seeds)}; "
-                           "use a new --out (or delete that run directory)", path=out)
-    # matched runs' sizes first: a match_size larger than its mixture is refused before anything is trained
-    matched = {s.name: train_sizes(config, data, s.name) for s in config.runs if s.match_size is not None}
-    model_path = resolve_model(config.model)
-    tokenizer = None
-    results: dict[str, dict[int, dict[str, Any]]] = {}
-    total = len(config.runs) * len(config.seeds)
-    i = 0
-    for spec in config.runs:
-        results[spec.name] = {}
-        for seed in config.seeds:
-            i += 1
-            rdir = run_dir_of(out, spec.name, seed)
-            done = rdir / RESULT_FILE
-            if done.is_file():
-                result = json.loads(done.read_text(encoding="utf-8"))
-                if result.get("fingerprint") != _fingerprint(config, spec.name, seed, matched.get(spec.name)):
-                    raise SoiError(f"run {spec.name!r} seed {seed} was trained with different settings; "
-                                   "use a new --out (or delete that run directory)", path=rdir)
-                console.print(f"[{i}/{total}] {spec.name} seed {seed}: done already, skipped")
-            else:
-                console.print(f"[{i}/{total}] training {spec.name} ({spec.setting}: {', '.join(spec.train)}) "
-                              f"seed {seed}")
-                if tokenizer is None:
-                    tokenizer = AutoTokenizer.from_pretrained(model_path)
-                result = _train_one(config, data, tokenizer, model_path, spec.name, seed, rdir, progress)
-            results[spec.name][seed] = result
-    if not main:  # several processes (accelerate launch / torchrun): the main one analyses and summarises
-        if bars:
-            hf_logging.enable_progress_bar()
-        return {}
-
-    analyses: dict[str, dict[int, dict[str, Any]]] = {}
-    for spec in config.runs:
-        analyses[spec.name] = {}
-        for seed in config.seeds:
-            rdir = run_dir_of(out, spec.name, seed)
-            summary_path = rdir / ANALYSIS_DIR / ANALYSIS_SUMMARY
-            if newer(summary_path, rdir / RESULT_FILE):
-                analyses[spec.name][seed] = json.loads(summary_path.read_text(encoding="utf-8"))
-            else:
-                analyses[spec.name][seed] = analyze_run(rdir).summary
-
-    from soi.analysis.compare import STATS_FILE as COMPARE_STATS
-    from soi.analysis.compare import compare_runs
-
-    comparisons = []
-    for c in study_comparisons(config):
-        ra, rb = out / "runs" / c.a, out / "runs" / c.b
-        cdir = compare_dir_of(out, c.a, c.b)
-        finished = [run_dir_of(out, r, s) / RESULT_FILE for r in (c.a, c.b) for s in config.seeds]
-        if newer(cdir / COMPARE_STATS, *finished):
-            stats = json.loads((cdir / COMPARE_STATS).read_text(encoding="utf-8"))
-        else:
-            if cdir.is_dir() and not (cdir / COMPARE_STATS).exists() and any(cdir.glob("seed-*/stats.json")):
-                shutil.rmtree(cdir)  # the per-seed layout of older soi versions: replaced by the seed-folder one
-            console.print(f"comparing {c.a} \u2192 {c.b} ({len(config.seeds)} + {len(config.seeds)} seeds)")
-            stats = compare_runs(ra, rb, cdir, group_by=list(c.group_by), late_fraction=0.5, n_boot=2000, seed=0,
-                                 label_a=c.a, label_b=c.b)
-        comparisons.append(comparison_entry(stats, c.a, c.b, cdir))
-
-    summary = _summarise(config, out, results, analyses, comparisons)
+    adapter = ClassificationStudy(config)
+    if is_main_process():
+        return run_study_with(adapter, out_dir, progress=progress)
     if config.two_stage is not None:
-        from soi.study.two_stage import run_two_stage
+        raise SoiError("two_stage studies run in one process; launch soi run without accelerate / torchrun")
+    from soi.study.engine import hf_progress
 
-        summary["two_stage"] = run_two_stage(config, out, data, model_path, progress=progress, console=console)
-    write_json(out / SUMMARY_FILE, summary)
-    from soi.study.tables import write_tables
-
-    write_tables(summary, out)
-    if progress:
-        print_summary(summary, console)
-    if bars:
-        hf_logging.enable_progress_bar()
-    return summary
+    with hf_progress(False):
+        follow(adapter, Path(out_dir))
+    return {}
 
 
 def print_summary(summary: dict[str, Any], console: Any) -> None:
@@ -758,3 +725,10 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     for line in summary.get("findings") or []:
         console.print(f"\u2022 {line}", markup=False)
     console.print(f"wrote {summary['out']}/summary.json")
+
+
+__all__ = ["CONFIG_FILE", "ENGINE", "EVAL_DIR", "RESULT_FILE", "SUMMARY_FILE", "TRAINER_DIR", "ClassificationStudy",
+           "StudyData", "Trained", "barrier", "broadcast", "compare_dir_of", "comparison_entry", "eval_table",
+           "evaluate_all", "follow", "full_run_of", "is_main_process", "newer", "prepare_out", "print_summary",
+           "proportional_sizes", "run_dir_of", "run_fingerprint", "run_study", "start_distributed",
+           "study_comparisons", "study_tasks", "summarise", "tracker_callback", "train_sizes", "yaml_field"]

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,11 @@ from soi._io import atomic_path, write_text
 from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
-from soi.study.runner import RESULT_FILE, TRAINER_DIR, evaluate_all, finish_attempt, newer, prepare_attempt, run_dir_of
+from soi.store.layout import RESULT_FILE, TWO_STAGE_DIR, StudyLayout
+from soi.study.engine import RunJob, StudyAdapter, newer, paired_difference, run_one, seed_stats, t_interval
+from soi.study.runner import TRAINER_DIR, evaluate_all, run_dir_of
 from soi.study.tables import csv_text
 
-TWO_STAGE_DIR = "two_stage"
 WEIGHTS_FILE = "model.safetensors"
 RESULTS_CSV = "results.csv"
 DIFFERENCES_CSV = "differences.csv"
@@ -88,47 +89,18 @@ def load_weights(run_dir: str | Path, model_path: str, heads: Mapping[str, int],
     return model
 
 
-# ---------------------------------------------------------------------------------------------- statistics
-def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
-    """Student t confidence interval of the mean, ``mean -/+ t_{(1+level)/2, n-1} * s / sqrt(n)``.
-
-    ``s`` is the sample standard deviation (ddof 1). ``None`` for fewer than two values (no spread to estimate).
-    """
-    from scipy.stats import t
-
-    x = np.asarray(values, np.float64)
-    if x.size < 2:
-        return None
-    half = float(t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    m = float(x.mean())
-    return [m - half, m + half]
-
-
-def seed_stats(values: Sequence[float]) -> dict[str, Any]:
-    """``{mean, std (ddof 1; 0 for one value), ci95 (t-interval or None), values}``."""
-    x = np.asarray(values, np.float64)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "ci95": t_interval(x), "values": [float(v) for v in x]}
-
-
-def paired_difference(arm: Sequence[float], control: Sequence[float]) -> dict[str, Any]:
-    """Per-seed differences ``arm - control`` (paired by seed) with their mean and 95% t-interval."""
-    a, b = np.asarray(arm, np.float64), np.asarray(control, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values differ in length: {a.size} vs {b.size}")
-    d = a - b
-    return {"mean": float(d.mean()), "ci95": t_interval(d), "values": [float(v) for v in d]}
+# statistics: t_interval, seed_stats and paired_difference are the engine's (soi.study.engine), re-exported here
 
 
 # ---------------------------------------------------------------------------------------------- subsets
 def experiment_dir_of(out: Path, from_run: str, rule: str) -> Path:
     """``out/two_stage/<from_run>/<rule>``."""
-    return Path(out) / TWO_STAGE_DIR / from_run / rule
+    return StudyLayout(out).experiment_dir(from_run, rule)
 
 
 def arm_dir_of(out: Path, from_run: str, rule: str, arm: str, seed: int) -> Path:
     """``out/two_stage/<from_run>/<rule>/<arm>/seed-<seed>``."""
-    return experiment_dir_of(out, from_run, rule) / arm / f"seed-{seed}"
+    return StudyLayout(out).arm_dir(from_run, rule, arm, seed)
 
 
 def stage1_tasks(config: StudyConfig, data: Any, run: str) -> dict[str, list[Any]]:
@@ -205,7 +177,15 @@ def full_plan(tasks: Mapping[str, Sequence[Any]], steps: Mapping[str, int], batc
 
 def select_subset(config: StudyConfig, tasks: Mapping[str, Sequence[Any]], stage1_dir: Path, rule: SelectionRule
                   ) -> Any:
-    """Apply ``rule`` to the stage-1 per-example table (checked against the study's data); a Selection."""
+    """Apply ``rule`` to the stage-1 per-example table (checked against the study's data); a Selection whose
+    ``rows`` have the run's global ``idx``.
+
+    A ``consensus`` rule (or one with ``min_stability``) selects from the seed consensus of every seed of the
+    stage-1 run (``runs/<run>/``, the parent of ``stage1_dir``): :func:`soi.analysis.seeds.analyze_seeds`, made
+    selectable by :func:`soi.analysis.seeds.selection_table` (``soi`` = the consensus category, metrics = seed
+    means), then :func:`soi.selection.select` with ``min_stability`` (share of seeds agreeing on the category).
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from soi.analysis.per_example import PER_EXAMPLE_FILE
@@ -213,19 +193,33 @@ def select_subset(config: StudyConfig, tasks: Mapping[str, Sequence[Any]], stage
     from soi.store.meta import ANALYSIS_DIR
     from soi.train import run_examples
 
-    path = stage1_dir / ANALYSIS_DIR / PER_EXAMPLE_FILE
-    if not path.is_file():
-        raise SoiError("no stage-1 analysis; run soi run again", path=path)
-    table = pq.read_table(path)
     examples, _ = run_examples(tasks)
     ids = np.asarray(examples["example_id"].to_pylist(), dtype=object)
-    idx = table["idx"].to_numpy().astype(np.int64)
-    if table.num_rows != ids.size or not np.array_equal(ids[idx], np.asarray(table["example_id"].to_pylist(),
-                                                                             dtype=object)):
-        raise SoiError("the stage-1 analysis does not match the study's training data for this run "
-                       "(settings changed?); use a new --out", path=path)
+    if rule.uses_consensus:
+        from soi.analysis.seeds import analyze_seeds, selection_table
+
+        folder = stage1_dir.parent
+        table = selection_table(analyze_seeds(folder, write=False).table)
+        got = np.asarray(table["example_id"].to_pylist(), dtype=object)
+        position = {x: i for i, x in enumerate(ids.tolist())}
+        if len(position) != ids.size or got.size != ids.size or any(x not in position for x in got.tolist()):
+            raise SoiError("the stage-1 seeds' consensus does not match the study's training data for this run "
+                           "(settings changed?); use a new --out", path=folder)
+        table = table.append_column("idx", pa.array([position[x] for x in got.tolist()], pa.int64()))
+        source = folder
+    else:
+        path = stage1_dir / ANALYSIS_DIR / PER_EXAMPLE_FILE
+        if not path.is_file():
+            raise SoiError("no stage-1 analysis; run soi run again", path=path)
+        table = pq.read_table(path)
+        idx = table["idx"].to_numpy().astype(np.int64)
+        if table.num_rows != ids.size or not np.array_equal(ids[idx], np.asarray(table["example_id"].to_pylist(),
+                                                                                 dtype=object)):
+            raise SoiError("the stage-1 analysis does not match the study's training data for this run "
+                           "(settings changed?); use a new --out", path=path)
+        source = stage1_dir
     try:
-        return select(table, **rule.select_kwargs(), source_run=stage1_dir)  # type: ignore[arg-type]
+        return select(table, **rule.select_kwargs(), source_run=source)  # type: ignore[arg-type]
     except SoiError as exc:
         raise SoiError(f"two_stage rule {rule.name!r}: {exc}") from None
 
@@ -248,57 +242,104 @@ def _arm_fingerprint(stage1_fp: str, hyper: Mapping[str, Any], rule: SelectionRu
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _train_arm(config: StudyConfig, data: Any, tokenizer: Any, model_path: str, *, stage1_dir: Path,
-               heads: Mapping[str, list[str]], train_tasks: Mapping[str, list[Any]], arm_dir: Path, arm: str,
-               seed: int, hyper: Mapping[str, Any], epochs: int, max_steps: int | None, unit: str,
-               evals: Sequence[str], header: Mapping[str, Any], progress: bool) -> dict[str, Any]:
-    """Train one arm x seed from the stage-1 weights through :func:`soi.train.hf.train_run`; ``result.json`` last.
+@dataclass(frozen=True)
+class ArmPlan:
+    """One trained arm x seed: what it trains on (``train_tasks``, ``epochs``, ``max_steps``), from which stage-1
+    weights (``stage1_dir``, ``heads``), its recorded ``unit``, the eval sets it reports and its result header."""
 
-    An unfinished arm with the same fingerprint resumes from its last Trainer checkpoint (``arm_dir/trainer``).
-    ``max_steps`` (the ``full`` arm's fallback on all stage-1 rows) ends training and the LR schedule after that
-    many optimizer steps, as ``S`` for the other arms; the Trainer closes a last recorded checkpoint there (a
-    train-pass one fills the rows not trained on since the previous checkpoint with an eval-mode pass)."""
-    from soi.store import RunMeta
-    from soi.train import run_examples
-    from soi.train.hf import train_run
-
-    resume = prepare_attempt(arm_dir, str(header["fingerprint"]))
-    start = time.perf_counter()
-    examples, _ = run_examples(train_tasks)
-    model = load_weights(stage1_dir, model_path, {t: len(v) for t, v in heads.items()}, task_labels=heads,
-                         freeze_embeddings=config.train.freeze_embeddings)
-    rec = config.recording
-    res = train_run(model, tokenizer, train_tasks, run_dir=arm_dir, output_dir=arm_dir / TRAINER_DIR,
-                    epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"],
-                    weight_decay=hyper["weight_decay"], warmup_ratio=hyper["warmup_ratio"],
-                    max_length=hyper["max_length"], seed=seed, sampling=hyper["sampling"],
-                    temperature=hyper["temperature"], record_mode=rec.mode, keep_logits=rec.keep_logits,
-                    max_steps=max_steps, model_name=config.model, setting="two-stage", resume=resume,
-                    extra={"study": config.name, **header}, progress=progress)
-    if unit != "epoch":  # the full arm's one pass over S * batch rows: a checkpoint after S steps, not an epoch
-        meta = RunMeta.load(arm_dir)
-        meta.checkpoint_unit = unit  # type: ignore[assignment]
-        meta.save(arm_dir)
-    spec = config.run(header["from_run"])
-    evaluated, skipped = evaluate_all(model, tokenizer, config, data, heads, spec, arm_dir)
-    result = {**header, "arm": arm, "seed": seed, "n_train": int(examples.num_rows), "steps": res.steps,
-              "steps_per_task": res.trainer.task_sampler.steps_per_task(res.steps),  # type: ignore[union-attr]
-              "epoch_loss": [float(x) for x in res.epoch_loss], "hyper": dict(hyper),
-              "eval": {k: v for k, v in evaluated.items() if k in evals}, "eval_skipped": skipped,
-              "elapsed_s": round(time.perf_counter() - start, 3), "resumed": resume}
-    finish_attempt(arm_dir, result)  # result.json last, atomically: marks the arm finished
-    return result
+    stage1_dir: Path
+    heads: Mapping[str, list[str]]
+    train_tasks: Mapping[str, list[Any]]
+    epochs: int
+    max_steps: int | None
+    unit: str
+    evals: Sequence[str]
+    header: Mapping[str, Any]
+    arm: str
 
 
-def _load_result(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    done = path / RESULT_FILE
-    if not done.is_file():
-        return None
-    result = json.loads(done.read_text(encoding="utf-8"))
-    if result.get("fingerprint") != fingerprint:
-        raise SoiError("this stage-2 arm was trained with different settings; use a new --out (or delete this "
-                       "directory)", path=path)
-    return result
+@dataclass
+class TrainedArm:
+    model: Any
+    result: Any
+    n_train: int
+    resumed: bool
+
+
+class TwoStageArms(StudyAdapter):
+    """The engine adapter of the two-stage arms (:func:`soi.study.engine.run_one` per arm x seed: skip a finished
+    arm of the same fingerprint, resume an unfinished one from its Trainer checkpoint, ``result.json`` last). The
+    arms depend on the stage-1 selections, so :func:`run_two_stage` plans them (``runs`` is empty) and builds the
+    summary itself."""
+
+    kind = "two-stage"
+    resumable = True
+
+    def __init__(self, config: StudyConfig, data: Any, model_path: str, hyper: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.data, self.model_path, self.hyper = data, model_path, dict(hyper)
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def runs(self) -> list[RunJob]:
+        return []
+
+    def fingerprint(self, job: RunJob) -> str:
+        return str(job.spec.header["fingerprint"])
+
+    def can_resume(self, job: RunJob, run_dir: Path) -> bool:
+        from soi.train.hf import last_checkpoint
+
+        return last_checkpoint(run_dir / TRAINER_DIR) is not None
+
+    def train_one(self, job: RunJob, run_dir: Path, *, resume: bool) -> TrainedArm:
+        """Train the arm from the stage-1 weights through :func:`soi.train.hf.train_run`.
+
+        ``max_steps`` (the ``full`` arm's fallback on all stage-1 rows) ends training and the LR schedule after
+        that many optimizer steps, as ``S`` for the other arms; the Trainer closes a last recorded checkpoint there
+        (a train-pass one fills the rows not trained on since the previous checkpoint with an eval-mode pass)."""
+        from soi.store import RunMeta
+        from soi.train import run_examples
+        from soi.train.hf import train_run
+
+        config, plan, hyper, rec = self.config, job.spec, self.hyper, self.config.recording
+        examples, _ = run_examples(plan.train_tasks)
+        model = load_weights(plan.stage1_dir, self.model_path, {t: len(v) for t, v in plan.heads.items()},
+                             task_labels=plan.heads, freeze_embeddings=config.train.freeze_embeddings)
+        res = train_run(model, self.tokenizer, plan.train_tasks, run_dir=run_dir, output_dir=run_dir / TRAINER_DIR,
+                        epochs=plan.epochs, batch_size=hyper["batch_size"], lr=hyper["lr"],
+                        weight_decay=hyper["weight_decay"], warmup_ratio=hyper["warmup_ratio"],
+                        max_length=hyper["max_length"], seed=job.seed, sampling=hyper["sampling"],
+                        temperature=hyper["temperature"], record_mode=rec.mode, keep_logits=rec.keep_logits,
+                        max_steps=plan.max_steps, model_name=config.model, setting="two-stage", resume=resume,
+                        extra={"study": config.name, **plan.header}, progress=self.progress)
+        if plan.unit != "epoch":  # the full arm's one pass over S * batch rows: a checkpoint after S steps
+            meta = RunMeta.load(run_dir)
+            meta.checkpoint_unit = plan.unit  # type: ignore[assignment]
+            meta.save(run_dir)
+        return TrainedArm(model, res, int(examples.num_rows), resume)
+
+    def evaluate(self, job: RunJob, trained: TrainedArm, run_dir: Path) -> dict[str, Any]:
+        plan, res = job.spec, trained.result
+        spec = self.config.run(plan.header["from_run"])
+        evaluated, skipped = evaluate_all(trained.model, self.tokenizer, self.config, self.data, plan.heads, spec,
+                                          run_dir)
+        return {**plan.header, "arm": plan.arm, "seed": job.seed, "n_train": trained.n_train,
+                "steps": res.steps, "steps_per_task": res.trainer.task_sampler.steps_per_task(res.steps),
+                "epoch_loss": [float(x) for x in res.epoch_loss], "hyper": dict(self.hyper),
+                "eval": {k: v for k, v in evaluated.items() if k in plan.evals}, "eval_skipped": skipped,
+                "resumed": trained.resumed}
+
+    def summarise(self, results: Mapping[Any, Mapping[str, Any]], analyses: Mapping[Any, Any],
+                  comparisons: Sequence[Any]) -> dict[str, Any]:
+        raise NotImplementedError("run_two_stage builds the two-stage summary")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -325,7 +366,8 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
     hyper = _hyper(config, ts)
     bs = int(hyper["batch_size"])
     seeds = ts.stage2_seeds(config.seeds)
-    tokenizer = None
+    trainer = TwoStageArms(config, data, model_path, hyper)
+    trainer.layout, trainer.progress, trainer.console = StudyLayout(out), progress, console
     experiments = []
     n_jobs = len(ts.from_runs) * len(ts.rules) * len(seeds) * len(TRAINED_ARMS)
     job = 0
@@ -370,25 +412,16 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
                     job += 1
                     adir = arm_dir_of(out, from_run, rule.name, arm, seed)
                     fp = _arm_fingerprint(s1_result["fingerprint"], hyper, rule, arm, seed, s1, evals)
-                    result = _load_result(adir, fp)
                     name = f"[{job}/{n_jobs}] two-stage {from_run}/{rule.name}: {arm} arm, seed {seed}"
-                    if result is not None:
-                        console.print(f"{name}: done already, skipped")
-                    else:
-                        train_tasks, epochs, max_steps, unit = plans[arm]
-                        n_rows = sum(len(s) for ss in train_tasks.values() for s in ss)
-                        console.print(f"{name}: {n_rows} examples, {total_steps} steps")
-                        if tokenizer is None:
-                            from transformers import AutoTokenizer
-
-                            tokenizer = AutoTokenizer.from_pretrained(model_path)
-                        header = {"study": config.name, "experiment": f"{from_run}/{rule.name}",
-                                  "from_run": from_run, "rule": rule.name, "stage1_seed": s1,
-                                  "stage1_dir": str(s1_dir), "fingerprint": fp}
-                        result = _train_arm(config, data, tokenizer, model_path, stage1_dir=s1_dir,
-                                            heads=s1_result["tasks"], train_tasks=train_tasks, arm_dir=adir, arm=arm,
-                                            seed=seed, hyper=hyper, epochs=epochs, max_steps=max_steps, unit=unit,
-                                            evals=evals, header=header, progress=progress)
+                    train_tasks, epochs, max_steps, unit = plans[arm]
+                    n_rows = sum(len(s) for ss in train_tasks.values() for s in ss)
+                    header = {"study": config.name, "experiment": f"{from_run}/{rule.name}", "from_run": from_run,
+                              "rule": rule.name, "stage1_seed": s1, "stage1_dir": str(s1_dir), "fingerprint": fp}
+                    plan = ArmPlan(s1_dir, s1_result["tasks"], train_tasks, epochs, max_steps, unit, evals, header,
+                                   arm)
+                    result = run_one(trainer, RunJob((from_run, rule.name, arm, seed), f"{from_run}/{rule.name}/{arm}",
+                                                     seed, adir, f"{name} ({n_rows} examples, {total_steps} steps)",
+                                                     spec=plan))
                     stale = not newer(adir / ANALYSIS_DIR / ANALYSIS_SUMMARY, adir / RESULT_FILE)
                     # a full-data fallback shorter than one epoch has no checkpoint to analyse
                     if stale and any(dynamics_dir(adir).glob("ckpt-*.parquet")):
@@ -554,7 +587,7 @@ def print_two_stage(two_stage: Mapping[str, Any], console: Any) -> None:
             console.print(escape(f"  {note}"))
 
 
-__all__ = ["TWO_STAGE_DIR", "WEIGHTS_FILE", "arm_dir_of", "difference_rows", "full_plan", "load_weights", "markdown",
-           "paired_difference", "per_task_counts", "print_two_stage", "random_subset", "result_rows",
-           "run_two_stage", "save_weights", "seed_stats", "select_subset", "stage1_tasks", "stage2_steps",
-           "subset_tasks", "t_interval", "write_tables"]
+__all__ = ["TWO_STAGE_DIR", "WEIGHTS_FILE", "ArmPlan", "TrainedArm", "TwoStageArms", "arm_dir_of", "difference_rows",
+           "experiment_dir_of", "full_plan", "load_weights", "markdown", "paired_difference", "per_task_counts",
+           "print_two_stage", "random_subset", "result_rows", "run_two_stage", "save_weights", "seed_stats",
+           "select_subset", "stage1_tasks", "stage2_steps", "subset_tasks", "t_interval", "write_tables"]
