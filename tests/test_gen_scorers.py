@@ -23,6 +23,7 @@ from soi.gen.scorers import (
     LocalJudgeScorer,
     RewardModelScorer,
     Scorer,
+    ScoringPlan,
     aggregate_rows,
     default_plan,
     fill_rubric,
@@ -120,6 +121,9 @@ def test_math_plan_switch_aware_multiply_and_cap() -> None:
     np.testing.assert_array_equal(per_row["language_fidelity"], [1, 0, 0, 1])  # "#### 4" is not faithful
     agg = aggregate_rows(plan, ROWS, PREDS, per_row)
     assert agg == {"exact_match": 0.75, "exact_match_switch": 0.5, "unparsed": 0.25, "language_fidelity": 0.5}
+    alone, _ = score_rows(ScoringPlan([make_scorer("exact_match")], "multiply", candidates=tuple(LANGS)), ROWS, PREDS)
+    assert list(alone) == ["exact_match", "exact_match_switch"]  # no fidelity scorer: identified on its own
+    np.testing.assert_array_equal(alone["exact_match_switch"], per_row["exact_match_switch"])
     capped, _ = score_rows(default_plan("math", switch_aware="cap", switch_cap=0.5, candidates=LANGS), ROWS, PREDS)
     np.testing.assert_array_equal(capped["exact_match_switch"], [1, 0.5, 1, 0])
 

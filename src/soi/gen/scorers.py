@@ -694,13 +694,21 @@ def score_rows(plan: ScoringPlan, rows: Sequence[Mapping[str, Any]],
     out: dict[str, np.ndarray] = {}
     keep = None
     if plan.switch_aware != "off":
-        from soi.gen.langid import language_match
-        from soi.gen.metrics import switch_aware
+        from soi.gen.langid import UNDETERMINED, language_match
 
-        _, keep = language_match(predictions, [r["language"] for r in rows], plan.candidates)
+        fid = plan._by_name.get("language_fidelity")
+        codes = results["language_fidelity"].raw if isinstance(fid, LanguageFidelityScorer) and \
+            fid.candidates == plan.candidates else None
+        if codes is not None:  # the identification the fidelity scorer made: not twice
+            keep = np.array([c == r["language"] or c == UNDETERMINED for c, r in zip(codes, rows, strict=True)],
+                            dtype=bool)
+        else:
+            _, keep = language_match(predictions, [r["language"] for r in rows], plan.candidates)
     for s in plan.scorers:
         out[s.name] = np.asarray(results[s.name].values, dtype=np.float64)
         if keep is not None and s.name not in NO_SWITCH and s.bounded:
+            from soi.gen.metrics import switch_aware
+
             out[s.name + SWITCH_SUFFIX] = switch_aware(out[s.name], keep, plan.switch_aware, plan.switch_cap)
     return out, raw
 
