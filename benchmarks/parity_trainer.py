@@ -1,10 +1,11 @@
 """Parity of soi's two classification engines on the packaged multitask study's joint run, at reduced size.
 
-The plain loop (``soi.train.train`` + ``MultiHeadClassifier``) and the Trainer engine (``soi.train.hf.train_run`` +
-``MultiHeadModel``) train MiniLM-L6 on the same SST-2 + MRPC + RTE rows (one head each) with the same seeds and
-hyper-parameters (``src/soi/studies/multitask.yaml``'s: lr, batch, warmup, decay, sampling), then report per seed
-the validation accuracy per task and the SOI category shares of the training examples (``analyze_run``), and the
-mean/std per engine. Parity = the engines' differences are within the seed spread.
+The plain loop (``train`` of ``tests/plain_loop.py``, soi 0.1.0's ``soi.train.train``, + ``MultiHeadClassifier``)
+and the Trainer engine (``soi.train.hf.train_run`` + ``MultiHeadModel``) train MiniLM-L6 on the same SST-2 + MRPC +
+RTE rows (one head each) with the same seeds and hyper-parameters (``src/soi/studies/multitask.yaml``'s: lr, batch,
+warmup, decay, sampling), then report per seed the validation accuracy per task and the SOI category shares of the
+training examples (``analyze_run``), and the mean/std per engine. Parity = the engines' differences are within
+the seed spread.
 
     .venv/bin/python benchmarks/parity_trainer.py --seeds 0 1 --n 120 60 60 --epochs 2
 
@@ -38,18 +39,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-length", type=int, default=64)
     args = ap.parse_args(argv)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import torch
     from torch import nn
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from plain_loop import train  # the plain reference loop, kept with the tests
     from soi.analysis.per_example import analyze_run
     from soi.config import StudyConfig
     from soi.data import load_split
     from soi.model import resolve_model
     from soi.record import DynamicsRecorder
     from soi.store import RunMeta
-    from soi.train import MultiHeadClassifier, evaluate, run_examples, train
+    from soi.train import MultiHeadClassifier, evaluate, run_examples
     from soi.train.hf import MultiHeadModel, train_run
 
     hf_logging.disable_progress_bar()

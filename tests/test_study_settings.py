@@ -141,10 +141,11 @@ def test_multitask_eval_pass_study(tiny_model: str, tmp_path: Path) -> None:
 
 def test_eval_pass_records_the_model_at_each_checkpoint(tiny_model: str, tmp_path: Path) -> None:
     """Eval-pass values at the last checkpoint equal a fresh no-grad forward of the final model."""
+    from plain_loop import train
     from soi.data import load_split
     from soi.record import DynamicsRecorder
     from soi.store import RunMeta, load_dynamics
-    from soi.train import MultiHeadClassifier, run_examples, train
+    from soi.train import MultiHeadClassifier, run_examples
 
     split = load_split("sst2", "train", data_dir=data_dir(), n=20, seed=0)
     tasks = {"sst2": [split]}
@@ -239,8 +240,9 @@ def test_k_grid_transfer_summary(ml_study: tuple[Path, dict]) -> None:
 
 
 def test_freeze_embeddings_keeps_word_embeddings(tiny_model: str) -> None:
+    from plain_loop import train
     from soi.data import load_split
-    from soi.train import MultiHeadClassifier, train
+    from soi.train import MultiHeadClassifier
 
     split = load_split("sst2", "train", data_dir=data_dir(), n=16, seed=0)
     for freeze in (True, False):

@@ -32,11 +32,11 @@ from soi.train import (
     macro_f1,
     run_examples,
     task_offsets,
-    train,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_common import tokenizer
+from plain_loop import train  # the plain reference loop (formerly soi.train.train)
 
 POS = ["good", "great", "happy", "fine", "nice", "lovely"]
 NEG = ["bad", "awful", "sad", "poor", "ugly", "terrible"]

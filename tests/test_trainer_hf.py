@@ -32,10 +32,11 @@ from transformers import BertConfig, BertModel, TrainerCallback
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from hf_common import tokenizer  # noqa: E402
+from plain_loop import train  # noqa: E402
 from soi.errors import SoiError  # noqa: E402
 from soi.record import SoiRecording  # noqa: E402
 from soi.store import load_dynamics  # noqa: E402
-from soi.train import MultiHeadClassifier, epoch_schedule, run_examples, train  # noqa: E402
+from soi.train import MultiHeadClassifier, epoch_schedule, run_examples  # noqa: E402
 from soi.train.hf import (  # noqa: E402
     MultiHeadModel,
     TaskBatchSampler,

@@ -34,10 +34,11 @@ from soi.study.two_stage import (
     subset_tasks,
     t_interval,
 )
-from soi.train import evaluate, run_examples, train
+from soi.train import evaluate, run_examples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_common import data_dir, study_error, tiny_encoder, tokenizer
+from plain_loop import train
 from test_train import sentiment, tiny_model
 
 needs_data = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")

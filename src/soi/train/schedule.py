@@ -1,4 +1,5 @@
-"""The run layout and the batch schedule shared by soi's training engines (:mod:`soi.train.hf`, :mod:`soi.train.loop`).
+"""The run layout and the batch schedule of soi's training engine (:mod:`soi.train.hf`) and of the tests' plain
+reference loop (``tests/plain_loop.py``).
 
 Global example index (``idx`` given to the recorder, the row of ``examples.parquet``): tasks in the order of
 the ``tasks`` mapping, within a task its splits in list order, within a split its table rows in order -- the
