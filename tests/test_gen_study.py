@@ -82,9 +82,22 @@ def test_config_defaults_and_layering(tmp_path: Path) -> None:
 
 def test_packaged_crosslingual_yaml_validates() -> None:
     cfg = GenerativeStudyConfig.from_yaml(REPO / "src" / "soi" / "studies" / "crosslingual.yaml")
-    assert cfg.model == "smollm2-135m" and cfg.kind("math") == "math"
-    mix = cfg.task_mixture("math")
-    assert mix["seen"] == ["es", "fr"] and mix["unseen"] == ["de", "ja"] and mix["k"][0] == 0
+    assert cfg.model == "gemma3-270m" and cfg.kind("intent") == "instruction" and cfg.metric("intent") == "rouge_l"
+    mix = cfg.task_mixture("intent")
+    assert mix["seen"] == ["fa"] and mix["unseen"] == [] and mix["k"] == [0, 32, 128] and mix["english_n"] == 64
+    assert [s.dataset for s in cfg.tasks["intent"].train] == ["massive_en", "massive_fa"]
+
+
+@needs_shared
+def test_packaged_crosslingual_mixture_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from soi.study.generative import build_mixtures
+
+    monkeypatch.setenv("SOI_DATA_DIR", str(SHARED))
+    cfg = GenerativeStudyConfig.from_yaml(REPO / "src" / "soi" / "studies" / "crosslingual.yaml")
+    mix = build_mixtures(cfg)["intent"]
+    assert [len(mix.train_rows(k)) for k in (0, 32, 128)] == [64, 96, 192]
+    en, fa = mix.eval_rows("en"), mix.eval_rows("fa")
+    assert len(en) == len(fa) == 60 and [r["answer"] for r in en] == [r["answer"] for r in fa]
 
 
 def _result(task_langs: dict[str, dict[str, float]], k: int, seed: int, kind: str = "math") -> dict[str, Any]:
