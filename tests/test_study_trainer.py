@@ -118,20 +118,22 @@ def test_changed_settings_do_not_resume_a_killed_run(tmp_path: Path, tiny: str) 
 
 
 def test_killed_two_stage_arm_resumes(tmp_path: Path, tiny: str) -> None:
-    # stage 1: 16 rows x 2 epochs; stage 2: the 8 least-confident rows, 2 epochs at batch 4 = 4 steps per arm
-    # (Trainer checkpoints each epoch: after step 2 and 4); kill the random arm after its step-2 checkpoint
-    data = study(tiny, two_stage={"from_run": "sst2-only", "epochs": 2, "batch_size": 4, "lr": 1e-3,
-                                  "rules": [{"name": "low-conf", "metric": "confidence", "bottom": 8}]})
-    out = soi_run(tmp_path, data, "out", kill_at=2, kill_in="random")
+    # stage 1: 16 rows x 2 epochs at batch 8; stage 2: the 4 least-confident rows, 2 epochs at batch 4 = 2 steps per
+    # arm (a Trainer checkpoint each epoch: after steps 1 and 2); kill the random arm after its step-1 checkpoint
+    data = study(tiny, train={"epochs": 2, "batch_size": 8, "lr": 1e-3},
+                 two_stage={"from_run": "sst2-only", "epochs": 2, "batch_size": 4, "lr": 1e-3,
+                            "rules": [{"name": "low-conf", "metric": "confidence", "bottom": 4}]})
+    out = soi_run(tmp_path, data, "out", kill_at=1, kill_in="random")
     arm = out / "two_stage" / "sst2-only" / "low-conf" / "random" / "seed-0"
     assert (out / "two_stage" / "sst2-only" / "low-conf" / "soi" / "seed-0" / "result.json").is_file()
-    assert not (arm / "result.json").exists() and (arm / "trainer" / "checkpoint-2").is_dir()
+    assert not (arm / "result.json").exists() and (arm / "trainer" / "checkpoint-1").is_dir()
     soi_run(tmp_path, data, "out")
     soi_run(tmp_path, data, "ref", here=True)
     ref = tmp_path / "ref" / "two_stage" / "sst2-only" / "low-conf" / "random" / "seed-0"
     got, want = (json.loads((d / "result.json").read_text()) for d in (arm, ref))
-    assert got["resumed"] is True and got["steps"] == want["steps"] == 4
-    assert got["steps_per_task"] == want["steps_per_task"] == {"sentiment": 4}
+    assert got["resumed"] is True and got["steps"] == want["steps"] == 2
+    assert got["steps_per_task"] == want["steps_per_task"] == {"sentiment": 2}
+    assert load_dynamics(arm).steps.tolist() == [1, 2]
     assert_same_dynamics(arm, ref)
     assert got["eval"] == want["eval"]
 
@@ -180,3 +182,18 @@ def test_steps_per_task_counts_the_samplers_batches() -> None:
     order = [t for e in range(2) for t, _ in sampler.schedule(e)]
     for steps in range(9):
         assert sampler.steps_per_task(steps) == {t: order[:steps].count(t) for t in "ab"}
+
+
+def test_a_two_stage_study_on_several_processes_is_refused_before_anything_is_written(
+        tmp_path: Path, tiny: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soi.config import StudyConfig
+    from soi.errors import SoiError
+    from soi.study import runner
+
+    data = study(tiny, two_stage={"from_run": "sst2-only", "rules": [{"name": "low", "metric": "confidence",
+                                                                     "bottom": 4}]})
+    monkeypatch.setattr(runner, "start_distributed", lambda: None)
+    monkeypatch.setattr(runner, "world_size", lambda: 2)  # as under accelerate launch --num_processes 2
+    with pytest.raises(SoiError, match="two_stage studies run in one process"):
+        runner.run_study(StudyConfig.from_dict(data), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

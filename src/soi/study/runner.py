@@ -291,6 +291,13 @@ def start_distributed() -> None:
         PartialState()
 
 
+def world_size() -> int:
+    """The number of processes of a ``torch.distributed`` job (1 when alone)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def is_main_process() -> bool:
     """Rank 0 of a ``torch.distributed`` job (``accelerate launch`` / ``torchrun``), or a single process."""
     import torch.distributed as dist
@@ -654,11 +661,11 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, progress
     if not isinstance(config, StudyConfig):
         config = StudyConfig.from_yaml(config)
     start_distributed()
+    if config.two_stage is not None and world_size() > 1:  # every process refuses, before anything is written
+        raise SoiError("two_stage studies run in one process; launch soi run without accelerate / torchrun")
     adapter = ClassificationStudy(config)
     if is_main_process():
         return run_study_with(adapter, out_dir, progress=progress)
-    if config.two_stage is not None:
-        raise SoiError("two_stage studies run in one process; launch soi run without accelerate / torchrun")
     from soi.study.engine import hf_progress
 
     with hf_progress(False):
@@ -731,4 +738,5 @@ __all__ = ["CONFIG_FILE", "ENGINE", "EVAL_DIR", "RESULT_FILE", "SUMMARY_FILE", "
            "StudyData", "Trained", "barrier", "broadcast", "compare_dir_of", "comparison_entry", "eval_table",
            "evaluate_all", "follow", "full_run_of", "is_main_process", "newer", "prepare_out", "print_summary",
            "proportional_sizes", "run_dir_of", "run_fingerprint", "run_study", "start_distributed",
-           "study_comparisons", "study_tasks", "summarise", "tracker_callback", "train_sizes", "yaml_field"]
+           "study_comparisons", "study_tasks", "summarise", "tracker_callback", "train_sizes", "world_size",
+           "yaml_field"]
