@@ -93,7 +93,7 @@ def test_killed_soi_run_resumes_from_its_trainer_checkpoint(tmp_path: Path, tiny
     rdir = out / "runs" / "sst2-only" / "seed-0"
     assert not (rdir / "result.json").exists()
     assert [p.name for p in (rdir / "trainer").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-3"]
-    soi_run(tmp_path, data, "out")
+    soi_run(tmp_path, data, "out", here=True)  # the re-run resumes (in this process)
     soi_run(tmp_path, data, "ref", here=True)
     ref = tmp_path / "ref" / "runs" / "sst2-only" / "seed-0"
     got, want = (json.loads((d / "result.json").read_text()) for d in (rdir, ref))
@@ -127,7 +127,7 @@ def test_killed_two_stage_arm_resumes(tmp_path: Path, tiny: str) -> None:
     arm = out / "two_stage" / "sst2-only" / "low-conf" / "random" / "seed-0"
     assert (out / "two_stage" / "sst2-only" / "low-conf" / "soi" / "seed-0" / "result.json").is_file()
     assert not (arm / "result.json").exists() and (arm / "trainer" / "checkpoint-1").is_dir()
-    soi_run(tmp_path, data, "out")
+    soi_run(tmp_path, data, "out", here=True)  # the re-run resumes (in this process)
     soi_run(tmp_path, data, "ref", here=True)
     ref = tmp_path / "ref" / "two_stage" / "sst2-only" / "low-conf" / "random" / "seed-0"
     got, want = (json.loads((d / "result.json").read_text()) for d in (arm, ref))
