@@ -187,9 +187,9 @@ def test_classification_as_generation_by_hand() -> None:
                     "answer": "entailment", "language": "en", "source": "s", "parallel_id": None},
                    {"id": "b", "prompt": "just text", "response": "neutral", "answer": "neutral", "language": "fr",
                     "source": "s", "parallel_id": "p1"}]
-    no_pair = classification_as_generation(table.drop_columns(["text_pair", "parallel_id"])).to_pylist()
+    no_pair = classification_as_generation(table.drop_columns(["text_pair", "parallel_id", "source"])).to_pylist()
     assert [r["prompt"] for r in no_pair] == ["the premise", "just text"]
-    assert [r["parallel_id"] for r in no_pair] == [None, None]
+    assert [(r["parallel_id"], r["source"]) for r in no_pair] == [(None, None), (None, None)]
 
 
 @needs_shared

@@ -230,11 +230,13 @@ def classification_as_generation(table: pa.Table) -> pa.Table:
         joined = pc.binary_join_element_wise(text, pair, "\n")
         text = pc.if_else(pc.is_null(pair), text, joined)
     label = table.column("label").cast(pa.string())
-    cols = {"id": table.column("id"), "prompt": text, "response": label, "answer": label,
-            "language": table.column("language"), "source": table.column("source"),
-            "parallel_id": table.column("parallel_id") if "parallel_id" in table.column_names
-            else pa.nulls(table.num_rows, pa.string())}
-    return pa.table({k: pa.chunked_array(v) if isinstance(v, pa.ChunkedArray) else v for k, v in cols.items()})
+
+    def optional(name: str) -> Any:
+        return table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+
+    return pa.table({"id": table.column("id"), "prompt": text, "response": label, "answer": label,
+                     "language": table.column("language"), "source": optional("source"),
+                     "parallel_id": optional("parallel_id")})
 
 
 class Mixture:
