@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         one = {**config, "name": f"{config['name']}-{task}", "tasks": {task: config["tasks"][task]}}
         cfg = GenerativeStudyConfig.from_dict(one, source=f"{a.config.name} (task {task})")
         out = a.out / task
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         w0, c0 = time.perf_counter(), time.process_time()
         summary = run_generative_study(cfg, out, progress=True)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
