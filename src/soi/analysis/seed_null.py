@@ -78,8 +78,11 @@ def pair_bucket_counts(codes: np.ndarray, k: int, strata: np.ndarray, n_strata: 
     pi, pj = pairs_of(r)
     out = np.empty((pi.size, n_strata, n_buckets, k, k), np.int64)
     c64 = c.astype(np.int64)
+    rows = base[None] + c64 * k  # (R, n): each run's "from" part of the cell index, computed once
+    buf = np.empty(c.shape[1], np.int64)
     for p, (i, j) in enumerate(zip(pi.tolist(), pj.tolist(), strict=True)):  # loop over run pairs
-        out[p] = np.bincount(base + c64[i] * k + c64[j], minlength=size).reshape(n_strata, n_buckets, k, k)
+        np.add(rows[i], c64[j], out=buf)
+        out[p] = np.bincount(buf, minlength=size).reshape(n_strata, n_buckets, k, k)
     return out
 
 
