@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from soi.config.base import NAME_MAX_LENGTH, Seed, StrictModel
-from soi.config.study import Seeds, _FieldError, local_model_error, validate_study
+from soi.config.study import FieldError, Seeds, local_model_error, validate_study
 
 TaskKind = Literal["math", "instruction", "summarization"]
 METRICS = {"math": ("exact_match",), "instruction": ("rouge_l", "chrf", "language_fidelity"),
@@ -216,21 +216,21 @@ class ScoringSpec(_Model):
 
         for i, name in enumerate(self.scorers):
             if name not in SCORERS:
-                raise _FieldError(f"scoring.scorers[{i}]", f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
+                raise FieldError(f"scoring.scorers[{i}]", f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
         if len(set(self.scorers)) != len(self.scorers):
-            raise _FieldError("scoring.scorers", f"scorer listed twice: {self.scorers}")
+            raise FieldError("scoring.scorers", f"scorer listed twice: {self.scorers}")
         if "judge" in self.scorers:
             for f in ("url", "model"):
                 if not getattr(self.judge, f):
-                    raise _FieldError(f"scoring.judge.{f}", f"the judge scorer needs scoring.judge.{f}")
+                    raise FieldError(f"scoring.judge.{f}", f"the judge scorer needs scoring.judge.{f}")
         for key in ("reward_model", "local_judge"):
             if key in self.scorers and not getattr(self, key).model:
-                raise _FieldError(f"scoring.{key}.model", f"the {key} scorer needs a model (local folder or hub id)")
+                raise FieldError(f"scoring.{key}.model", f"the {key} scorer needs a model (local folder or hub id)")
             if key in self.scorers and (err := local_model_error(getattr(self, key).model)) is not None:
-                raise _FieldError(f"scoring.{key}.model", err)
+                raise FieldError(f"scoring.{key}.model", err)
         for where, rubric in (("judge", self.judge.rubric), ("local_judge", self.local_judge.rubric)):
             if rubric is not None and (err := check_rubric(rubric)) is not None:
-                raise _FieldError(f"scoring.{where}.rubric", err)
+                raise FieldError(f"scoring.{where}.rubric", err)
         return self
 
     def bounded(self, name: str) -> bool:
@@ -306,49 +306,49 @@ class GenerativeStudyConfig(_Model):
     @model_validator(mode="after")
     def _check(self) -> GenerativeStudyConfig:
         if (self.model is None) == (self.models is None):
-            raise _FieldError("model", "give either model (one) or models (a list), not both" if self.model else
+            raise FieldError("model", "give either model (one) or models (a list), not both" if self.model else
                               "model is required (or models: a list of models)")
         for i, name in enumerate(self.models or []):
             if name in self.models[:i]:  # type: ignore[index]
-                raise _FieldError(f"models[{i}]", f"duplicate model {name!r}")
+                raise FieldError(f"models[{i}]", f"duplicate model {name!r}")
             if (err := local_model_error(name)) is not None:
-                raise _FieldError(f"models[{i}]", err)
+                raise FieldError(f"models[{i}]", err)
         if self.model is not None and (err := local_model_error(self.model)) is not None:
-            raise _FieldError("model", err)
+            raise FieldError("model", err)
         for key, task in self.tasks.items():
             if task.kind is None and key not in METRICS:
-                raise _FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "
+                raise FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "
                                   f"{key!r}")
             kind = self.kind(key)
             if task.metric is not None and task.metric not in self.metrics(key):
-                raise _FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(self.metrics(key))}; "
+                raise FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(self.metrics(key))}; "
                                   f"got {task.metric!r}")
             if kind == "summarization" and (task.train is None or task.eval is None):
-                raise _FieldError(f"tasks.{key}", "summarization has no offline data: give train and eval sources "
+                raise FieldError(f"tasks.{key}", "summarization has no offline data: give train and eval sources "
                                   "(e.g. a data spec YAML over XLSum files; see docs/generative.md)")
             mix = self.task_mixture(key)
             langs = [mix["english"], *mix["seen"], *mix["unseen"]]
             if len(set(langs)) != len(langs):
-                raise _FieldError(f"tasks.{key}.mixture", f"the English, seen and unseen languages overlap: {langs}")
+                raise FieldError(f"tasks.{key}.mixture", f"the English, seen and unseen languages overlap: {langs}")
             if max(mix["k"]) > 0 and not mix["seen"]:
-                raise _FieldError(f"tasks.{key}.mixture.seen", "k > 0 needs at least one seen language")
+                raise FieldError(f"tasks.{key}.mixture.seen", "k > 0 needs at least one seen language")
             if self.scoring.switch_aware != "off" or "language_fidelity" in METRICS[kind]:
                 self._check_languages(key)
         ks = {key: self.task_mixture(key)["k"] for key in self.tasks}
         seen_runs: set[str] = set()
         for i, run in enumerate(self.run_list()):
             if run.name in seen_runs:
-                raise _FieldError(f"runs[{i}].name", f"duplicate run name {run.name!r}")
+                raise FieldError(f"runs[{i}].name", f"duplicate run name {run.name!r}")
             seen_runs.add(run.name)
             for j, key in enumerate(run.tasks):
                 if key not in self.tasks:
-                    raise _FieldError(f"runs[{i}].tasks[{j}]", f"unknown task {key!r}; the tasks section has: "
+                    raise FieldError(f"runs[{i}].tasks[{j}]", f"unknown task {key!r}; the tasks section has: "
                                       f"{', '.join(self.tasks)}")
             if len(set(run.tasks)) != len(run.tasks):
-                raise _FieldError(f"runs[{i}].tasks", f"task listed twice: {run.tasks}")
+                raise FieldError(f"runs[{i}].tasks", f"task listed twice: {run.tasks}")
             grids = {tuple(ks[t]) for t in run.tasks}
             if len(grids) > 1:
-                raise _FieldError(f"runs[{i}].tasks", f"the tasks of a multi-task run need one k grid, got "
+                raise FieldError(f"runs[{i}].tasks", f"the tasks of a multi-task run need one k grid, got "
                                   f"{sorted(grids)}")
         return self
 
@@ -385,7 +385,7 @@ class GenerativeStudyConfig(_Model):
             for i, code in enumerate([codes] if isinstance(codes, str) else codes):
                 if code not in known:
                     loc = where if isinstance(codes, str) else f"{where}[{i}]"
-                    raise _FieldError(loc, f"language {code!r} is unknown to the offline language identifier "
+                    raise FieldError(loc, f"language {code!r} is unknown to the offline language identifier "
                                       "(language fidelity / scoring.switch_aware); use ISO 639-1 codes such as "
                                       "en, es, zh")
 

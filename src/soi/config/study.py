@@ -225,9 +225,9 @@ class StudyConfig(_Model):
     @model_validator(mode="after")
     def _paths(self) -> StudyConfig:
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
-            raise _FieldError("data_dir", f"folder not found: {self.data_dir}")
+            raise FieldError("data_dir", f"folder not found: {self.data_dir}")
         if (err := local_model_error(self.model)) is not None:
-            raise _FieldError("model", err)
+            raise FieldError("model", err)
         return self
 
     @model_validator(mode="after")
@@ -237,9 +237,9 @@ class StudyConfig(_Model):
             if ds.spec is not None or ds.hub is not None:
                 continue  # a data-spec file or any hub dataset: checked when loaded
             if ds.origin == "hub" and (err := _hub_error(ds.name)):
-                raise _FieldError(f"datasets.{key}.name", err)
+                raise FieldError(f"datasets.{key}.name", err)
             if ds.origin != "hub" and names is not None and ds.name not in names:
-                raise _FieldError(f"datasets.{key}.name",
+                raise FieldError(f"datasets.{key}.name",
                                   f"unknown dataset {ds.name!r}; known: {', '.join(sorted(names))}")
         seen: set[str] = set()
         expanded: list[RunSpec] = []
@@ -251,43 +251,43 @@ class StudyConfig(_Model):
             refs += [(f"k_grid.datasets[{j}]", k) for j, k in enumerate(run.k_grid.datasets if run.k_grid else [])]
             for where, key in refs:
                 if key not in self.datasets:
-                    raise _FieldError(f"runs[{i}].{where}", f"unknown dataset {key!r}; the datasets section "
+                    raise FieldError(f"runs[{i}].{where}", f"unknown dataset {key!r}; the datasets section "
                                       f"has: {', '.join(self.datasets)}")
             if run.k_grid is not None and run.setting == "single":
-                raise _FieldError(f"runs[{i}].k_grid", "a k grid adds datasets, so the setting cannot be 'single'")
+                raise FieldError(f"runs[{i}].k_grid", "a k grid adds datasets, so the setting cannot be 'single'")
             for sub in run.expand():
                 if sub.name in seen:
-                    raise _FieldError(f"runs[{i}].name", f"duplicate run name {sub.name!r}")
+                    raise FieldError(f"runs[{i}].name", f"duplicate run name {sub.name!r}")
                 seen.add(sub.name)
                 origin[sub.name] = i
                 expanded.append(sub)
             if len(set(run.train)) != len(run.train):
-                raise _FieldError(f"runs[{i}].train", f"dataset listed twice: {run.train}")
+                raise FieldError(f"runs[{i}].train", f"dataset listed twice: {run.train}")
             if run.setting == "single" and len(run.train) != 1:
-                raise _FieldError(f"runs[{i}].train", f"a single-setting run trains on exactly one dataset, "
+                raise FieldError(f"runs[{i}].train", f"a single-setting run trains on exactly one dataset, "
                                   f"got {len(run.train)}")
             real = [self.datasets[k].name for k in run.train]
             if len(set(real)) != len(real):
-                raise _FieldError(f"runs[{i}].train", "two keys name the same dataset (example ids would clash)")
+                raise FieldError(f"runs[{i}].train", "two keys name the same dataset (example ids would clash)")
         object.__setattr__(self, "runs", expanded)  # k grids become one run per k
         if (err := match_size_error(expanded, origin)) is not None:
-            raise _FieldError(*err)
+            raise FieldError(*err)
         trained = {k for r in self.runs for k in r.train}
         for j, key in enumerate(self.eval.ood):
             if key not in self.datasets:
-                raise _FieldError(f"eval.ood[{j}]", f"unknown dataset {key!r}; the datasets section has: "
+                raise FieldError(f"eval.ood[{j}]", f"unknown dataset {key!r}; the datasets section has: "
                                   f"{', '.join(self.datasets)}")
             if key in trained:
-                raise _FieldError(f"eval.ood[{j}]", f"dataset {key!r} is trained on by a run, so it is not OOD")
+                raise FieldError(f"eval.ood[{j}]", f"dataset {key!r} is trained on by a run, so it is not OOD")
         for i, c in enumerate(self.compare or []):
             for side in ("a", "b"):
                 if getattr(c, side) not in seen:
-                    raise _FieldError(f"compare[{i}].{side}", f"unknown run {getattr(c, side)!r}; runs: "
+                    raise FieldError(f"compare[{i}].{side}", f"unknown run {getattr(c, side)!r}; runs: "
                                       f"{', '.join(seen)}")
             if c.a == c.b:
-                raise _FieldError(f"compare[{i}]", "a and b are the same run")
+                raise FieldError(f"compare[{i}]", "a and b are the same run")
         if self.two_stage is not None and (err := self.two_stage.reference_error(self)) is not None:
-            raise _FieldError(*err)
+            raise FieldError(*err)
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -352,7 +352,7 @@ def validate_study(model: type[_M], data: Any, source: str | Path) -> _M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise SoiError(_first_error(exc), path=source) from None
-    except _FieldError as exc:  # pragma: no cover - pydantic wraps it, kept for safety
+    except FieldError as exc:  # pragma: no cover - pydantic wraps it, kept for safety
         raise SoiError(f"{exc.field}: {exc.message}", path=source) from None
 
 
@@ -395,7 +395,7 @@ def resolve_relative(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
     return data
 
 
-class _FieldError(ValueError):
+class FieldError(ValueError):
     """A cross-field problem at ``field`` (raised inside the model validator)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -432,7 +432,7 @@ def _first_error(exc: ValidationError) -> str:
                                                                       or p in _UNION_TAGS)))
     msg = str(err.get("msg", "invalid"))
     ctx = err.get("ctx") or {}
-    if isinstance(ctx.get("error"), _FieldError):
+    if isinstance(ctx.get("error"), FieldError):
         return str(ctx["error"])  # field path already in the message
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)

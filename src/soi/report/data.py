@@ -354,7 +354,7 @@ def load_run(source: RunSource) -> RunData:
     from soi.analysis.per_example import PER_EXAMPLE_FILE
     from soi.analysis.per_example import SUMMARY_FILE as ANALYSIS_SUMMARY
     from soi.store.meta import ANALYSIS_DIR, RunMeta
-    from soi.store.reader import _read_parquet
+    from soi.store.reader import read_parquet
 
     meta = RunMeta.load(source.path)
     adir = source.path / ANALYSIS_DIR
@@ -363,7 +363,7 @@ def load_run(source: RunSource) -> RunData:
     if large is not None:
         table, summary, fly = large.table, large.summary, large.analysed_on_the_fly
     elif table_path.is_file() and summary_path.is_file():
-        table = _read_parquet(table_path)
+        table = read_parquet(table_path)
         summary = _read_json(summary_path)
         fly = False
     else:
