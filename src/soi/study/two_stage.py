@@ -37,8 +37,8 @@ from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
 from soi.store.layout import RESULT_FILE, TWO_STAGE_DIR, StudyLayout
+from soi.study.classification import TRAINER_DIR, evaluate_all, run_dir_of
 from soi.study.engine import RunJob, StudyAdapter, newer, paired_difference, run_one, seed_stats, t_interval
-from soi.study.runner import TRAINER_DIR, evaluate_all, run_dir_of
 from soi.study.tables import csv_text
 
 WEIGHTS_FILE = "model.safetensors"
@@ -357,7 +357,7 @@ def run_two_stage(config: StudyConfig, out: str | Path, data: Any = None, model_
     from soi.model import resolve_model
     from soi.selection import save
     from soi.store.meta import ANALYSIS_DIR, dynamics_dir
-    from soi.study.runner import StudyData
+    from soi.study.classification import StudyData
 
     out = Path(out)
     console = console if console is not None else Console(highlight=False, quiet=not progress)
