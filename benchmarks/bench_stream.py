@@ -176,10 +176,18 @@ def main() -> None:
         "dynamics_bytes_per_example_checkpoint": round(disk_bytes(run)["dynamics"] / ec, 2),
     }
     result["extra_limits"] = {}
+
+    def summary_of(path: Path) -> dict:
+        summary = json.loads((path / "analysis" / "summary.json").read_text())
+        summary.pop("run")
+        return summary
+
+    first = summary_of(run)
     for limit in args.extra_limits:
         cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", limit, "--workers", str(args.workers)]
         w, r = run_process(cmd)
-        result["extra_limits"][limit] = {"wall_s": round(w, 2), "peak_rss_mb": round(r, 1)}
+        result["extra_limits"][limit] = {"wall_s": round(w, 2), "peak_rss_mb": round(r, 1),
+                                         "cpu_s": round(CPU_S[-1], 2), "summary_equal": summary_of(run) == first}
     if not args.skip_small:
         from soi.simulate import simulate_run
         from soi.store import writer as store_writer
@@ -211,9 +219,7 @@ def main() -> None:
             for key, cmd in cmds.items():
                 timing[key].append(run_process(cmd))
                 cpus[key].append(CPU_S[-1])
-                summary = json.loads((Path(cmd[2]) / "analysis" / "summary.json").read_text())
-                summary.pop("run")
-                summaries[key] = summary
+                summaries[key] = summary_of(Path(cmd[2]))
         result["small"] = {"n_examples": args.small_n, "repeats": args.small_repeats,
                            "summaries_equal": summaries["memory"] == summaries["stream"] == summaries[
                                "memory_old_layout"]}
