@@ -185,7 +185,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     assert Path(cfg.data_dir).resolve() == data_dir().resolve()
     assert cfg.datasets["cr"].head == "sentiment"
     assert [(c.a, c.b) for c in cfg.comparisons()] == [("sst2-only", "sentiment-ms"), ("mr-only", "sentiment-ms")]
-    assert StudyConfig.from_dict({**data, "datasets": {"x": {"name": "sst2"}},
+    assert StudyConfig.from_dict({**data, "data_dir": str(data_dir()), "datasets": {"x": {"name": "sst2"}},
                                   "runs": [{"name": "r", "setting": "single", "train": ["x"]}],
                                   "eval": {}}).datasets["x"].head == "sst2"
     with pytest.raises(SoiError, match="study file not found"):
