@@ -24,6 +24,14 @@ def run_dir_of(out: Path, run: str, seed: int) -> Path:
     return StudyLayout(out).run_dir(run, seed)
 
 
+def load_tokenizer(model_path: str) -> Any:
+    """The tokenizer of ``model_path`` (the classification adapters load it on first use, so a study whose runs
+    are all finished never loads it)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
 class StudyData:
     """Loads and caches the study's splits."""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 from soi.config.study import StudyConfig
 from soi.errors import SoiError
 from soi.store.layout import CONFIG_FILE, EVAL_DIR, RESULT_FILE, SUMMARY_FILE, StudyLayout
-from soi.study.classification import TRAINER_DIR, StudyData, eval_table, evaluate_all, run_dir_of
+from soi.study.classification import TRAINER_DIR, StudyData, eval_table, evaluate_all, load_tokenizer, run_dir_of
 from soi.study.engine import (
     ComparisonJob,
     RunJob,
@@ -412,7 +413,6 @@ class ClassificationStudy(StudyAdapter):
         self.data = StudyData(config)
         self.matched: dict[str, dict[str, int]] = {}
         self.model_path = ""
-        self._tokenizer: Any = None
 
     def prepare(self) -> None:
         from soi.model import resolve_model
@@ -425,14 +425,10 @@ class ClassificationStudy(StudyAdapter):
                         if s.match_size is not None}
         self.model_path = resolve_model(config.model)
 
-    @property
+    @cached_property
     def tokenizer(self) -> Any:
-        """The model's tokenizer, loaded on first use (a study whose runs are all finished never loads it)."""
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        return self._tokenizer
+        """The model's tokenizer, loaded on first use."""
+        return load_tokenizer(self.model_path)
 
     def runs(self) -> list[RunJob]:
         config = self.config

@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from soi.config.study import StudyConfig
 from soi.config.two_stage import ARMS, SelectionRule, TwoStageSpec
 from soi.errors import SoiError
 from soi.store.layout import RESULT_FILE, TWO_STAGE_DIR, StudyLayout
-from soi.study.classification import TRAINER_DIR, evaluate_all, run_dir_of
+from soi.study.classification import TRAINER_DIR, evaluate_all, load_tokenizer, run_dir_of
 from soi.study.engine import RunJob, StudyAdapter, newer, paired_difference, run_one, seed_stats, t_interval
 from soi.study.tables import csv_text
 
@@ -278,15 +279,11 @@ class TwoStageArms(StudyAdapter):
     def __init__(self, config: StudyConfig, data: Any, model_path: str, hyper: Mapping[str, Any]) -> None:
         super().__init__(config)
         self.data, self.model_path, self.hyper = data, model_path, dict(hyper)
-        self._tokenizer: Any = None
 
-    @property
+    @cached_property
     def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        return self._tokenizer
+        """The model's tokenizer, loaded on first use."""
+        return load_tokenizer(self.model_path)
 
     def runs(self) -> list[RunJob]:
         return []
