@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import datasets
 import torch
-from transformers import TrainerCallback
 from trl import SFTConfig
 
+from hf_common import KillAfterSave
 from soi.model.causal import load_causal_lm, tiny_causal_lm
 from soi.record import GenProbe, SoiRecording, SoiSFTTrainer
 
@@ -39,15 +38,6 @@ def tiny_model_dir(root: str | Path) -> Path:
     return path
 
 
-class KillAfterSave(TrainerCallback):
-    """SIGKILL this process right after the Trainer saved the checkpoint of ``step`` (a crash, no clean-up)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def make_trainer(run_dir: str | Path, out_dir: str | Path, model_dir: str | Path, *, n: int = 12, seed: int = 0,

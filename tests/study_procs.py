@@ -8,23 +8,10 @@ arm that reaches it; ``kill_in``: only in a run directory whose path contains th
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 from typing import Any
 
-from transformers import TrainerCallback
-
-
-class KillAfterSave(TrainerCallback):
-    """SIGKILL the process right after the Trainer saved its checkpoint of step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+from hf_common import KillAfterSave
 
 
 def main(opts: dict[str, Any]) -> None:

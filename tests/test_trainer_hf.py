@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import BertConfig, BertModel, TrainerCallback
+from transformers import BertConfig, BertModel
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hf_common import tokenizer  # noqa: E402
+from hf_common import KillAfterSave, tokenizer  # noqa: E402
 from plain_loop import train  # noqa: E402
 from soi.errors import SoiError  # noqa: E402
 from soi.record import SoiRecording  # noqa: E402
@@ -340,13 +340,6 @@ def test_recording_examples_must_match_the_dataset_labels(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- resume
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def script(opts: dict[str, Any]) -> None:
