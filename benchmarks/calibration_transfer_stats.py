@@ -17,28 +17,18 @@ import time
 import numpy as np
 
 from soi.analysis.transfer import transfer_statistics
+from soi.simulate import simulate_transfer_study
 
 KS = [0, 16, 64]
 
-
-def simulate(rng: np.random.Generator, *, n: int, seeds: int, gain: float, seed_sd: float) -> dict[str, np.ndarray]:
-    u = rng.normal(0, seed_sd, (len(KS), seeds))
-    study = {}
-    for lang, planted in (("es", gain), ("de", 0.0)):
-        a = rng.normal(0, 1.5, n)
-        g = np.array([planted if k > 0 else 0.0 for k in KS])
-        u_l = u + rng.normal(0, seed_sd / 2, u.shape)
-        p = 1 / (1 + np.exp(-(a[None, None, :] + u_l[:, :, None] + g[:, None, None])))
-        study[lang] = (rng.random(p.shape) < p).astype(float)
-    return study
 
 
 def rates(studies: int, n_boot: int, *, n: int, seeds: int, gain: float, seed_sd: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     hits = np.zeros(4)
     for i in range(studies):
-        st = transfer_statistics(simulate(rng, n=n, seeds=seeds, gain=gain, seed_sd=seed_sd), KS, seen=["es"],
-                                 unseen=["de"], n_boot=n_boot, seed=i)
+        study = simulate_transfer_study(rng, KS, n=n, seeds=seeds, gain=gain, seed_sd=seed_sd)
+        st = transfer_statistics(study, KS, seen=["es"], unseen=["de"], n_boot=n_boot, seed=i)
         hits += [st["languages"]["es"]["gain"]["16"]["significant"], st["languages"]["de"]["gain"]["64"][
             "significant"], st["gap"]["64"]["significant"], st["gap_slope"]["significant"]]
     r = hits / studies

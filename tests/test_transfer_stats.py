@@ -11,6 +11,7 @@ import pytest
 
 from soi.analysis.transfer import bootstrap_scores, plateau_index, transfer_statistics
 from soi.errors import SoiError
+from soi.simulate import simulate_transfer_study
 
 KS = [0, 16, 64]
 SEEN, UNSEEN = ["es"], ["de"]
@@ -93,20 +94,8 @@ def test_seeds_are_shared_across_languages() -> None:
 
 def simulate(rng: np.random.Generator, n_studies: int, *, n: int, seeds: int, gain: float, seed_sd: float
              ) -> list[dict[str, np.ndarray]]:
-    """k-grid studies with binary item scores: item difficulty a_i ~ N(0, 1.5) (logit), a seed effect per run
-    shared by the languages plus a language-specific part, and a planted gain on the seen language at k > 0."""
-    out = []
-    for _ in range(n_studies):
-        u = rng.normal(0, seed_sd, (len(KS), seeds))
-        study = {}
-        for lang, planted in (("es", gain), ("de", 0.0)):
-            a = rng.normal(0, 1.5, n)
-            g = np.array([planted if k > 0 else 0.0 for k in KS])
-            u_l = u + rng.normal(0, seed_sd / 2, u.shape)
-            p = 1 / (1 + np.exp(-(a[None, None, :] + u_l[:, :, None] + g[:, None, None])))
-            study[lang] = (rng.random(p.shape) < p).astype(float)
-        out.append(study)
-    return out
+    """``n_studies`` k-grid studies of :func:`soi.simulate.simulate_transfer_study` (planted gain on ``es``)."""
+    return [simulate_transfer_study(rng, KS, n=n, seeds=seeds, gain=gain, seed_sd=seed_sd) for _ in range(n_studies)]
 
 
 ALPHA = 0.05
