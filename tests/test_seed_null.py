@@ -227,3 +227,22 @@ def test_needs_a_within_pair_and_examples() -> None:
     counts = pair_bucket_counts(codes, K, np.zeros(5, np.int64), 1, np.zeros(5, np.int64), 2)[:, 0]
     with pytest.raises(SoiError, match="needs >= 2 seeds"):
         reseeding_null(counts, 1, 1)
+
+
+def test_both_simulators_take_the_fields_of_one_model() -> None:
+    """simulate_study and simulate_studies read one SeedStudyModel: the same fields, defaults and checks."""
+    for bad in ({"n": 0}, {"seeds_b": 0}, {"classes": 0}, {"checkpoints": 0}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            simulate_study(**bad)
+        with pytest.raises(ValueError, match="must be >= 1"):
+            simulate_studies(2, **bad)
+    with pytest.raises(ValueError, match="n_studies must be >= 1"):
+        simulate_studies(0)
+    with pytest.raises(TypeError, match="skil_a"):
+        simulate_study(skil_a=1.0)
+    one = simulate_study(n=30, seeds_a=2, seeds_b=4, checkpoints=5)
+    many = simulate_studies(3, n=30, seeds_a=2, seeds_b=4, checkpoints=5)
+    assert one["correct_a"].shape == (2, 30, 5) and one["correct_b"].shape == (4, 30, 5)
+    assert many["correct_a"].shape == (3, 2, 30, 5) and many["correct_b"].shape == (3, 4, 30, 5)
+    assert simulate_study(checkpoints=1)["gold"].shape == (2000,)  # the model's default n
+    assert simulate_studies(1, checkpoints=1)["gold"].shape == (1, 800)  # simulate_studies' own default n

@@ -8,11 +8,22 @@ so easy examples are learned early, hard ones late or never, and noise makes som
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from soi.store import RunMeta, RunWriter, examples_table
+
+
+def _draw_examples(rng: np.random.Generator, shape: int | tuple[int, ...], classes: int, label_noise: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Examples of the learning model: true class, gold label (``label_noise`` of them flipped to another class) and
+    difficulty ``N(0, 1)``, drawn from ``rng`` in that order (the order fixes every seed's results)."""
+    true = rng.integers(0, classes, shape)
+    flip = rng.random(shape) < label_noise
+    gold = np.where(flip, (true + rng.integers(1, classes, shape)) % classes, true) if classes > 1 else true
+    return true, gold, rng.normal(0.0, 1.0, shape)
 
 
 def simulate_run(
@@ -47,10 +58,7 @@ def simulate_run(
     labels = [f"class_{i}" for i in range(classes)]
     groups = groups or {"task": ["synthetic"]}
     task_names = groups.get("task", ["synthetic"])
-    true = data_rng.integers(0, classes, n)
-    flip = data_rng.random(n) < label_noise
-    gold = np.where(flip, (true + data_rng.integers(1, classes, n)) % classes, true) if classes > 1 else true
-    difficulty = data_rng.normal(0.0, 1.0, n)
+    true, gold, difficulty = _draw_examples(data_rng, n, classes, label_noise)
     tags = {k: np.asarray(v)[data_rng.integers(0, len(v), n)] for k, v in groups.items()}
     ids = np.char.add("ex-", np.arange(n).astype(str))
     meta = RunMeta(tasks={t: labels for t in task_names}, setting=setting, seed=seed, model="simulated",
@@ -85,24 +93,9 @@ def simulate_seed_folder(folder: str | Path, seeds: list[int] | tuple[int, ...],
     return Path(folder)
 
 
-def simulate_study(
-    *,
-    n: int = 2000,
-    checkpoints: int = 6,
-    seeds_a: int = 3,
-    seeds_b: int = 3,
-    classes: int = 3,
-    seed: int = 0,
-    skill_a: float = 1.0,
-    skill_b: float = 1.0,
-    run_effect: float = 0.15,
-    example_noise: float = 0.3,
-    noise: float = 1.0,
-    label_noise: float = 0.05,
-    planted_fraction: float = 0.0,
-    planted_shift: float = 0.0,
-) -> dict[str, np.ndarray]:
-    """Correctness of a two-setting seed study on shared examples, as arrays (no files).
+@dataclass(frozen=True)
+class SeedStudyModel:
+    """The two-setting seed-study model of :func:`simulate_study` and :func:`simulate_studies`.
 
     The model of :func:`simulate_run`: example difficulty ``d ~ N(0, 1)``, per run a skill offset
     ``u ~ N(0, run_effect)`` shared by all its examples (the run-level seed effect) and per (run, example)
@@ -111,86 +104,93 @@ def simulate_study(
     planted effect both settings are the same process (a null study). ``planted_fraction`` of the examples
     (``planted`` in the result) get ``planted_shift`` added to their learning curves in every B run: the
     multi setting makes them easier (> 0) or harder (< 0).
+    """
+
+    n: int = 2000
+    checkpoints: int = 6
+    seeds_a: int = 3
+    seeds_b: int = 3
+    classes: int = 3
+    skill_a: float = 1.0
+    skill_b: float = 1.0
+    run_effect: float = 0.15
+    example_noise: float = 0.3
+    noise: float = 1.0
+    label_noise: float = 0.05
+    planted_fraction: float = 0.0
+    planted_shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.n, self.checkpoints, self.seeds_a, self.seeds_b, self.classes) < 1:
+            raise ValueError("n, checkpoints, seeds_a, seeds_b and classes must be >= 1")
+
+
+def simulate_study(*, seed: int = 0, **model: float) -> dict[str, np.ndarray]:
+    """Correctness of one two-setting seed study on shared examples, as arrays (no files).
+
+    ``model``: the fields of :class:`SeedStudyModel` (its defaults where left out).
 
     Returns
     -------
     dict with ``correct_a`` bool (seeds_a, n, E), ``correct_b`` bool (seeds_b, n, E), ``planted`` bool (n,),
     ``gold`` (n,)
     """
+    m = SeedStudyModel(**model)
+    n, checkpoints, classes = m.n, m.checkpoints, m.classes
     rng = np.random.default_rng([int(seed), 2024])
-    true = rng.integers(0, classes, n)
-    flip = rng.random(n) < label_noise
-    gold = np.where(flip, (true + rng.integers(1, classes, n)) % classes, true) if classes > 1 else true
-    difficulty = rng.normal(0.0, 1.0, n)
+    true, gold, difficulty = _draw_examples(rng, n, classes, m.label_noise)
     planted = np.zeros(n, bool)
-    if planted_fraction > 0:
-        planted[rng.permutation(n)[: round(planted_fraction * n)]] = True
+    if m.planted_fraction > 0:
+        planted[rng.permutation(n)[: round(m.planted_fraction * n)]] = True
     idx = np.arange(n)
 
     def one_run(skill: float, shift: np.ndarray | None) -> np.ndarray:
-        u = rng.normal(0.0, run_effect) if run_effect > 0 else 0.0
-        offset = rng.normal(0.0, example_noise, n)
+        u = rng.normal(0.0, m.run_effect) if m.run_effect > 0 else 0.0
+        offset = rng.normal(0.0, m.example_noise, n)
         level = skill + u - difficulty + offset + (0.0 if shift is None else shift)
         out = np.empty((n, checkpoints), bool)
         for t in range(checkpoints):
-            logits = rng.normal(0.0, noise, (n, classes))
+            logits = rng.normal(0.0, m.noise, (n, classes))
             logits[idx, true] += 4.0 * (t + 1) / checkpoints * level
             out[:, t] = logits.argmax(axis=1) == gold
         return out
 
-    shift_b = np.where(planted, planted_shift, 0.0) if planted.any() else None
-    correct_a = np.stack([one_run(skill_a, None) for _ in range(seeds_a)])
-    correct_b = np.stack([one_run(skill_b, shift_b) for _ in range(seeds_b)])
+    shift_b = np.where(planted, m.planted_shift, 0.0) if planted.any() else None
+    correct_a = np.stack([one_run(m.skill_a, None) for _ in range(m.seeds_a)])
+    correct_b = np.stack([one_run(m.skill_b, shift_b) for _ in range(m.seeds_b)])
     return {"correct_a": correct_a, "correct_b": correct_b, "planted": planted, "gold": gold}
 
 
-def simulate_studies(
-    n_studies: int,
-    *,
-    n: int = 800,
-    checkpoints: int = 6,
-    seeds_a: int = 3,
-    seeds_b: int = 3,
-    classes: int = 3,
-    seed: int = 0,
-    skill_a: float = 1.0,
-    skill_b: float = 1.0,
-    run_effect: float = 0.15,
-    example_noise: float = 0.3,
-    noise: float = 1.0,
-    label_noise: float = 0.05,
-    planted_fraction: float = 0.0,
-    planted_shift: float = 0.0,
-) -> dict[str, np.ndarray]:
-    """``n_studies`` independent studies of the :func:`simulate_study` model at once (vectorised).
+def simulate_studies(n_studies: int, *, seed: int = 0, **model: float) -> dict[str, np.ndarray]:
+    """``n_studies`` independent studies of the :class:`SeedStudyModel` at once (vectorised).
 
-    Each study draws its own examples, run-level seed effects and noise (another random stream than
-    :func:`simulate_study`, same distributions). Returns ``correct_a`` bool (n_studies, seeds_a, n, E),
-    ``correct_b`` bool (n_studies, seeds_b, n, E), ``planted`` bool (n_studies, n), ``gold`` (n_studies, n).
+    ``model``: the fields of :class:`SeedStudyModel` (its defaults where left out, but ``n`` = 800). Each study
+    draws its own examples, run-level seed effects and noise (another random stream than :func:`simulate_study`,
+    same distributions). Returns ``correct_a`` bool (n_studies, seeds_a, n, E), ``correct_b`` bool
+    (n_studies, seeds_b, n, E), ``planted`` bool (n_studies, n), ``gold`` (n_studies, n).
     """
-    if n_studies < 1 or n < 1 or checkpoints < 1 or seeds_a < 1 or seeds_b < 1 or classes < 1:
-        raise ValueError("n_studies, n, checkpoints, seeds_a, seeds_b and classes must be >= 1")
+    if n_studies < 1:
+        raise ValueError(f"n_studies must be >= 1, got {n_studies}")
+    m = SeedStudyModel(**{"n": 800, **model})
+    n, checkpoints, classes, seeds_a = m.n, m.checkpoints, m.classes, m.seeds_a
     rng = np.random.default_rng([int(seed), 2025])
     shape = (n_studies, n)
-    true = rng.integers(0, classes, shape)
-    flip = rng.random(shape) < label_noise
-    gold = np.where(flip, (true + rng.integers(1, classes, shape)) % classes, true) if classes > 1 else true
-    difficulty = rng.normal(0.0, 1.0, shape)
+    true, gold, difficulty = _draw_examples(rng, shape, classes, m.label_noise)
     planted = np.zeros(shape, bool)
-    n_planted = round(planted_fraction * n)
+    n_planted = round(m.planted_fraction * n)
     if n_planted > 0:
         order = np.argsort(rng.random(shape), axis=1)[:, :n_planted]
         np.put_along_axis(planted, order, True, axis=1)
-    r = seeds_a + seeds_b
-    skill = np.r_[np.full(seeds_a, skill_a), np.full(seeds_b, skill_b)]  # (R,)
-    u = rng.normal(0.0, run_effect, (n_studies, r)) if run_effect > 0 else np.zeros((n_studies, r))
+    r = seeds_a + m.seeds_b
+    skill = np.r_[np.full(seeds_a, m.skill_a), np.full(m.seeds_b, m.skill_b)]  # (R,)
+    u = rng.normal(0.0, m.run_effect, (n_studies, r)) if m.run_effect > 0 else np.zeros((n_studies, r))
     level = (skill[None, :, None] + u[:, :, None] - difficulty[:, None, :]
-             + rng.normal(0.0, example_noise, (n_studies, r, n)))
-    level[:, seeds_a:] += np.where(planted, planted_shift, 0.0)[:, None, :]
+             + rng.normal(0.0, m.example_noise, (n_studies, r, n)))
+    level[:, seeds_a:] += np.where(planted, m.planted_shift, 0.0)[:, None, :]
     onehot = true[:, None, :, None] == np.arange(classes)  # (N, 1, n, C)
     correct = np.empty((n_studies, r, n, checkpoints), bool)
     for t in range(checkpoints):
-        logits = rng.normal(0.0, noise, (n_studies, r, n, classes))
+        logits = rng.normal(0.0, m.noise, (n_studies, r, n, classes))
         logits += onehot * (4.0 * (t + 1) / checkpoints * level)[..., None]
         correct[..., t] = logits.argmax(axis=-1) == gold[:, None, :]
     return {"correct_a": correct[:, :seeds_a], "correct_b": correct[:, seeds_a:], "planted": planted, "gold": gold}
