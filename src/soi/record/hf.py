@@ -27,7 +27,7 @@ See docs/recording.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,16 +316,45 @@ class _State:
 
 class RecordingMixin:
     """The Trainer overrides :class:`SoiTrainer` and :class:`~soi.record.SoiSFTTrainer` share: the ``idx`` column
-    kept through ``remove_unused_columns``, the epoch length for epoch checkpoints, resume detection, ``idx`` kept
-    out of eval forwards, the unfinished checkpoint's partial rows saved before every Trainer checkpoint, and the
-    checkpoint schedule. Mix in before the Trainer class; subclasses define :meth:`_soi_recorders`."""
+    kept through ``remove_unused_columns``, the epoch length for epoch checkpoints, resume detection, ``idx`` popped
+    in ``compute_loss`` (the batch recorded while training) and kept out of eval forwards, the unfinished
+    checkpoint's partial rows saved before every Trainer checkpoint, the checkpoint schedule, the run's meta at train
+    begin and after each checkpoint, and the fill-count of a train-pass checkpoint. Mix in before the Trainer class;
+    subclasses define :meth:`_soi_recorders`, :meth:`_soi_train_recorder`, :meth:`_soi_record_batch` and
+    :meth:`_soi_meta`, and keep ``_soi_state`` (with ``meta`` and ``filled``)."""
 
     soi: SoiRecording
+    _soi_state: Any
     _soi_resuming: bool = False
     _soi_steps_per_epoch: int | None = None
 
     def _soi_recorders(self) -> list[DynamicsRecorder]:
         raise NotImplementedError
+
+    def _soi_train_recorder(self) -> DynamicsRecorder | None:
+        """The recorder the training forward pass feeds (None in eval-pass mode and outside ``train()``)."""
+        raise NotImplementedError
+
+    def _soi_record_batch(self, loss_of: Callable[[dict[str, Any], bool], Any], rec: DynamicsRecorder,
+                          idx: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """Record a training batch into ``rec`` from its forward, ``loss_of(inputs, return_outputs)`` (the
+        Trainer's ``compute_loss``); return what that returns for ``return_outputs``."""
+        raise NotImplementedError
+
+    def _soi_meta(self) -> RunMeta:
+        raise NotImplementedError
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The Trainer's loss; while training with a train-pass recorder the same forward records the batch."""
+        idx = inputs.pop(IDX, None)
+        rec = self._soi_train_recorder()
+        base = super().compute_loss  # type: ignore[misc]
+        if idx is None or rec is None or not model.training:
+            return base(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return self._soi_record_batch(
+            lambda batch, outputs: base(model, batch, return_outputs=outputs, num_items_in_batch=num_items_in_batch),
+            rec, idx, inputs, return_outputs)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()  # type: ignore[misc]
@@ -360,6 +389,51 @@ class RecordingMixin:
         """Whether optimizer step ``step`` ends a checkpoint (every ``every_steps``, else every epoch)."""
         every = self.soi.every_steps or self._soi_steps_per_epoch
         return bool(every) and step % every == 0
+
+    def _soi_clear(self, run_dir: Path) -> None:
+        """Remove what a previous run left in ``run_dir``'s dynamics folders (a fresh, not resumed, start)."""
+        _clear_dynamics(run_dir)
+
+    def _soi_begin_meta(self) -> tuple[Path, int, RunMeta, RunMeta | None]:
+        """``(run_dir, rank, meta, prior)`` at train begin: resuming, ``prior`` is the saved ``run.json`` and ``meta``
+        keeps its creation time; a fresh start clears the old dynamics on rank 0 (``prior`` None)."""
+        run_dir = Path(self.soi.run_dir)
+        rank = distributed().get_rank() if distributed() is not None else 0
+        meta = self._soi_meta()
+        prior = None
+        if self._soi_resuming and (run_dir / "run.json").is_file():
+            prior = RunMeta.load(run_dir)
+            meta.created = prior.created
+        elif not self._soi_resuming and rank == 0:
+            self._soi_clear(run_dir)
+        return run_dir, rank, meta, prior
+
+    def _soi_resume_filled(self, prior: RunMeta | None, checkpoints: int) -> None:
+        """Resuming at checkpoint ``checkpoints``: the fill counts ``prior`` saved for the checkpoints before it."""
+        if prior is not None:
+            self._soi_state.filled = [int(x) for x in prior.extra.get("filled", [])][:checkpoints]
+
+    def _soi_save_meta(self) -> None:
+        """Write ``run.json`` (with the train-pass fill counts ``extra.filled``)."""
+        st = self._soi_state
+        if st.meta is None:
+            return
+        if self._soi_train_recorder() is not None:
+            st.meta.extra["filled"] = list(st.filled)
+        st.meta.save(self.soi.run_dir)
+
+    def _soi_end_train_checkpoint(self, rec: DynamicsRecorder, step: int, rows: Callable[[np.ndarray], Any]) -> None:
+        """End ``rec``'s checkpoint at ``step``, filling the examples no rank trained on with ``rows(missing)`` (a
+        no-grad eval-mode pass); their number, summed over ranks, is appended to ``extra.filled``."""
+        filled = 0
+
+        def fill(missing: np.ndarray) -> Any:
+            nonlocal filled
+            filled += int(missing.size)
+            return rows(missing)
+
+        rec.end_checkpoint(step=step, fill=fill)
+        self._soi_state.filled.append(_sum_over_ranks(filled))
 
 
 class SoiTrainer(RecordingMixin, Trainer):
@@ -522,18 +596,16 @@ class SoiTrainer(RecordingMixin, Trainer):
                        extra=extra)
 
     # ------------------------------------------------------------------ Trainer overrides
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        """The Trainer's loss; in train-pass mode the batch's logits are also recorded (on device)."""
-        idx = inputs.pop(IDX, None)
-        rec = self._soi_state.train_rec
-        if idx is None or rec is None or not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+    def _soi_train_recorder(self) -> DynamicsRecorder | None:
+        return self._soi_state.train_rec
+
+    def _soi_record_batch(self, loss_of: Callable[[dict[str, Any], bool], Any], rec: DynamicsRecorder,
+                          idx: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """Train-pass: the batch's logits (from the Trainer's loss forward) go to the recorder, on device."""
         labels = inputs.get(self.label_names[0])
         if labels is None:
             raise SoiError(f"training batch has no {self.label_names[0]!r}; soi needs gold labels to record")
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss, outputs = loss_of(inputs, True)
         rec.update(idx, _logits_of(outputs), labels)
         return (loss, outputs) if return_outputs else loss
 
@@ -545,15 +617,7 @@ class SoiTrainer(RecordingMixin, Trainer):
     def _soi_begin(self, global_step: int) -> None:
         """Create the recorders (on_train_begin); when resuming, restore the state saved at ``global_step``."""
         soi = self.soi
-        run_dir = Path(soi.run_dir)
-        rank = distributed().get_rank() if distributed() is not None else 0
-        meta = self._soi_meta()
-        prior = None
-        if self._soi_resuming and (run_dir / "run.json").is_file():
-            prior = RunMeta.load(run_dir)
-            meta.created = prior.created
-        elif not self._soi_resuming and rank == 0:
-            _clear_dynamics(run_dir)
+        run_dir, rank, meta, prior = self._soi_begin_meta()
         kw = {"examples": self._soi_examples, "keep_logits": soi.keep_logits, "flush_every": soi.flush_every}
         st = _State(meta=meta)
         if soi.mode in ("train-pass", "both"):
@@ -564,32 +628,17 @@ class SoiTrainer(RecordingMixin, Trainer):
         self._soi_state = st
         if self._soi_resuming:
             ckpt = [rec.resume(global_step) for rec in (st.train_rec, st.eval_rec) if rec is not None]
-            if st.train_rec is not None and prior is not None:
-                st.filled = [int(x) for x in prior.extra.get("filled", [])][: ckpt[0]]
+            if st.train_rec is not None:
+                self._soi_resume_filled(prior, ckpt[0])
             if rank == 0:
                 self._soi_save_meta()
-
-    def _soi_save_meta(self) -> None:
-        st = self._soi_state
-        if st.meta is None:
-            return
-        if st.train_rec is not None:
-            st.meta.extra["filled"] = list(st.filled)
-        st.meta.save(self.soi.run_dir)
 
     def _soi_checkpoint(self, step: int) -> None:
         """End a checkpoint at optimizer step ``step`` (all ranks): write parts, fill gaps, run the eval pass."""
         st = self._soi_state
         if st.train_rec is not None:
-            filled = 0
-
-            def fill(missing: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-                nonlocal filled
-                filled += int(missing.size)
-                return self._soi_forward(missing, concat=True)[0][1:]
-
-            st.train_rec.end_checkpoint(step=step, fill=fill)
-            st.filled.append(_sum_over_ranks(filled))
+            self._soi_end_train_checkpoint(st.train_rec, step,
+                                           lambda missing: self._soi_forward(missing, concat=True)[0][1:])
         if st.eval_rec is not None:
             world = st.eval_rec.world_size
             pos = np.arange(self._soi_rows.size)

@@ -31,7 +31,7 @@ kernels, sequence parallelism, iterable datasets, a model without an output-embe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ from soi.record.hf import (
     clear_dynamics,
     is_hf_dataset,
     strings,
-    sum_over_ranks,
     with_idx,
 )
 from soi.record.recorder import EXTRA_COLUMNS, DynamicsRecorder, distributed
@@ -382,17 +381,14 @@ class SoiSFTTrainer(RecordingMixin, SFTTrainer):
                        model=model_name, setting=soi.setting, seed=args.seed, extra=extra)
 
     # ------------------------------------------------------------------ Trainer overrides
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        """TRL's loss; while training, the same forward also yields the batch's per-example rows (on device)."""
-        idx = inputs.pop(IDX, None)
-        rec = self._soi_state.rec
-        if idx is None or rec is None or not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+    def _soi_train_recorder(self) -> DynamicsRecorder | None:
+        return self._soi_state.rec
+
+    def _soi_record_batch(self, loss_of: Callable[[dict[str, Any], bool], Any], rec: DynamicsRecorder,
+                          idx: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """TRL's loss; the same forward also yields the batch's per-example rows (on device)."""
         self._soi_stash.sums = None
-        out = super().compute_loss(model, {**inputs, "soi_rows": True}, return_outputs=return_outputs,
-                                   num_items_in_batch=num_items_in_batch)
+        out = loss_of({**inputs, "soi_rows": True}, return_outputs)
         sums = self._soi_stash.sums
         if sums is None:
             raise SoiError("SoiSFTTrainer: the training forward did not go through the recording head (a custom "
@@ -404,18 +400,13 @@ class SoiSFTTrainer(RecordingMixin, SFTTrainer):
         return [] if self._soi_state.rec is None else [self._soi_state.rec]
 
     # ------------------------------------------------------------------ recording
+    def _soi_clear(self, run_dir: Path) -> None:
+        clear_dynamics(run_dir)
+        if (run_dir / PROBE_DIR).is_dir():
+            clear_dynamics(run_dir / PROBE_DIR)
+
     def _soi_begin(self, global_step: int) -> None:
-        run_dir = Path(self.soi.run_dir)
-        rank = distributed().get_rank() if distributed() is not None else 0
-        meta = self._soi_meta()
-        prior = None
-        if self._soi_resuming and (run_dir / "run.json").is_file():
-            prior = RunMeta.load(run_dir)
-            meta.created = prior.created
-        elif not self._soi_resuming and rank == 0:
-            clear_dynamics(run_dir)
-            if (run_dir / PROBE_DIR).is_dir():
-                clear_dynamics(run_dir / PROBE_DIR)
+        run_dir, rank, meta, prior = self._soi_begin_meta()
         rec = DynamicsRecorder(run_dir, meta, examples=self._soi_examples, flush_every=self.soi.flush_every,
                                extra_columns=EXTRA_COLUMNS)
         st = _State(rec=rec, meta=meta)
@@ -424,8 +415,7 @@ class SoiSFTTrainer(RecordingMixin, SFTTrainer):
             self._soi_probe_setup(meta)
         if self._soi_resuming:
             ckpt = rec.resume(global_step)
-            if prior is not None:
-                st.filled = [int(x) for x in prior.extra.get("filled", [])][:ckpt]
+            self._soi_resume_filled(prior, ckpt)
             st.probe_checkpoint = ckpt
             if rank == 0:
                 self._soi_drop_probe_parts(ckpt)
@@ -455,26 +445,12 @@ class SoiSFTTrainer(RecordingMixin, SFTTrainer):
                 if m and int(m.group(1)) >= checkpoint:
                     path.unlink()
 
-    def _soi_save_meta(self) -> None:
-        st = self._soi_state
-        if st.meta is not None:
-            st.meta.extra["filled"] = list(st.filled)
-            st.meta.save(self.soi.run_dir)
-
     def _soi_checkpoint(self, step: int) -> None:
         """End a checkpoint at optimizer step ``step`` (all ranks): write parts, fill gaps, decode the probe."""
         st = self._soi_state
         if st.rec is None:
             return
-        filled = 0
-
-        def fill(missing: np.ndarray) -> torch.Tensor:
-            nonlocal filled
-            filled += int(missing.size)
-            return self.soi_rows(missing)
-
-        st.rec.end_checkpoint(step=step, fill=fill)
-        st.filled.append(sum_over_ranks(filled))
+        self._soi_end_train_checkpoint(st.rec, step, self.soi_rows)
         if st.rec.rank == 0:
             if self._soi_probe_rows.size:
                 self._soi_probe_part(step, st.probe_checkpoint)
