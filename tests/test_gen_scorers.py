@@ -109,6 +109,33 @@ def test_reference_scorers_wrap_the_kernels() -> None:
         make_scorer("rouge_l").score(ROWS, PREDS[:3])
 
 
+def test_label_match_by_hand() -> None:
+    rows = [{"response": "iot_hue_lightoff", "language": "en"}, {"response": "iot_hue_lightoff", "language": "fa"},
+            {"response": " alarm_set\n", "language": "fa-Latn"}, {"response": "", "answer": "18", "language": "en"},
+            {"response": "play_music", "language": "en"}, {"response": "play_music", "language": "en"}]
+    preds = ["iot_hue_lightoff", "iot_hue_lighton", "alarm_set ", "18", "Play_music", "play_music play_music"]
+    lm = make_scorer("label_match")
+    np.testing.assert_array_equal(lm.score(rows, preds), [1, 0, 1, 1, 0, 0])  # exact after strip; case counts
+    # ROUGE-L gives the wrong light state 2/3 of the label's words (iot, hue | lightoff vs lighton)
+    assert metrics.rouge_l_f(preds[1:2], ["iot_hue_lightoff"])[0] == pytest.approx(2 / 3)
+    assert lm.aggregate(rows, preds, lm.score(rows, preds)) == pytest.approx(0.5)
+    plan = default_plan("instruction", extra=[lm], candidates=["en", "fa", "fa-Latn"])
+    per_row, _ = score_rows(plan, rows, preds)
+    assert list(per_row) == ["rouge_l", "chrf", "language_fidelity", "label_match"]
+    switched = default_plan("instruction", extra=[lm], switch_aware="multiply", candidates=["en", "fa"])
+    assert switched.columns()[-2:] == ["label_match", "label_match_switch"]
+
+
+@pytest.mark.parametrize("kind", ["math", "instruction", "summarization"])
+@pytest.mark.parametrize("switch", ["off", "multiply", "cap"])
+def test_plan_columns_equal_metric_names(kind: str, switch: str) -> None:
+    """The study's column list (from names, before scoring) and the plan's (from the scorers) agree."""
+    for extra in ([], ["label_match"], ["chrf", "unparsed", "label_match"]):
+        plan = default_plan(kind, extra=[make_scorer(n) for n in extra], switch_aware=switch, candidates=LANGS)
+        assert plan.columns() == metric_names(kind, extra, switch)
+        assert len(set(plan.columns())) == len(plan.columns())
+
+
 def test_math_plan_switch_aware_multiply_and_cap() -> None:
     plan = default_plan("math", switch_aware="multiply", candidates=LANGS)
     assert plan.columns() == ["exact_match", "exact_match_switch", "unparsed", "language_fidelity"]

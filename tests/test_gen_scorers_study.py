@@ -94,3 +94,29 @@ def test_judge_down_leaves_no_finished_run(tiny_lm: Path, tmp_path: Path) -> Non
         assert not (out / "summary.json").exists() and not (out / "tables").exists()
     finally:
         stub.close()
+
+
+def test_label_match_gets_transfer_statistics_next_to_the_metric(tiny_lm: Path, tmp_path: Path) -> None:
+    """``metric: [exact_match, label_match]``: summary ``transfer_stats`` has both (the second under
+    ``<key>:label_match``), ``tables/transfer_stats.csv`` too, and the per-item label match is the stripped
+    prediction equal to the reference."""
+    from soi.study.generative import run_generative_study
+
+    cfg = _study(tiny_lm, {"scorers": ["label_match"]}).model_dump()
+    cfg["tasks"]["math"]["metric"] = ["exact_match", "label_match"]
+    out = tmp_path / "study"
+    summary = run_generative_study(GenerativeStudyConfig.from_dict(cfg), out, progress=False)
+    preds = [json.loads(x) for x in (out / "runs" / "math-k0" / "seed-0" / "predictions.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    assert all(p["label_match"] == float(p["prediction"].strip() == str(p["reference"]).strip()) for p in preds)
+    stats = summary["transfer_stats"]
+    assert list(stats) == ["math", "math:label_match"]
+    assert stats["math"]["metric"] == "exact_match" and stats["math:label_match"]["metric"] == "label_match"
+    for lang in ("es", "de"):
+        mine = [p["label_match"] for p in preds if p["language"] == lang]
+        assert stats["math:label_match"]["languages"][lang]["score"]["0"]["mean"] == pytest.approx(
+            sum(mine) / len(mine))
+    assert summary["transfer"]["math"]["metric"] == "exact_match"  # the curves keep the first metric
+    with open(out / "tables" / "transfer_stats.csv", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert {(r["key"], r["metric"]) for r in table} == {("math", "exact_match"), ("math:label_match", "label_match")}

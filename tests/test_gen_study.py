@@ -84,8 +84,11 @@ def test_packaged_crosslingual_yaml_validates() -> None:
     cfg = GenerativeStudyConfig.from_yaml(REPO / "src" / "soi" / "studies" / "crosslingual.yaml")
     assert cfg.model == "gemma3-270m" and cfg.kind("intent") == "instruction" and cfg.metric("intent") == "rouge_l"
     mix = cfg.task_mixture("intent")
-    assert mix["seen"] == ["fa"] and mix["unseen"] == [] and mix["k"] == [0, 32, 128] and mix["english_n"] == 64
+    assert cfg.transfer_metrics("intent") == ["rouge_l", "label_match"] and cfg.scoring.scorers == ["label_match"]
+    assert mix["seen"] == ["fa"] and mix["unseen"] == ["fa-Latn"] and mix["k"] == [0, 32, 128]
+    assert mix["english_n"] == 64
     assert [s.dataset for s in cfg.tasks["intent"].train] == ["massive_en", "massive_fa"]
+    assert [s.dataset for s in cfg.tasks["intent"].eval] == ["massive_en", "massive_fa", "massive_fa_latn"]
 
 
 @needs_shared
@@ -96,8 +99,9 @@ def test_packaged_crosslingual_mixture_builds(monkeypatch: pytest.MonkeyPatch) -
     cfg = GenerativeStudyConfig.from_yaml(REPO / "src" / "soi" / "studies" / "crosslingual.yaml")
     mix = build_mixtures(cfg)["intent"]
     assert [len(mix.train_rows(k)) for k in (0, 32, 128)] == [64, 96, 192]
-    en, fa = mix.eval_rows("en"), mix.eval_rows("fa")
-    assert len(en) == len(fa) == 60 and [r["answer"] for r in en] == [r["answer"] for r in fa]
+    en, fa, latn = mix.eval_rows("en"), mix.eval_rows("fa"), mix.eval_rows("fa-Latn")
+    assert len(en) == len(fa) == len(latn) == 60
+    assert [r["answer"] for r in en] == [r["answer"] for r in fa] == [r["answer"] for r in latn]
 
 
 def _result(task_langs: dict[str, dict[str, float]], k: int, seed: int, kind: str = "math") -> dict[str, Any]:

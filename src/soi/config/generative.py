@@ -120,7 +120,9 @@ class TaskSpec(_Model):
     train: list[SourceSpec] | None = None
     validation: list[SourceSpec] | None = None
     eval: list[SourceSpec] | None = None
-    metric: str | None = Field(None, description="the metric of the transfer curves (default: the kind's first)")
+    metric: str | list[str] | None = Field(None, description="the metric of the transfer curves (default: the "
+                                           "kind's first); a list: the first drives the curves, every one gets "
+                                           "transfer statistics")
     mixture: MixtureFields = Field(default_factory=MixtureFields)
 
 
@@ -320,9 +322,13 @@ class GenerativeStudyConfig(_Model):
                 raise FieldError(f"tasks.{key}.kind", f"set kind (math, instruction or summarization) for task "
                                   f"{key!r}")
             kind = self.kind(key)
-            if task.metric is not None and task.metric not in self.metrics(key):
-                raise FieldError(f"tasks.{key}.metric", f"{kind} tasks report {', '.join(self.metrics(key))}; "
-                                  f"got {task.metric!r}")
+            given = [task.metric] if isinstance(task.metric, str) else task.metric or []
+            for i, m in enumerate(given):
+                if m not in self.metrics(key):
+                    where = f"tasks.{key}.metric" + ("" if isinstance(task.metric, str) else f"[{i}]")
+                    raise FieldError(where, f"{kind} tasks report {', '.join(self.metrics(key))}; got {m!r}")
+            if isinstance(task.metric, list) and (not given or len(set(given)) != len(given)):
+                raise FieldError(f"tasks.{key}.metric", f"a list of distinct metrics, got {given}")
             if kind == "summarization" and (task.train is None or task.eval is None):
                 raise FieldError(f"tasks.{key}", "summarization has no offline data: give train and eval sources "
                                   "(e.g. a data spec YAML over XLSum files; see docs/generative.md)")
@@ -358,8 +364,13 @@ class GenerativeStudyConfig(_Model):
         return self.tasks[task].kind or task
 
     def metric(self, task: str) -> str:
-        """The task's transfer metric."""
-        return self.tasks[task].metric or METRICS[self.kind(task)][0]
+        """The task's transfer metric (the first of a ``metric:`` list)."""
+        return self.transfer_metrics(task)[0]
+
+    def transfer_metrics(self, task: str) -> list[str]:
+        """The metrics with transfer statistics: ``metric:`` (one or a list), by default the kind's first."""
+        m = self.tasks[task].metric
+        return [m] if isinstance(m, str) else list(m) if m else [METRICS[self.kind(task)][0]]
 
     def metrics(self, task: str) -> list[str]:
         """The per-example score columns of ``task``: its kind's metrics, the extra ``scoring.scorers`` and, with
@@ -371,7 +382,7 @@ class GenerativeStudyConfig(_Model):
     def _check_languages(self, task: str) -> None:
         """Languages the offline identifier cannot recognise: one error naming the mixture field."""
         from soi.errors import SoiError
-        from soi.gen.langid import known_languages
+        from soi.gen.langid import base_language, known_languages
 
         try:
             known = set(known_languages())
@@ -383,7 +394,7 @@ class GenerativeStudyConfig(_Model):
             where = f"tasks.{task}.mixture.{field}" if value is not None else f"mixture.{field}"
             codes = self.task_mixture(task)[field]
             for i, code in enumerate([codes] if isinstance(codes, str) else codes):
-                if code not in known:
+                if base_language(code) not in known:  # fa-Latn: identified as Persian (fa)
                     loc = where if isinstance(codes, str) else f"{where}[{i}]"
                     raise FieldError(loc, f"language {code!r} is unknown to the offline language identifier "
                                       "(language fidelity / scoring.switch_aware); use ISO 639-1 codes such as "

@@ -9,7 +9,7 @@
 
 from soi.data._canon import CLASSIFICATION_SCHEMA, GENERATIVE_SCHEMA
 from soi.data.hub import HubDataset
-from soi.data.loaders import DataSource, as_spec, load_local_split, load_split
+from soi.data.loaders import DataSource, as_spec, load_derived_split, load_local_split, load_split
 from soi.data.registry import (
     DATA_DIR_ENV,
     REGISTRY,
@@ -30,11 +30,13 @@ from soi.data.split import (
     subsample_indices,
     to_examples_table,
 )
+from soi.data.translit import DERIVED, romanize_persian
 from soi.data.user import DataSpec, infer_labels
 
 __all__ = [
     "CLASSIFICATION_SCHEMA",
     "DATA_DIR_ENV",
+    "DERIVED",
     "GENERATIVE_SCHEMA",
     "REGISTRY",
     "DataSource",
@@ -50,11 +52,13 @@ __all__ = [
     "get_entry",
     "hf_dataset",
     "infer_labels",
+    "load_derived_split",
     "load_local_split",
     "load_split",
     "read_info",
     "registry_table",
     "resolve_data_dir",
+    "romanize_persian",
     "run_tasks",
     "subsample_indices",
     "to_examples_table",

@@ -11,6 +11,7 @@ from soi.data._canon import FILE_SCHEMAS, Where, canonicalize, read_jsonl
 from soi.data.hub import HubDataset, load_hub_split
 from soi.data.registry import REGISTRY, DatasetEntry, dataset_dir, get_entry, read_info, resolve_data_dir
 from soi.data.split import Split
+from soi.data.translit import DERIVED
 from soi.data.user import DataSpec, load_user_split
 from soi.errors import SoiError
 
@@ -109,6 +110,10 @@ def load_split(
         loaded = load_user_split(spec, split)
     elif not isinstance(name_or_spec, str):
         raise SoiError(f"expected a dataset name, DataSpec, mapping or YAML path, got {type(name_or_spec).__name__}")
+    elif name_or_spec in DERIVED:
+        loaded = load_derived_split(name_or_spec, split, data_dir=data_dir, source=source, hub_kwargs=hub_kwargs)
+        if langs is not None:
+            _check_languages(loaded.name, loaded.languages, langs)
     elif source == "hub":
         entry = get_entry(name_or_spec)
         if langs is not None:
@@ -122,6 +127,34 @@ def load_split(
     if langs is not None:
         loaded = loaded.filter_languages(langs)
     return loaded.subsample(n, seed) if n is not None else loaded
+
+
+def load_derived_split(name: str, split: str, *, data_dir: str | Path | None = None,
+                       source: Literal["local", "hub"] = "local",
+                       hub_kwargs: Mapping[str, Any] | None = None) -> Split:
+    """One split of a derived dataset (:data:`soi.data.translit.DERIVED`, e.g. ``massive_fa_latn``): its base
+    dataset's split (local copy or hub) with ``text`` / ``text_pair`` transformed, every row's ``language`` set to
+    the derived code, ``id`` and ``source`` renamed (``massive_fa-test-0`` -> ``massive_fa_latn-test-0``);
+    ``parallel_id``, labels and row order are the base's."""
+    import pyarrow as pa
+
+    d = DERIVED[name]
+    base = load_split(d["base"], split, data_dir=data_dir, source=source, hub_kwargs=hub_kwargs)
+    t = base.table
+    cols = {c: t.column(c) for c in t.column_names}
+    for c in ("text", "text_pair", "prompt"):
+        if c in cols:
+            cols[c] = pa.array([None if x is None else d["transform"](x) for x in cols[c].to_pylist()], pa.string())
+    prefix = d["base"] + "-"
+    cols["id"] = pa.array([name + "-" + x[len(prefix):] if x.startswith(prefix) else f"{name}-{x}"
+                           for x in cols["id"].to_pylist()], pa.string())
+    cols["language"] = pa.array([d["language"]] * t.num_rows, pa.string())
+    if "source" in cols:
+        cols["source"] = pa.array([name] * t.num_rows, pa.string())
+    table = pa.table(cols, schema=t.schema)
+    return Split(table, name=name, split=split, task=base.task, type=base.type, labels=base.labels,
+                 languages=(d["language"],), path=base.path, license=base.license, hub=base.hub, origin=base.origin,
+                 total_rows=table.num_rows)
 
 
 def _check_languages(name: str, available: Iterable[str], wanted: list[str]) -> None:

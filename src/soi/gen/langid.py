@@ -7,6 +7,11 @@ download, no network. Install it with ``pip install 'soi[gen]'``.
 Fidelity (Shimabucoro et al. 2025 penalise answers in the wrong language) is the share of responses whose
 identified language is the prompt's language. Texts without any letter (empty, only digits or punctuation) get the
 code ``"und"`` and never count as faithful.
+
+Codes with BCP 47 subtags (``fa-Latn``: Persian in Latin letters, ``zh-TW``) are identified as their primary
+language subtag (:func:`base_language`): the identifier knows languages, not scripts or regions, so a response to a
+``fa-Latn`` prompt is faithful when it is identified as Persian (``fa``), in either script. (In practice it rarely
+is when written in Latin letters: the model was trained on Persian script; see docs/generative.md.)
 """
 
 from __future__ import annotations
@@ -37,23 +42,30 @@ def _identifier(candidates: tuple[str, ...] | None) -> Any:
     return ident
 
 
+def base_language(code: str) -> str:
+    """The primary language subtag of a BCP 47 code, the one the identifier knows: ``fa-Latn`` -> ``fa``."""
+    return code.split("-", 1)[0]
+
+
 def known_languages() -> list[str]:
     """ISO 639-1 codes the identifier can return (97 languages)."""
     return list(_identifier(None).labels)
 
 
 def unknown_languages(codes: Iterable[str]) -> list[str]:
-    """The codes in ``codes`` the identifier has no model for (sorted, distinct)."""
-    return sorted(set(codes) - set(known_languages()))
+    """The codes in ``codes`` whose primary language the identifier has no model for (sorted, distinct)."""
+    known = set(known_languages())
+    return sorted({c for c in codes if base_language(c) not in known})
 
 
 def identify(texts: Sequence[str], candidates: Iterable[str] | None = None) -> list[str]:
     """The most likely ISO 639-1 language of each text (``"und"`` for texts without letters).
 
     ``candidates`` restricts the choice to those languages (more reliable on short texts when the possible
-    languages are known, e.g. a study's languages); ``None`` uses all 97.
+    languages are known, e.g. a study's languages; subtags are dropped: ``fa-Latn`` is ``fa``); ``None`` uses all
+    97.
     """
-    cands = None if candidates is None else tuple(sorted(set(candidates)))
+    cands = None if candidates is None else tuple(sorted({base_language(c) for c in candidates}))
     ident = _identifier(cands)
     out = []
     for text in texts:
@@ -66,9 +78,11 @@ def identify(texts: Sequence[str], candidates: Iterable[str] | None = None) -> l
 
 def language_fidelity(texts: Sequence[str], expected: str | Sequence[str],
                       candidates: Iterable[str] | None = None) -> np.ndarray:
-    """Per-text bool: is the identified language the ``expected`` one (one code, or one code per text)?"""
+    """Per-text bool: is the identified language the ``expected`` one (one code, or one code per text; compared
+    by :func:`base_language`)?"""
     langs = identify(texts, candidates)
-    want = [expected] * len(langs) if isinstance(expected, str) else list(expected)
+    want = [base_language(expected)] * len(langs) if isinstance(expected, str) else [base_language(x)
+                                                                                     for x in expected]
     if len(want) != len(langs):
         raise ValueError(f"{len(texts)} texts but {len(want)} expected languages")
     return np.array([a == b for a, b in zip(langs, want, strict=True)], dtype=bool)
@@ -77,9 +91,10 @@ def language_fidelity(texts: Sequence[str], expected: str | Sequence[str],
 def language_match(texts: Sequence[str], expected: Sequence[str],
                    candidates: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(faithful, keep)`` per text: ``faithful`` = identified as the expected language; ``keep`` = faithful *or*
-    without any letter (``"und"``: a bare ``#### 18`` is in no language, so switch-aware scoring leaves it alone)."""
+    without any letter (``"und"``: a bare ``#### 18`` is in no language, so switch-aware scoring leaves it alone);
+    codes are compared by :func:`base_language`."""
     langs = np.array(identify(texts, candidates), dtype=object)
-    want = np.array(list(expected), dtype=object)
+    want = np.array([base_language(x) for x in expected], dtype=object)
     if want.shape != langs.shape:
         raise ValueError(f"{len(texts)} texts but {len(want)} expected languages")
     faithful = langs == want

@@ -8,7 +8,8 @@ the reward model's scalar), written next to the score in ``predictions.jsonl`` a
 Registered scorers (:func:`make_scorer` by name; :func:`register_scorer` adds one):
 
 * ``exact_match``, ``rouge_l``, ``chrf``, ``language_fidelity``, ``unparsed``: the reference metrics of
-  :mod:`soi.gen.metrics` / :mod:`soi.gen.langid`, wrapped (``chrf`` aggregates at corpus level);
+  :mod:`soi.gen.metrics` / :mod:`soi.gen.langid`, wrapped (``chrf`` aggregates at corpus level); ``label_match``:
+  the stripped output equals the reference exactly (accuracy of label generation, e.g. intent);
 * ``judge``: :class:`OpenAIJudge`, any ``/v1/chat/completions`` endpoint (vLLM, TGI, llama.cpp, a hosted API) with
   the rubric :data:`DEFAULT_RUBRIC` (1-5 rating, as Prometheus, Kim et al. 2024; reply parsed by
   :func:`parse_rating`), cached on disk by request hash, retried with exponential backoff;
@@ -148,6 +149,20 @@ class RougeLScorer(Scorer):
 
 
 @register_scorer
+class LabelMatchScorer(Scorer):
+    """1 where the output, stripped of surrounding whitespace, equals the reference ``row["response"]`` (else
+    ``row["answer"]``), stripped, exactly: the accuracy of a label-generation task (e.g. MASSIVE intent as
+    generation, where ``iot_hue_lighton`` for ``iot_hue_lightoff`` scores 0, while ROUGE-L gives it 2/3)."""
+
+    name = "label_match"
+
+    def score(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> np.ndarray:
+        _check_lengths(rows, predictions)
+        refs = [str(r.get("response") or r.get("answer") or "").strip() for r in rows]
+        return np.array([p.strip() == ref for p, ref in zip(predictions, refs, strict=True)], dtype=np.float64)
+
+
+@register_scorer
 class ChrfScorer(Scorer):
     """Sentence chrF against ``row["response"]``; a group's score is corpus chrF (Popović 2015)."""
 
@@ -177,11 +192,11 @@ class LanguageFidelityScorer(Scorer):
 
     def evaluate(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> Scores:
         """Fidelity per row; ``raw`` keeps the identified language code (``"und"`` without letters)."""
-        from soi.gen.langid import identify
+        from soi.gen.langid import base_language, identify
 
         _check_lengths(rows, predictions)
         codes = identify(predictions, self.candidates)
-        want = [r["language"] for r in rows]
+        want = [base_language(r["language"]) for r in rows]
         return Scores(np.array([c == w for c, w in zip(codes, want, strict=True)], dtype=np.float64), codes)
 
     def score(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> np.ndarray:
@@ -616,15 +631,23 @@ def metric_names(kind: str, extra: Sequence[str] = (), switch_aware: str = "off"
     names = list(dict.fromkeys([*KIND_SCORERS[kind], *extra]))
     if switch_aware == "off":
         return names
-    if kind == "math" and "unparsed" not in names:
-        names.append("unparsed")
-    if "language_fidelity" not in names:
-        names.append("language_fidelity")
+    names += [n for n in switch_companions(kind) if n not in names]
     is_bounded = bounded or (lambda n: SCORERS[n].bounded if n in SCORERS else True)
+    return with_switch_twins(names, is_bounded)
+
+
+def switch_companions(kind: str) -> tuple[str, ...]:
+    """The scorers switch-aware scoring adds when a ``kind`` task lacks them: ``language_fidelity`` (and
+    ``unparsed`` for math)."""
+    return ("unparsed", "language_fidelity") if kind == "math" else ("language_fidelity",)
+
+
+def with_switch_twins(names: Sequence[str], bounded: Callable[[str], bool]) -> list[str]:
+    """``names`` with ``m_switch`` right after every bounded ``m`` that has a twin (not in :data:`NO_SWITCH`)."""
     out = []
     for n in names:
         out.append(n)
-        if n not in NO_SWITCH and is_bounded(n):
+        if n not in NO_SWITCH and bounded(n):
             out.append(n + SWITCH_SUFFIX)
     return out
 
@@ -652,12 +675,7 @@ class ScoringPlan:
         names = [s.name for s in self.scorers]
         if self.switch_aware == "off":
             return names
-        out = []
-        for s in self.scorers:
-            out.append(s.name)
-            if s.name not in NO_SWITCH and s.bounded:
-                out.append(s.name + SWITCH_SUFFIX)
-        return out
+        return with_switch_twins(names, lambda n: self._by_name[n].bounded)
 
 
 def default_plan(kind: str, *, extra: Sequence[Scorer] = (), switch_aware: str = "off", switch_cap: float = 0.5,
@@ -675,10 +693,8 @@ def default_plan(kind: str, *, extra: Sequence[Scorer] = (), switch_aware: str =
             scorers.append(s)
     names = {s.name for s in scorers}
     if switch_aware != "off":
-        if kind == "math" and "unparsed" not in names:
-            scorers.append(UnparsedScorer())
-        if "language_fidelity" not in names:
-            scorers.append(LanguageFidelityScorer(cands))
+        scorers += [LanguageFidelityScorer(cands) if n == "language_fidelity" else make_scorer(n)
+                    for n in switch_companions(kind) if n not in names]
     return ScoringPlan(scorers, switch_aware, switch_cap, cands)
 
 
@@ -694,13 +710,14 @@ def score_rows(plan: ScoringPlan, rows: Sequence[Mapping[str, Any]],
     out: dict[str, np.ndarray] = {}
     keep = None
     if plan.switch_aware != "off":
-        from soi.gen.langid import UNDETERMINED, language_match
+        from soi.gen.langid import UNDETERMINED, base_language, language_match
 
         fid = plan._by_name.get("language_fidelity")
         codes = results["language_fidelity"].raw if isinstance(fid, LanguageFidelityScorer) and \
             fid.candidates == plan.candidates else None
         if codes is not None:  # the identification the fidelity scorer made: not twice
-            keep = np.array([c == r["language"] or c == UNDETERMINED for c, r in zip(codes, rows, strict=True)],
+            keep = np.array([c in (base_language(r["language"]), UNDETERMINED) for c, r in zip(codes, rows,
+                                                                                               strict=True)],
                             dtype=bool)
         else:
             _, keep = language_match(predictions, [r["language"] for r in rows], plan.candidates)
@@ -725,8 +742,9 @@ def aggregate_rows(plan: ScoringPlan, rows: Sequence[Mapping[str, Any]], predict
     return out
 
 
-__all__ = ["DEFAULT_RUBRIC", "KIND_SCORERS", "SCORERS", "ChrfScorer", "ExactMatchScorer", "LanguageFidelityScorer",
+__all__ = ["DEFAULT_RUBRIC", "KIND_SCORERS", "SCORERS", "ChrfScorer", "ExactMatchScorer", "LabelMatchScorer",
+           "LanguageFidelityScorer",
            "LocalJudgeScorer", "OpenAIJudge", "RewardModelScorer", "RougeLScorer", "Scorer", "Scores",
            "ScoringPlan", "UnparsedScorer", "aggregate_rows", "available_scorers", "chat_endpoint", "check_rubric",
            "default_plan", "fill_rubric", "make_scorer", "metric_names", "parse_rating", "register_scorer",
-           "request_key", "score_rows"]
+           "request_key", "score_rows", "switch_companions", "with_switch_twins"]

@@ -55,15 +55,15 @@ def transfer_stats(config: Any, out: Path, *, n_boot: int = 2000, level: float =
         ks, seeds = config.ks(run), list(config.seeds)
         rows = {(k, s): read_predictions(run_dir_of(out, run.name, k, s) / PREDICTIONS_FILE) for k in ks
                 for s in seeds}
-        metric = config.metric(task)
-        arrays = item_scores(rows, task=task, metric=metric, ks=ks, seeds=seeds)
         mix = config.task_mixture(task)
-        st = transfer_statistics(arrays, ks, seen=[x for x in mix["seen"] if x in arrays],
-                                 unseen=[x for x in mix["unseen"] if x in arrays], metric=metric, n_boot=n_boot,
-                                 seed=int(config.data_seed), level=level)
-        if metric == "chrf":
-            st["notes"].append(CHRF_NOTE)
-        out_stats[key] = st
+        for i, metric in enumerate(config.transfer_metrics(task)):  # the first under the key, others key:metric
+            arrays = item_scores(rows, task=task, metric=metric, ks=ks, seeds=seeds)
+            st = transfer_statistics(arrays, ks, seen=[x for x in mix["seen"] if x in arrays],
+                                     unseen=[x for x in mix["unseen"] if x in arrays], metric=metric,
+                                     n_boot=n_boot, seed=int(config.data_seed), level=level)
+            if metric == "chrf":
+                st["notes"].append(CHRF_NOTE)
+            out_stats[key if i == 0 else f"{key}:{metric}"] = st
     return out_stats
 
 
