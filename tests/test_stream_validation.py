@@ -187,3 +187,21 @@ def test_duplicate_short_id_next_to_long_ids_in_another_shard(tmp_path):
         analyze_run(run, write=False)
     with pytest.raises(SoiError, match=r"examples\.parquet: duplicate example_id 'x03'$"):
         stream_analysis(run, shard_size=8, workers=2, write=False)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_max_checkpoints_refused_alike(tmp_path, bad):
+    """``max_checkpoints`` 0 / -1 (which would mean all / drop the last as a slice bound) is refused by the
+    in-memory and the streamed path with the same one-line message, before anything is written."""
+    run, _, _ = _store(tmp_path)
+    messages = []
+    for call in (lambda: analyze_run(run, max_checkpoints=bad),
+                 lambda: stream_analysis(run, max_checkpoints=bad, workers=2),
+                 lambda: plan_shards(run, max_checkpoints=bad)):
+        with pytest.raises(SoiError) as err:
+            call()
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1 and "\n" not in messages[0]
+    assert messages[0] == f"max_checkpoints must be an integer >= 1 (or None for all), got {bad!r}"
+    assert not (run / "analysis").exists()
+    assert stream_analysis(run, max_checkpoints=1, workers=2)[0].summary["n_checkpoints"] == 1

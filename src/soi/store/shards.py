@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,7 @@ from soi.store.meta import EXAMPLES_FILE, RunMeta, dynamics_dir, part_name
 from soi.store.reader import (
     DENSE_COLUMNS,
     Dynamics,
+    check_max_checkpoints,
     check_utf8,
     conform_examples,
     fill_checkpoint_table,
@@ -251,6 +253,7 @@ def plan_shards(run_dir: str | Path, *, mode: str | None = None, max_checkpoints
     max_checkpoints : use only the first checkpoints
     shard_size : most examples per shard (default: one shard per row group of the first checkpoint)
     """
+    check_max_checkpoints(max_checkpoints)  # the same refusal, and message, as soi.store.load_dynamics
     run_dir = Path(run_dir)
     meta = RunMeta.load(run_dir)
     ex_path = run_dir / EXAMPLES_FILE
@@ -402,7 +405,46 @@ def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
 
 
 # ------------------------------------------------------------------------------------------- chunked writers
-class ChunkedPartWriter:
+class _ChunkedFile:
+    """A Parquet file written in row groups of pending chunks; it appears atomically on :meth:`close` (or at
+    the end of a ``with`` block), and an exception discards it."""
+
+    path: Path
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(path))
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+            assert self._writer is not None
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        if self._writer is None:
+            raise SoiError("no rows written", path=self.path)
+        self._flush()
+        self._stack.close()
+        return self.path
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._stack.__exit__(exc_type, exc, tb)
+
+
+class ChunkedPartWriter(_ChunkedFile):
     """Write one dynamics part (checkpoint, rank) chunk by chunk, for recordings too large for one table.
 
     Chunks (:func:`soi.store.dynamics_table` tables) must come in increasing ``idx`` order; rows are grouped
@@ -418,20 +460,9 @@ class ChunkedPartWriter:
     """
 
     def __init__(self, run_dir: str | Path, *, checkpoint: int, rank: int = 0, mode: str | None = None) -> None:
-        self.path = dynamics_dir(run_dir, mode) / part_name(checkpoint, rank)
-        self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer: pq.ParquetWriter | None = None
-        self._pending: list[pa.Table] = []
+        super().__init__(dynamics_dir(run_dir, mode) / part_name(checkpoint, rank))
         self._block = -1
         self._last = -1
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
-            assert self._writer is not None
-            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
-            self._pending = []
 
     def write(self, table: pa.Table) -> None:
         """Append rows (sorted by ``idx``, all above the previous chunk's)."""
@@ -451,25 +482,8 @@ class ChunkedPartWriter:
                 self._block = int(block[a])
             self._pending.append(table.slice(a, b - a))
 
-    def close(self) -> Path:
-        """Finish the part and move it into place."""
-        if self._writer is None:
-            raise SoiError("no rows written", path=self.path)
-        self._flush()
-        self._stack.close()
-        return self.path
 
-    def __enter__(self) -> ChunkedPartWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._stack.__exit__(exc_type, exc, tb)
-
-
-class ChunkedExamplesWriter:
+class ChunkedExamplesWriter(_ChunkedFile):
     """Write ``examples.parquet`` chunk by chunk (:func:`soi.store.examples_table` tables, ``idx`` renumbered).
 
     The file appears atomically at the end of the ``with`` block; ``example_id`` uniqueness is checked by the
@@ -477,19 +491,10 @@ class ChunkedExamplesWriter:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / EXAMPLES_FILE
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, EXAMPLES_SCHEMA, **EXAMPLES_WRITE_OPTIONS))
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+        super().__init__(Path(run_dir) / EXAMPLES_FILE)
+        self._writer = self._stack.enter_context(pq.ParquetWriter(self._tmp, EXAMPLES_SCHEMA,
+                                                                  **EXAMPLES_WRITE_OPTIONS))
         self.n = 0
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
-            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
-            self._pending, self._pending_rows = [], 0
 
     def write(self, table: pa.Table) -> None:
         """Append examples; their ``idx`` becomes ``n .. n + len - 1`` (row groups of ``ROW_BLOCK`` rows)."""
@@ -504,18 +509,3 @@ class ChunkedExamplesWriter:
             table = table.slice(take)
             if self._pending_rows == block:
                 self._flush()
-
-    def close(self) -> Path:
-        """Finish the file and move it into place."""
-        self._flush()
-        self._stack.close()
-        return self.path
-
-    def __enter__(self) -> ChunkedExamplesWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._stack.__exit__(exc_type, exc, tb)
