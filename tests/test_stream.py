@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -103,6 +104,29 @@ def test_streamed_equals_in_memory(seed, n, e, ranks, block, shard, workers, wit
         mem, _ = stream_analysis(run, shard_size=shard, workers=workers, write=False, **kw)
         assert_tables_equal(ref.table, mem.table)
         assert mem.summary == ref.summary
+
+
+def test_workers_write_the_same_bytes_as_one_worker_and_the_in_memory_values(tmp_path):
+    """2 and 3 worker threads (shards finishing out of order) write ``per_example.parquet`` and ``summary.json``
+    byte for byte as 1 worker does, and their rows and summary equal the in-memory analysis."""
+    with mock.patch.object(store_writer, "ROW_BLOCK", 32):
+        run = random_store(tmp_path, 11, 700, 4, 2, True)
+    ref = analyze_run(run, write=False, rules=RULES)
+    files = {}
+    step = streaming.analyze_shard
+
+    def jittered(plan, lo, hi, **kw):  # the first shards finish last: the merge must wait for them
+        time.sleep(0.02 * (lo < 96))
+        return step(plan, lo, hi, **kw)
+
+    for workers in (1, 2, 3):
+        with mock.patch.object(streaming, "analyze_shard", jittered):
+            _, info = stream_analysis(run, shard_size=48, workers=workers, rules=RULES)
+        assert info.workers == workers and info.n_shards == len(plan_shards(run, shard_size=48).bounds) >= 10
+        files[workers] = [(run / "analysis" / name).read_bytes() for name in ("per_example.parquet", "summary.json")]
+        assert_tables_equal(ref.table, pq.read_table(run / "analysis" / "per_example.parquet"))
+        assert json.loads(files[workers][1]) == json.loads(json.dumps(ref.summary))
+    assert files[2] == files[1] and files[3] == files[1]
 
 
 def test_cut_shards_prefers_row_group_edges():

@@ -20,7 +20,7 @@ from soi._arrow import to_numpy
 from soi._io import atomic_dir, write_json, write_parquet
 from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, categories_from_stats, early_cutoff
 from soi.analysis.metrics import all_metrics
-from soi.store.meta import ANALYSIS_DIR
+from soi.store.meta import ANALYSIS_DIR, RunMeta
 from soi.store.reader import Dynamics, load_dynamics, tag_codes
 from soi.store.writer import TAG_COLUMNS
 
@@ -102,29 +102,70 @@ class Analysis:
         return self.table.to_pandas()
 
 
-def _group_stats(codes: np.ndarray, n_groups: int, cat: np.ndarray, names: tuple[str, ...],
-                 correct: np.ndarray, conf: np.ndarray) -> list[dict[str, Any]]:
-    k = len(names)
+def group_sums(codes: np.ndarray, n_groups: int, cats: dict[str, tuple[np.ndarray, int]],
+               correct: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Integer statistics per group: sizes ``(G,)``, ``(G, K)`` examples per category for each category column
+    (``cats``: name -> (codes, K)) and ``(G, E)`` correct predictions per checkpoint.
+
+    The one kernel of the in-memory summary and of the streamed shards' sums (which add these integers up).
+    """
+    codes = codes.astype(np.int64, copy=False)
     n = np.bincount(codes, minlength=n_groups)
-    counts = np.bincount(codes.astype(np.int64) * k + cat, minlength=n_groups * k).reshape(n_groups, k)
+    counts = {c: np.bincount(codes * k + cat, minlength=n_groups * k).reshape(n_groups, k)
+              for c, (cat, k) in cats.items()}
     if n_groups == 1:
-        acc = correct.sum(axis=0, dtype=np.int64)[None, :].astype(np.float64)
+        acc = correct.sum(axis=0, dtype=np.int64)[None, :]
     else:
         acc = np.stack([np.bincount(codes, weights=correct[:, j], minlength=n_groups)
-                        for j in range(correct.shape[1])], axis=1)
+                        for j in range(correct.shape[1])], axis=1).astype(np.int64)
+    return n, counts, acc
+
+
+def group_entry(n: int, counts: np.ndarray, names: tuple[str, ...], acc: np.ndarray,
+                conf_sum: float) -> dict[str, Any]:
+    """One group's ``summary.json`` entry from its size, category counts, correct counts per checkpoint and
+    confidence sum."""
+    k = len(names)
+    return {
+        "n": n,
+        "counts": {names[j]: int(counts[j]) for j in range(k)},
+        "shares": {names[j]: (float(counts[j] / n) if n else 0.0) for j in range(k)},
+        "accuracy_per_checkpoint": [float(a / n) if n else 0.0 for a in acc],
+        "final_accuracy": float(acc[-1] / n) if n else 0.0,
+        "mean_confidence": float(conf_sum / n) if n else 0.0,
+    }
+
+
+def _group_stats(codes: np.ndarray, n_groups: int, cat: np.ndarray, names: tuple[str, ...],
+                 correct: np.ndarray, conf: np.ndarray) -> list[dict[str, Any]]:
+    n, counts, acc = group_sums(codes, n_groups, {"c": (cat, len(names))}, correct)
     conf_sum = np.bincount(codes, weights=conf, minlength=n_groups)
-    out = []
-    for g in range(n_groups):
-        ng = int(n[g])
-        out.append({
-            "n": ng,
-            "counts": {names[j]: int(counts[g, j]) for j in range(k)},
-            "shares": {names[j]: (float(counts[g, j] / ng) if ng else 0.0) for j in range(k)},
-            "accuracy_per_checkpoint": [float(a / ng) if ng else 0.0 for a in acc[g]],
-            "final_accuracy": float(acc[g, -1] / ng) if ng else 0.0,
-            "mean_confidence": float(conf_sum[g] / ng) if ng else 0.0,
-        })
-    return out
+    return [group_entry(int(n[g]), counts["c"][g], names, acc[g], conf_sum[g]) for g in range(n_groups)]
+
+
+def summary_fields(meta: RunMeta, *, n_examples: int, checkpoints: list[int], steps: list[int],
+                   late_fraction: float, category_column: str, names: tuple[str, ...],
+                   groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``summary.json`` of an analysis (in memory or streamed) from its group entries."""
+    e = len(checkpoints)
+    return {
+        "soi_version": __version__,
+        "model": meta.model,
+        "setting": meta.setting,
+        "seed": meta.seed,
+        "recording_mode": meta.recording_mode,
+        "checkpoint_unit": meta.checkpoint_unit,
+        "n_examples": n_examples,
+        "n_checkpoints": e,
+        "checkpoints": checkpoints,
+        "steps": steps,
+        "late_fraction": late_fraction,
+        "early_cutoff": early_cutoff(e, late_fraction),
+        "category_column": category_column,
+        "categories": list(names),
+        "accuracy_per_checkpoint": groups["all"]["all"]["accuracy_per_checkpoint"],
+        "groups": groups,
+    }
 
 
 def summarize(dyn: Dynamics, table: pa.Table, *, late_fraction: float = 0.5,
@@ -147,25 +188,9 @@ def summarize(dyn: Dynamics, table: pa.Table, *, late_fraction: float = 0.5,
             same = dict(zip(gnames, stats, strict=True))
             done.append((codes, gnames, same))
         groups[key] = same
-    meta = dyn.meta
-    return {
-        "soi_version": __version__,
-        "model": meta.model,
-        "setting": meta.setting,
-        "seed": meta.seed,
-        "recording_mode": meta.recording_mode,
-        "checkpoint_unit": meta.checkpoint_unit,
-        "n_examples": dyn.n_examples,
-        "n_checkpoints": dyn.n_checkpoints,
-        "checkpoints": dyn.checkpoints.tolist(),
-        "steps": dyn.steps.tolist(),
-        "late_fraction": late_fraction,
-        "early_cutoff": early_cutoff(dyn.n_checkpoints, late_fraction),
-        "category_column": category_column,
-        "categories": list(names),
-        "accuracy_per_checkpoint": groups["all"]["all"]["accuracy_per_checkpoint"],
-        "groups": groups,
-    }
+    return summary_fields(dyn.meta, n_examples=dyn.n_examples, checkpoints=dyn.checkpoints.tolist(),
+                          steps=dyn.steps.tolist(), late_fraction=late_fraction, category_column=category_column,
+                          names=names, groups=groups)
 
 
 def analyze(dyn: Dynamics, *, late_fraction: float = 0.5, include_ci: bool = False,

@@ -40,17 +40,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from soi import __version__
 from soi._arrow import to_numpy
 from soi._io import atomic_dir, write_json
-from soi.analysis.categories import SOI_CATEGORIES, CategoryRules, early_cutoff
+from soi.analysis.categories import SOI_CATEGORIES, CategoryRules
 from soi.analysis.per_example import (
     GROUP_KEYS,
     PER_EXAMPLE_FILE,
     SUMMARY_FILE,
     Analysis,
     analyze_run,
+    group_entry,
+    group_sums,
     per_example_table,
+    summary_fields,
 )
 from soi.errors import SoiError
 from soi.store.meta import ANALYSIS_DIR, EXAMPLES_FILE
@@ -297,16 +299,15 @@ def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0
         keyed[key] = (c32.astype(np.int64), names)
     sizes = [len(keyed[k][1]) for k in GROUP_KEYS]
     groups: dict[str, GroupPart] = {}
+    cat_codes = {c: (cats[c], k) for c, k in cat_cols.items()}
     if math.prod(sizes) <= JOINT_GROUPS:
         # one pass per checkpoint over the joint (task, source, language) code, then marginal sums per tag
         joint = np.zeros(m, np.int64)
         for key, size in zip(GROUP_KEYS, sizes, strict=True):
             joint = joint * size + keyed[key][0]
-        g = math.prod(sizes)
-        acc = np.stack([np.bincount(joint, weights=correct[:, j], minlength=g)
-                        for j in range(correct.shape[1])], axis=1).astype(np.int64).reshape(*sizes, -1)
-        n = np.bincount(joint, minlength=g).reshape(sizes)
-        counts = {c: np.bincount(joint * k + cats[c], minlength=g * k).reshape(*sizes, k) for c, k in cat_cols.items()}
+        n, counts, acc = group_sums(joint, math.prod(sizes), cat_codes, correct)
+        n, acc = n.reshape(sizes), acc.reshape(*sizes, -1)
+        counts = {c: v.reshape(*sizes, -1) for c, v in counts.items()}
         for key in ("all", *GROUP_KEYS):
             axes = tuple(i for i, k in enumerate(GROUP_KEYS) if k != key)
             codes, names = keyed[key]
@@ -316,11 +317,8 @@ def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0
                                     {c: v.sum(axis=axes).reshape(*shape, -1) for c, v in counts.items()})
     else:  # many tag combinations: per tag
         for key, (codes, names) in keyed.items():
-            g = len(names)
-            acc = np.stack([np.bincount(codes, weights=correct[:, j], minlength=g)
-                            for j in range(correct.shape[1])], axis=1).astype(np.int64)
-            counts = {c: np.bincount(codes * k + cats[c], minlength=g * k).reshape(g, k) for c, k in cat_cols.items()}
-            groups[key] = GroupPart(names, codes, np.bincount(codes, minlength=g), acc, counts)
+            n, counts, acc = group_sums(codes, len(names), cat_codes, correct)
+            groups[key] = GroupPart(names, codes, n, acc, counts)
     return ShardResult(lo, hi, dyn.steps, table, groups, id_hashes(dyn.examples["example_id"]))
 
 
@@ -356,46 +354,17 @@ class _GroupSums:
 
     def stats(self, category_column: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         """Group dicts as :func:`soi.analysis.per_example.summarize` writes them, groups sorted by name."""
-        out = {}
         counts = self.counts[category_column]
-        for name in sorted(self.index):
-            g = self.index[name]
-            ng = int(self.n[g])
-            acc = self.acc[g]
-            out[name] = {
-                "n": ng,
-                "counts": {names[j]: int(counts[g, j]) for j in range(len(names))},
-                "shares": {names[j]: (float(counts[g, j] / ng) if ng else 0.0) for j in range(len(names))},
-                "accuracy_per_checkpoint": [float(a / ng) if ng else 0.0 for a in acc],
-                "final_accuracy": float(acc[-1] / ng) if ng else 0.0,
-                "mean_confidence": float(self.conf[g] / ng) if ng else 0.0,
-            }
-        return out
+        return {name: group_entry(int(self.n[g]), counts[g], names, self.acc[g], self.conf[g])
+                for name, g in sorted(self.index.items())}
 
 
 def _summary(plan: ShardPlan, sums: dict[str, _GroupSums], steps: np.ndarray, *, late_fraction: float,
              category_column: str, names: tuple[str, ...]) -> dict[str, Any]:
     groups = {key: sums[key].stats(category_column, names) for key in ("all", *GROUP_KEYS)}
-    meta = plan.meta
-    e = plan.n_checkpoints
-    return {
-        "soi_version": __version__,
-        "model": meta.model,
-        "setting": meta.setting,
-        "seed": meta.seed,
-        "recording_mode": meta.recording_mode,
-        "checkpoint_unit": meta.checkpoint_unit,
-        "n_examples": plan.n_examples,
-        "n_checkpoints": e,
-        "checkpoints": list(plan.checkpoints),
-        "steps": steps.tolist(),
-        "late_fraction": late_fraction,
-        "early_cutoff": early_cutoff(e, late_fraction),
-        "category_column": category_column,
-        "categories": list(names),
-        "accuracy_per_checkpoint": groups["all"]["all"]["accuracy_per_checkpoint"],
-        "groups": groups,
-    }
+    return summary_fields(plan.meta, n_examples=plan.n_examples, checkpoints=list(plan.checkpoints),
+                          steps=steps.tolist(), late_fraction=late_fraction, category_column=category_column,
+                          names=names, groups=groups)
 
 
 class ShardMerger:
