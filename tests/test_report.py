@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from report_common import report_fixtures
 from soi.analysis.categories import SOI_CATEGORIES
 from soi.analysis.per_example import analyze_run
 from soi.errors import SoiError
@@ -129,23 +130,22 @@ def build_study(root: Path, *, n: int = N, texts: bool = True, extras: bool = Tr
     if extras:
         summary["two_stage"] = TWO_STAGE
         summary["transfer"] = TRANSFER
+        summary["transfer_stats"] = {"gsm": transfer_stats_of(TRANSFER["gsm"])}  # a classification k_grid family
     (root / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return root
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_study(tmp_path_factory.mktemp("study") / "toy")
+def transfer_stats_of(t: dict[str, Any], n_items: int = 40, n_seeds: int = 2) -> dict[str, Any]:
+    """``transfer_statistics`` of per-item correctness drawn around the scores of a ``transfer`` entry."""
+    from soi.analysis.transfer import transfer_statistics
+
+    rng = np.random.default_rng(3)
+    p = {lang: np.array([t["scores"][lang][str(k)]["mean"] for k in t["ks"]]) for lang in t["scores"]}
+    x = {lang: (rng.random((len(t["ks"]), n_seeds, n_items)) < v[:, None, None]).astype(float) for lang, v in p.items()}
+    return transfer_statistics(x, t["ks"], seen=t["seen"], unseen=t["unseen"], metric=t["metric"], n_boot=200)
 
 
-@pytest.fixture(scope="module")
-def report(study: Path) -> Path:
-    return write_report(study)
-
-
-@pytest.fixture(scope="module")
-def data(report: Path) -> dict[str, Any]:
-    return read_report_data(report)
+study, report, data = report_fixtures(build_study, "study", "toy")
 
 
 # ----------------------------------------------------------------------------------------------- encoding
@@ -317,6 +317,12 @@ def test_json_round_trips_and_keeps_the_texts(report: Path, data: dict[str, Any]
     assert "unicode \u2028 line separator, caf\u00e9 \u4e2d\u6587" in data["examples"]["text"]
     assert data["two_stage"]["experiments"][0]["name"] == "forgettable-stage2"
     assert data["transfer"]["gsm"]["ks"] == [0, 8, 32]
+    st = json.loads((report.parent / "summary.json").read_text(encoding="utf-8"))["transfer_stats"]["gsm"]
+    for lang in ("en", "de", "sw"):  # embedded (quantised) as summary.json has it
+        got, want = data["transfer_stats"]["gsm"]["languages"][lang]["gain"]["32"], st["languages"][lang]["gain"]["32"]
+        assert got["significant"] == want["significant"]
+        assert [got[f] for f in ("mean", "lo", "hi")] == pytest.approx([want[f] for f in ("mean", "lo", "hi")],
+                                                                        abs=1e-4)
     assert data["group_keys"] == ["task", "language"]
     assert json.loads(json.dumps(data)) == data
 
@@ -325,7 +331,7 @@ def test_figures_written(study: Path, data: dict[str, Any]) -> None:
     names = sorted(Path(f).name for f in data["figures"])
     assert names == ["datamap_multi.png", "datamap_single-a.png", "eval.png", "soi_shares_all.png",
                      "soi_shares_language.png", "soi_shares_task.png", "stability.png", "transfer_gsm_curves.png",
-                     "transfer_gsm_heatmap.png",
+                     "transfer_gsm_heatmap.png", "transfer_gsm_intervals.png",
                      "transitions_single-a__vs__multi_seed-0.png", "transitions_single-a__vs__multi_seed-1.png",
                      "two_stage_forgettable-stage2.png"]
     for f in data["figures"]:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from report_common import report_fixtures
 from soi.report import read_report_data, write_report
 from test_report import XSS, build_study, transfer_only_study
 
@@ -64,14 +65,7 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_study(tmp_path_factory.mktemp("bstudy") / "toy")
-
-
-@pytest.fixture(scope="module")
-def report(study: Path) -> Path:
-    return write_report(study, figures=False)
+study, report, _ = report_fixtures(build_study, "bstudy", "toy", figures=False)
 
 
 class Loaded:
@@ -150,7 +144,8 @@ def test_main_figures_render_non_blank(loaded: Loaded) -> None:
     page = loaded.page
     names = figure_names(page)
     assert names.count("datamap") == 4  # 4 run directories side by side
-    for name in ("eval", "shares", "transitions", "two-stage", "transfer-curves", "transfer-heatmap"):
+    for name in ("eval", "shares", "transitions", "two-stage", "transfer-curves", "transfer-heatmap",
+                 "transfer-intervals"):  # a classification k_grid family: gains with intervals
         assert names.count(name) == 1, name
     assert blank_figures(page) == []
     # every control state of the data maps, the transitions and the shares draws something too

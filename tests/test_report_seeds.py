@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from report_common import report_fixtures
 from soi.analysis.compare import compare_runs
 from soi.analysis.seeds import analyze_seeds
 from soi.errors import SoiError
-from soi.report import read_report_data, write_report
 from soi.report.data import collect
 from soi.simulate import simulate_seed_folder
 
@@ -78,19 +78,7 @@ def stats_of(study: Path, a: str, b: str) -> dict[str, Any]:
     return json.loads((study / "compare" / f"{a}__vs__{b}" / "stats.json").read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_seed_study(tmp_path_factory.mktemp("seedstudy") / "study")
-
-
-@pytest.fixture(scope="module")
-def report(study: Path) -> Path:
-    return write_report(study)
-
-
-@pytest.fixture(scope="module")
-def data(report: Path) -> dict[str, Any]:
-    return read_report_data(report)
+study, report, data = report_fixtures(build_seed_study, "seedstudy", "study")
 
 
 def cells_by_name(null: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -13,19 +13,11 @@ from typing import Any
 
 import pytest
 
-from soi.report import write_report
+from report_common import report_fixtures
 from test_report_browser import Loaded, blank_figures, browser, figure_names, open_report  # noqa: F401
 from test_report_seeds import EVAL_KEYS, build_seed_study, stats_of
 
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_seed_study(tmp_path_factory.mktemp("bseedstudy") / "study")
-
-
-@pytest.fixture(scope="module")
-def report(study: Path) -> Path:
-    return write_report(study, figures=False)
+study, report, _ = report_fixtures(build_seed_study, "bseedstudy", "study", figures=False)
 
 
 @pytest.fixture
