@@ -1,4 +1,5 @@
-"""Shared fixtures: a small simulated run (copied per test) and a writer of hand-made runs from dense arrays."""
+"""Shared fixtures: a small simulated run (copied per test), a writer of hand-made runs from dense arrays, the tiny
+random Llama of the SFT tests and one torch thread per module."""
 
 from __future__ import annotations
 
@@ -65,9 +66,23 @@ def write_run() -> DenseRunWriter:
     return write
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama of tests/sft_trl_common.py (byte tokenizer, no chat template), written once."""
+    pytest.importorskip("trl")
+    import sft_trl_common
+
+    return sft_trl_common.tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread (the machine is shared; also makes CPU runs comparable), restored afterwards."""
+    """One torch intra-op thread for a whole test module (its module fixtures too), restored afterwards.
+
+    As in the subprocess tests (OMP_NUM_THREADS=1): the thread count changes float reductions, so CPU runs in and
+    out of process compare; tiny models gain nothing from a second thread (which stalls on shared CPUs).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
     import torch
 
     n = torch.get_num_threads()

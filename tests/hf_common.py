@@ -1,15 +1,19 @@
 """Shared pieces of the SoiTrainer tests: SST-2 rows, MiniLM's tokenizer, a tiny random BERT, and a run builder.
 
 Also run as a script (``python tests/hf_common.py '<json options>'``) by the resume and DDP tests, so that the
-subprocess trains exactly what the in-process reference run trains.
+subprocess trains exactly what the in-process reference run trains; :func:`train_from_json` is that script's body
+(tests/sft_trl_common.py's too) and :func:`run_process` the one launcher of the subprocess tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import datasets
+import pytest
 import torch
 from transformers import (
     AutoTokenizer,
@@ -31,11 +36,37 @@ from soi.model import resolve_model
 from soi.record import SoiRecording, SoiTrainer
 
 LABELS = ["negative", "positive"]
+HERE = Path(__file__).resolve().parent
+ACCELERATE = shutil.which("accelerate") or (str(Path(sys.executable).parent / "accelerate")
+                                            if (Path(sys.executable).parent / "accelerate").exists() else None)
+"""The ``accelerate`` CLI (on PATH or next to this Python), None when not installed."""
+needs_accelerate = pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI not installed")
 
 
 def data_dir() -> Path:
     env = os.environ.get("SOI_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def run_process(cmd: list[str], log: Path, *, timeout: float, expect_kill: bool = False) -> None:
+    """Run ``cmd`` in tests/ in its own process group (offline, one thread, ``SOI_DATA_DIR`` set), stderr to ``log``.
+
+    Fails the test, with stderr's tail, on a timeout (the whole group is killed: torchrun's / accelerate's workers
+    too) or an exit status other than 0 (``-SIGKILL`` with ``expect_kill``: the process killed itself).
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "SOI_DATA_DIR": str(data_dir())}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=HERE, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"{' '.join(cmd[:4])} timed out after {timeout} s; stderr:\n{log.read_text()[-6000:]}")
+    want = -signal.SIGKILL if expect_kill else 0
+    if rc != want:
+        pytest.fail(f"{' '.join(cmd[:4])} exited {rc} (expected {want}); stderr:\n{log.read_text()[-6000:]}")
 
 
 @cache
@@ -57,7 +88,6 @@ def tiny_encoder(path: str | Path, seed: int = 0) -> str:
 
 def study_error(tmp_path: Path, data: dict[str, Any]) -> str:
     """The one-line SoiError of reading ``data`` as ``tmp_path/study.yaml`` (asserts it is one line)."""
-    import pytest
     import yaml
 
     from soi.config import StudyConfig
@@ -146,17 +176,20 @@ def make_trainer(run_dir: str | Path, out_dir: str | Path, *, n: int = 40, seed:
                       callbacks=callbacks, soi=soi)
 
 
-def main(argv: list[str]) -> None:
-    """``python tests/hf_common.py '{"run_dir": ..., "out_dir": ..., "resume": false, ...}'``."""
+def train_from_json(argv: list[str], make: Callable[..., Any], *positional: str) -> None:
+    """A script's body: ``make(*positional options, **the rest)`` from the JSON ``argv[0]``, one thread, then
+    ``train()`` (resuming from the last Trainer checkpoint with ``"resume": true``); under torchrun / accelerate
+    the process group is closed cleanly (gloo aborts at shutdown with a live one)."""
     opts = json.loads(argv[0])
     resume = opts.pop("resume", False)
     torch.set_num_threads(1)
-    trainer = make_trainer(opts.pop("run_dir"), opts.pop("out_dir"), **opts)
+    args = [opts.pop(key) for key in positional]
+    trainer = make(*args, **opts)
     trainer.train(resume_from_checkpoint=True if resume else None)
-    if torch.distributed.is_initialized():  # a clean exit: gloo aborts at shutdown with a live process group
+    if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":  # python tests/hf_common.py '{"run_dir": ..., "out_dir": ..., "resume": false, ...}'
+    train_from_json(sys.argv[1:], make_trainer, "run_dir", "out_dir")

@@ -6,7 +6,6 @@ resume and 2-process tests, so that the subprocess trains exactly what the in-pr
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,10 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import datasets
-import torch
 from trl import SFTConfig
 
-from hf_common import KillAfterSave
+from hf_common import KillAfterSave, train_from_json
 from soi.model.causal import load_causal_lm, tiny_causal_lm
 from soi.record import GenProbe, SoiRecording, SoiSFTTrainer
 
@@ -36,8 +34,6 @@ def tiny_model_dir(root: str | Path) -> Path:
     if not (path / "config.json").is_file():
         tiny_causal_lm(path, chat_template=False)
     return path
-
-
 
 
 def make_trainer(run_dir: str | Path, out_dir: str | Path, model_dir: str | Path, *, n: int = 12, seed: int = 0,
@@ -63,17 +59,5 @@ def make_trainer(run_dir: str | Path, out_dir: str | Path, model_dir: str | Path
                          probe=GenProbe(probe, max_new_tokens=6) if probe else None)
 
 
-def main(argv: list[str]) -> None:
-    """``python tests/sft_trl_common.py '{"run_dir": ..., "out_dir": ..., "model_dir": ..., "resume": false}'``."""
-    opts = json.loads(argv[0])
-    resume = opts.pop("resume", False)
-    torch.set_num_threads(1)
-    trainer = make_trainer(opts.pop("run_dir"), opts.pop("out_dir"), opts.pop("model_dir"), **opts)
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    if torch.distributed.is_initialized():  # a clean exit: gloo aborts at shutdown with a live process group
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":  # python tests/sft_trl_common.py '{"run_dir": ..., "out_dir": ..., "model_dir": ...}'
+    train_from_json(sys.argv[1:], make_trainer, "run_dir", "out_dir", "model_dir")

@@ -7,9 +7,6 @@ resume and DDP tests train in subprocesses (``tests/hf_common.py``) and compare 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,20 +26,13 @@ from soi.store import load_dynamics, read_examples
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import hf_common  # noqa: E402
-from hf_common import LABELS, make_trainer, sst2_dataset, sst2_rows  # noqa: E402
+from hf_common import LABELS, make_trainer, run_process, sst2_dataset, sst2_rows  # noqa: E402
 from soi.record import SoiRecording, SoiTrainer  # noqa: E402
 
 COLUMNS = ("pred", "p_gold", "margin", "loss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread, as in the subprocesses (OMP_NUM_THREADS=1): the thread count changes float reductions,
-    and tiny models gain nothing from a second thread (which stalls when the 2 CPUs are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (tests/conftest.py)
 
 
 def _meta(run_dir: Path) -> dict[str, Any]:
@@ -94,23 +84,6 @@ def _eval_forward(model: Any, dataset: Any, rows: np.ndarray) -> np.ndarray:
 
 def _parts(run_dir: Path, folder: str = "dynamics") -> dict[str, Any]:
     return {p.name: pq.read_table(p) for p in sorted((run_dir / folder).glob("ckpt-*.parquet"))}
-
-
-def _run(cmd: list[str], timeout: float, log: Path, expect_kill: bool = False) -> None:
-    """Run ``cmd`` in its own process group; on timeout or a wrong exit status kill the group and show stderr."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "SOI_DATA_DIR": str(hf_common.data_dir())}
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=HERE, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too
-            proc.wait()
-            pytest.fail(f"{' '.join(cmd[:4])} timed out after {timeout} s; stderr:\n{log.read_text()[-6000:]}")
-    want = -signal.SIGKILL if expect_kill else 0
-    if rc != want:
-        pytest.fail(f"{' '.join(cmd[:4])} exited {rc} (expected {want}); stderr:\n{log.read_text()[-6000:]}")
 
 
 # ---------------------------------------------------------------- 1. train-pass records what the model produced
@@ -269,8 +242,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     run, out = str(tmp_path / "run"), str(tmp_path / "out")
 
     def launch(**extra: Any) -> None:
-        _run([sys.executable, script, json.dumps({"run_dir": run, "out_dir": out, **opts, **extra})], timeout=120,
-             log=tmp_path / "stderr.txt", expect_kill="kill_at" in extra)
+        run_process([sys.executable, script, json.dumps({"run_dir": run, "out_dir": out, **opts, **extra})],
+                    timeout=120, log=tmp_path / "stderr.txt", expect_kill="kill_at" in extra)
 
     launch(kill_at=4)  # killed mid-epoch 0, right after the checkpoint of step 4 was saved
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("checkpoint-")) == \
@@ -312,7 +285,7 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "hf_common.py"),
            json.dumps({"run_dir": str(tmp_path / "ddp"), "out_dir": str(tmp_path / "ddp-out"), **opts})]
-    _run(cmd, timeout=240, log=tmp_path / "stderr.txt")
+    run_process(cmd, timeout=240, log=tmp_path / "stderr.txt")
     make_trainer(tmp_path / "single", tmp_path / "single-out", **opts).train()
 
     assert _meta(tmp_path / "ddp")["extra"]["world_size"] == 2

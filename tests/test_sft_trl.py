@@ -38,11 +38,6 @@ import sft_trl_common as common  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return common.tiny_model_dir(tmp_path_factory.mktemp("tiny"))
-
-
 class Snap(TrainerCallback):
     """The model's state at train begin and after every optimizer step (runs before soi's checkpoint)."""
 
@@ -89,10 +84,10 @@ def reference(model_dir: Path, state: dict[str, torch.Tensor], dataset: Any) -> 
 
 
 # ---------------------------------------------------------------- 1. parity with an independent computation
-def test_recorded_rows_equal_a_direct_log_softmax_of_the_state_they_came_from(tmp_path, model_dir):
+def test_recorded_rows_equal_a_direct_log_softmax_of_the_state_they_came_from(tmp_path, tiny_llama):
     n, bs, steps = 10, 4, 4
     snap = Snap()
-    trainer = common.make_trainer(tmp_path / "run", tmp_path / "out", model_dir, n=n, batch_size=bs,
+    trainer = common.make_trainer(tmp_path / "run", tmp_path / "out", tiny_llama, n=n, batch_size=bs,
                                   max_steps=steps, every_steps=1, callbacks=[snap])
     trainer.train()
     dyn = load_dynamics(tmp_path / "run")
@@ -102,7 +97,7 @@ def test_recorded_rows_equal_a_direct_log_softmax_of_the_state_they_came_from(tm
     assert meta["recording_mode"] == "train-pass" and meta["extra"]["generative"]["columns"][:3] == \
         ["token_acc", "logp", "n_tokens"]
     assert read_examples(tmp_path / "run")["example_id"].to_pylist() == [f"ex{i}" for i in range(n)]
-    refs = [reference(model_dir, s, trainer.train_dataset) for s in snap.states]
+    refs = [reference(tiny_llama, s, trainer.train_dataset) for s in snap.states]
     assert len(refs) == steps + 1
     filled = []
     for c in range(steps):
@@ -123,25 +118,25 @@ def test_recorded_rows_equal_a_direct_log_softmax_of_the_state_they_came_from(tm
     assert meta["extra"]["filled"] == filled
 
 
-def test_training_equals_plain_sft_trainer(tmp_path, model_dir):
+def test_training_equals_plain_sft_trainer(tmp_path, tiny_llama):
     """Recording changes nothing in training: same weights as trl.SFTTrainer after the same steps."""
-    soi = common.make_trainer(tmp_path / "run", tmp_path / "a", model_dir, max_steps=4, every_steps=2)
-    plain = common.make_trainer(None, tmp_path / "b", model_dir, max_steps=4, plain=True)
+    soi = common.make_trainer(tmp_path / "run", tmp_path / "a", tiny_llama, max_steps=4, every_steps=2)
+    plain = common.make_trainer(None, tmp_path / "b", tiny_llama, max_steps=4, plain=True)
     soi.train()
     plain.train()
     a, b = soi.model.state_dict(), plain.model.state_dict()
     assert a.keys() == b.keys()
-    start = load_causal_lm(model_dir, device="cpu")[0].state_dict()
+    start = load_causal_lm(tiny_llama, device="cpu")[0].state_dict()
     for k in a:  # Adam divides by sqrt(v): float-roundoff gradient differences show up at ~1e-6
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-2  # it did train, far beyond the tolerance
 
 
 # ---------------------------------------------------------------- 2. probe and soi analyze
-def test_probe_run_and_analyze(tmp_path, model_dir):
+def test_probe_run_and_analyze(tmp_path, tiny_llama):
     from soi.analysis.per_example import analyze_run
 
-    trainer = common.make_trainer(tmp_path / "run", tmp_path / "out", model_dir, max_steps=4, every_steps=2,
+    trainer = common.make_trainer(tmp_path / "run", tmp_path / "out", tiny_llama, max_steps=4, every_steps=2,
                                   probe=4)
     trainer.train()
     probe = tmp_path / "run" / "probe"
@@ -171,7 +166,7 @@ def _trainer(tmp_path: Path, model_dir: Path, *, ds: Any = None, model: Any = No
 
 
 @pytest.mark.parametrize("case", ["idx", "no-head", "packing", "dropped", "list", "mode", "probe", "collator"])
-def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
+def test_bad_input_is_one_error_before_training(tmp_path, tiny_llama, case):
     from transformers import LlamaModel
 
     kw: dict[str, Any] = {}
@@ -181,7 +176,7 @@ def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
     if case == "idx":
         kw["ds"] = datasets.Dataset.from_list([{**r, "idx": 5 - i} for i, r in enumerate(common.sft_rows(6))])
     elif case == "no-head":
-        kw["model"] = LlamaModel(load_causal_lm(model_dir, device="cpu")[0].config)
+        kw["model"] = LlamaModel(load_causal_lm(tiny_llama, device="cpu")[0].config)
     elif case == "packing":
         kw["packing"] = True
     elif case == "dropped":  # "Think." prompts leave no completion token within 20 tokens: TRL drops them
@@ -196,7 +191,7 @@ def test_bad_input_is_one_error_before_training(tmp_path, model_dir, case):
         if case == "probe":
             GenProbe(0)
         else:
-            _trainer(tmp_path, model_dir, **kw)
+            _trainer(tmp_path, tiny_llama, **kw)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "run").exists()
 

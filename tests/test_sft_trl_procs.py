@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,48 +21,29 @@ from soi.store import load_dynamics
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sft_trl_common as common  # noqa: E402
+from hf_common import ACCELERATE, needs_accelerate, run_process  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return common.tiny_model_dir(tmp_path_factory.mktemp("tiny"))
-
-
 # ---------------------------------------------------------------- 4. kill -9 and resume
-def _run(cmd: list[str], timeout: float, log: Path, expect_kill: bool = False) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=HERE, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"{' '.join(cmd[:4])} timed out after {timeout} s; stderr:\n{log.read_text()[-6000:]}")
-    want = -signal.SIGKILL if expect_kill else 0
-    if rc != want:
-        pytest.fail(f"{' '.join(cmd[:4])} exited {rc} (expected {want}); stderr:\n{log.read_text()[-6000:]}")
-
-
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, model_dir):
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, tiny_llama):
     # 12 rows, batch 4: 3 steps per epoch; soi checkpoints every 2 steps, Trainer saves every 3: the kill after
     # step 3's save leaves a partial soi checkpoint (step 3 of 4) to restore; probe parts after it are rewritten
     opts = {"max_steps": 8, "every_steps": 2, "probe": 3, "seed": 3,
             "config": {"save_strategy": "steps", "save_steps": 3}}
     script = str(HERE / "sft_trl_common.py")
-    base = {"run_dir": str(tmp_path / "run"), "out_dir": str(tmp_path / "out"), "model_dir": str(model_dir)}
+    base = {"run_dir": str(tmp_path / "run"), "out_dir": str(tmp_path / "out"), "model_dir": str(tiny_llama)}
 
     def launch(**extra: Any) -> None:
-        _run([sys.executable, script, json.dumps({**base, **opts, **extra})], timeout=180,
-             log=tmp_path / "stderr.txt", expect_kill="kill_at" in extra)
+        run_process([sys.executable, script, json.dumps({**base, **opts, **extra})], timeout=180,
+                    log=tmp_path / "stderr.txt", expect_kill="kill_at" in extra)
 
     launch(kill_at=3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("checkpoint-")) == \
         ["checkpoint-3"]
     launch(resume=True)
-    common.make_trainer(tmp_path / "ref", tmp_path / "ref-out", model_dir, **opts).train()
+    common.make_trainer(tmp_path / "ref", tmp_path / "ref-out", tiny_llama, **opts).train()
     for sub in ("", "probe"):
         got, want = load_dynamics(tmp_path / "run" / sub), load_dynamics(tmp_path / "ref" / sub)
         assert got.steps.tolist() == want.steps.tolist() == [2, 4, 6, 8]
@@ -81,20 +58,18 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, model_dir):
 
 
 # ---------------------------------------------------------------- 5. two processes (accelerate launch, gloo)
-@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
-                    reason="accelerate CLI not installed")
-def test_two_processes_equal_single_process(tmp_path, model_dir):
+@needs_accelerate
+def test_two_processes_equal_single_process(tmp_path, tiny_llama):
     # 13 rows, 2 ranks x batch 2: the distributed sampler pads with a duplicate; lr=0, so the numbers depend on
     # the inputs only and must equal a single-process run's (which sees the rows in other batches and orders)
     opts = {"n": 13, "lr": 0.0, "batch_size": 2, "max_steps": 8, "every_steps": 4}
-    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
            "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(HERE / "sft_trl_common.py"),
            json.dumps({"run_dir": str(tmp_path / "ddp"), "out_dir": str(tmp_path / "ddp-out"),
-                       "model_dir": str(model_dir), **opts})]
-    _run(cmd, timeout=240, log=tmp_path / "stderr.txt")
+                       "model_dir": str(tiny_llama), **opts})]
+    run_process(cmd, timeout=240, log=tmp_path / "stderr.txt")
     single = {**opts, "batch_size": 4, "max_steps": 4, "every_steps": 2}  # the same 4 (2 x 2) rows per step
-    common.make_trainer(tmp_path / "single", tmp_path / "single-out", model_dir, **single).train()
+    common.make_trainer(tmp_path / "single", tmp_path / "single-out", tiny_llama, **single).train()
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["extra"]["world_size"] == 2
     parts = {p.name: pq.read_table(p) for p in sorted((tmp_path / "ddp" / "dynamics").glob("ckpt-*.parquet"))}
     assert sorted(parts) == [f"ckpt-{c:06d}.rank-{r:04d}.parquet" for c in range(2) for r in range(2)]

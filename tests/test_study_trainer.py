@@ -5,10 +5,6 @@ uninterrupted run (a classification run and a two-stage arm); ``accelerate launc
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,13 +19,11 @@ pytest.importorskip("transformers")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hf_common import data_dir, tiny_encoder  # noqa: E402
+from hf_common import ACCELERATE, data_dir, needs_accelerate, run_process, tiny_encoder  # noqa: E402
 from soi.store import load_dynamics  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "SOI_DATA_DIR": str(data_dir())}
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +41,6 @@ def study(model: str, **edits: Any) -> dict[str, Any]:
     return data
 
 
-def launch(cmd: list[str], log: Path, *, timeout: float, expect_kill: bool = False) -> None:
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=ENV, cwd=HERE,
-                                start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"{' '.join(cmd[:4])} timed out after {timeout} s; stderr:\n{log.read_text()[-6000:]}")
-    want = -signal.SIGKILL if expect_kill else 0
-    if rc != want:
-        pytest.fail(f"{' '.join(cmd[:4])} exited {rc} (expected {want}); stderr:\n{log.read_text()[-6000:]}")
-
-
 def soi_run(tmp: Path, data: dict[str, Any], out: str, *, here: bool = False, **opts: Any) -> Path:
     """``soi run`` of ``data`` into ``tmp/out``: in a subprocess (tests/study_procs.py), or in this one."""
     yml = tmp / f"{out}.yaml"
@@ -71,9 +50,9 @@ def soi_run(tmp: Path, data: dict[str, Any], out: str, *, here: bool = False, **
 
         run_study_file(yml, tmp / out, progress=False, report=False)
         return tmp / out
-    launch([sys.executable, str(HERE / "study_procs.py"), json.dumps({"study": str(yml), "out": str(tmp / out),
-                                                                     **opts})],
-           tmp / f"{out}.log", timeout=240, expect_kill="kill_at" in opts)
+    run_process([sys.executable, str(HERE / "study_procs.py"),
+                 json.dumps({"study": str(yml), "out": str(tmp / out), **opts})],
+                tmp / f"{out}.log", timeout=240, expect_kill="kill_at" in opts)
     return tmp / out
 
 
@@ -138,8 +117,7 @@ def test_killed_two_stage_arm_resumes(tmp_path: Path, tiny: str) -> None:
     assert got["eval"] == want["eval"]
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
-                    reason="accelerate CLI not installed")
+@needs_accelerate
 def test_two_processes_equal_one_process(tmp_path: Path, tiny: str) -> None:
     # eval-pass recording (no dropout) and a negligible lr: every recorded number is the model's at its start, so
     # the two ranks' rows (each rank evaluates the rows at position % 2 == rank) must equal one process's; 18 rows
@@ -148,11 +126,10 @@ def test_two_processes_equal_one_process(tmp_path: Path, tiny: str) -> None:
                  datasets={"sst2": {"name": "sst2", "task": "sentiment", "n_train": 18, "n_eval": 16}})
     yml = tmp_path / "study.yaml"
     yml.write_text(yaml.safe_dump(data))
-    launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     soi = str(Path(sys.executable).parent / "soi")
-    launch([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-            "no", "--dynamo_backend", "no", "--main_process_port", "29519", soi, "run", str(yml), "--out",
-            str(tmp_path / "ddp"), "--quiet"], tmp_path / "ddp.log", timeout=240)
+    run_process([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519", soi, "run",
+                 str(yml), "--out", str(tmp_path / "ddp"), "--quiet"], tmp_path / "ddp.log", timeout=240)
     soi_run(tmp_path, data, "one", here=True)
     ddp, one = (tmp_path / d / "runs" / "sst2-only" / "seed-0" for d in ("ddp", "one"))
     assert json.loads((ddp / "run.json").read_text())["extra"]["world_size"] == 2

@@ -46,13 +46,7 @@ from soi.train.hf import (  # noqa: E402
 )
 from test_train import pairs, sentiment  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (tests/conftest.py)
 
 
 def tiny_encoder(seed: int = 0, dropout: float = 0.1) -> BertModel:

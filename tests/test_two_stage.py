@@ -17,7 +17,6 @@ pytest.importorskip("transformers")
 
 import pyarrow.parquet as pq
 import scipy.stats
-import torch
 
 from soi.config import StudyConfig
 from soi.errors import SoiError
@@ -47,13 +46,7 @@ RULE = {"name": "low-conf", "metric": "confidence", "bottom": 10}
 MOST = {"name": "most", "metric": "confidence", "bottom": 20}  # 2 * ceil(20/4) = 10 steps > an epoch of 32 rows (8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from a second one, which stalls when the 2 CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (tests/conftest.py)
 
 
 def study_dict(model: str) -> dict:
@@ -244,6 +237,9 @@ def study(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Stu
     cfg = StudyConfig.from_dict(data)
     out = tmp_path_factory.mktemp("two-stage") / "out"
     summary = run_study(cfg, out, progress=False)
+    from soi.store.summary import undeclared_fields
+
+    assert undeclared_fields(json.loads((out / "summary.json").read_text(encoding="utf-8"))) == []  # schema docs
     return cfg, out, summary
 
 
