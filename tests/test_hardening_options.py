@@ -32,10 +32,6 @@ def test_report_max_examples_range(sim_run: Path, tmp_path: Path, bad) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
-def _cli(capsys, *args) -> tuple[int, str]:
-    return run_soi(capsys, *args, stdout=True)
-
-
 @pytest.mark.parametrize("args", [
     ["report", "{run}", "--max-examples", "0"],
     ["demo", "--study", "synthetic", "--out", "{tmp}/d", "--seed", "-1"],
@@ -44,6 +40,6 @@ def _cli(capsys, *args) -> tuple[int, str]:
 ])
 def test_cli_numeric_options_out_of_range(sim_run: Path, tmp_path: Path, capsys, args: list[str]) -> None:
     argv = [a.format(run=sim_run, tmp=tmp_path) for a in args]
-    code, out = _cli(capsys, *argv)
+    code, out = run_soi(capsys, *argv, stdout=True)
     assert code == 2 and "Invalid value" in out
     assert not (tmp_path / "d").exists() and not (sim_run / "report.html").exists()
