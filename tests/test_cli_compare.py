@@ -218,6 +218,8 @@ def test_compare_seed_folders(seed_folders, tmp_path) -> None:
     proc = soi("compare", seed_folders["a"], seed_folders["b"], "-o", out, "--n-boot", "200", "--no-heatmaps")
     assert proc.returncode == 0, proc.stderr
     assert "3 + 3 seeds" in proc.stdout and "test set test" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("test set test"))
+    assert "(CI over items and seeds); seeds and items t p=" in line and "item-level McNemar p=" in line
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert stats["run_a"]["kind"] == "seeds" and stats["run_a"]["seeds"] == [1, 2, 3]
     g = stats["groups"][0]
@@ -245,6 +247,8 @@ def test_compare_run_against_seed_folder_and_single_seed_note(seed_folders, runs
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert any("seed noise cannot be separated" in n for n in stats["notes"])
+    assert stats["test_set"]["test"]["difference"]["ci_over"] == "items only (1 seed on side a)"
+    assert "(1 seed on side a: CI over items only); item t p=" in proc.stdout
     g = stats["groups"][0]
     assert g["seed_null"]["overall"]["p_value"] is None and g["stability"]["a"]["kappa"] is None
     # one run per side: the classic statistics plus the note

@@ -214,3 +214,23 @@ def simulate_transfer_study(rng: np.random.Generator, ks: list[int] | tuple[int,
         p = 1 / (1 + np.exp(-(a[None, None, :] + u_l[:, :, None] + g[:, None, None])))
         study[lang] = (rng.random(p.shape) < p).astype(float)
     return study
+
+
+def simulate_paired_eval(n_studies: int, *, seeds_a: int, seeds_b: int, n: int, seed_sd: float,
+                         shift: float = 0.0, interaction_sd: float = 0.0, base: float = 1.5, seed: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out correctness of two settings' seeds on the same items, ``(studies, seeds, n)`` bool arrays.
+
+    Item difficulty :math:`d_e \\sim N(0, 1.5)` (logit, drawn per study and shared by both settings), a seed effect
+    :math:`u_s \\sim N(0, \\text{seed\\_sd})` per run shared by all its items, and a planted ``shift`` (logit) on
+    every item of B, plus an item x setting interaction :math:`w_e \\sim N(0, \\text{interaction\\_sd})` on B's items:
+    P(correct) = sigmoid(base - d_e + u_s + [B] (shift + w_e)). ``shift = interaction_sd = 0`` is the null (the two
+    settings are the same process). Used by the paired test-set statistics' calibration tests and benchmark.
+    """
+    rng = np.random.default_rng([int(seed), 17])
+    d = rng.normal(0.0, 1.5, (n_studies, 1, n))
+    u = rng.normal(0.0, seed_sd, (n_studies, seeds_a + seeds_b, 1))
+    logit = base - d + u
+    logit[:, seeds_a:] += shift + rng.normal(0.0, 1.0, (n_studies, 1, n)) * interaction_sd
+    correct = rng.random(logit.shape) < 1.0 / (1.0 + np.exp(-logit))
+    return correct[:, :seeds_a], correct[:, seeds_a:]

@@ -199,14 +199,15 @@ def _strata(table: pa.Table, rows: np.ndarray, keys: Sequence[str]) -> tuple[np.
 
 def _mcnemar_seeds(fa: np.ndarray, fb: np.ndarray, pairs: list[tuple[int, int]], seeds_a: list[Any],
                    seeds_b: list[Any]) -> dict[str, Any]:
-    """Training-dynamics McNemar per matched seed pair and combined (clustered by example)."""
+    """Training-dynamics McNemar per matched seed pair and combined (clustered by example; item-level, i.e.
+    conditional on these seeds: it does not account for seed-to-seed variation, the reseeding null does)."""
     per = []
     for i, j in pairs:
         per.append({"seed_a": seeds_a[i], "seed_b": seeds_b[j], **mcnemar(fa[i], fb[j])})
     comb = clustered_mcnemar(fa[[i for i, _ in pairs]], fb[[j for _, j in pairs]])
     b, c = comb["b"], comb["c"]
     return {"data": TRAINING_DATA, "b": b, "c": c, "n_discordant": b + c, "statistic": comb["statistic"],
-            "p_value": comb["p_value"], "method": "clustered", "detail": comb["method"], "per_seed": per}
+            "p_value": comb["p_value"], "method": "clustered (item-level)", "detail": comb["method"], "per_seed": per}
 
 
 def compare_runs(

@@ -1,23 +1,55 @@
-"""Paired test-set statistics of two settings with seeds: McNemar per seed pair and over seeds, and a
-bootstrap CI (items and seeds) of the accuracy difference.
+"""Paired test-set statistics of two settings with seeds: a seed-aware test of the accuracy difference,
+McNemar per seed pair and the item-level clustered McNemar.
 
 Input: each seed's ``eval/<key>.parquet`` (``example_id, gold, pred, p_gold, correct, language``), i.e.
 per-item correctness of the trained model on a held-out set -- these tests are on **test data**, unlike
 the McNemar of ``soi compare``'s groups, which runs on the final train-pass correctness of the training
 examples (training dynamics).
 
-* per seed pair: McNemar's test (:func:`soi.analysis.transitions.mcnemar`; McNemar 1947, exact binomial
-  below 25 discordant items);
+**Headline (>= 2 seeds per side): a t-test over seeds and items** (:func:`seed_item_t_test`). The runs form a
+crossed design: seeds nested in the setting, every seed predicting the same n items. The accuracy difference
+D = (mean over B's seeds) - (mean over A's seeds) varies with the seeds (a seed's luck is shared by all its
+items) and with the items (the item x setting interaction). With Y_kse the correctness of seed s of setting k
+on item e, its variance is estimated by the quasi-F denominator of the crossed random-effects ANOVA
+(Satterthwaite 1946, Biometrics Bulletin 2; Clark 1973, "The language-as-fixed-effect fallacy", Journal of
+Verbal Learning and Verbal Behavior 12 -- subjects there are seeds here):
+
+    V = V_seeds + max(V_items - V_res, 0)
+    V_seeds = var(acc_a,s)/S_a + var(acc_b,s)/S_b          (per-seed accuracies; Welch 1947, Biometrika 34)
+    V_items = var_e(d_e) / n,  d_e = mean_s Y_be - mean_s Y_ae   (item differences of the seed means)
+    V_res   = MS_res,a / (n S_a) + MS_res,b / (n S_b)     (two-way residual mean squares, df (S-1)(n-1))
+
+V_seeds already holds each seed's item-level noise, V_items - V_res is what the item x setting interaction adds
+(it is ~0 when the settings differ only by seed luck), and t = D / sqrt(V) is referred to Student's t with
+Satterthwaite's degrees of freedom of the linear combination (dominated by the seeds: between S-1 and
+S_a + S_b - 2 when the interaction part is small). The interval D +- t_(df, 1-alpha/2) sqrt(V) and the
+p-value agree (the interval excludes 0 exactly when p < alpha). The clustered McNemar below treats the items as
+the only random unit and is anti-conservative when the seeds of the two settings differ by luck (a seed effect
+of 2-5 accuracy points): ``tests/test_paired.py`` measures both.
+
+Alongside, the exact permutation test of the seed labels on the per-seed accuracies (Fisher 1935; conditional on
+these items): exact under exchangeable runs without a normality assumption, but it cannot go below
+2 / C(2S, S) (0.1 for 3 + 3 seeds, 0.029 for 4 + 4, 0.008 for 5 + 5), hence not the headline.
+
+**One seed on a side:** seed-to-seed variation cannot be estimated. With one seed per side McNemar's test
+(:func:`soi.analysis.transitions.mcnemar`; McNemar 1947, exact binomial below 25 discordant items) is the test
+and the interval is over items only (``ci_over: "items only (1 seed per side)"``); with one seed on one side
+only, the t-test over items of the d_e (conditional on these seeds).
+
+Descriptive figures:
+
+* per seed pair: McNemar's test (exact below 25 discordant items);
 * combined over seed pairs: the clustered McNemar test of Durkalski, Palesch, Lipsitz & Rust (2003),
   "Analysis of clustered matched-pair data", Statistics in Medicine 22 -- items are the clusters and the
   seed pairs the matched pairs within a cluster, X^2 = (sum_e D_e)^2 / sum_e D_e^2 with D_e the sum over
   seed pairs of (B correct - A correct) on item e, chi-square with 1 df (it equals McNemar's statistic
-  without continuity correction for one seed pair);
-* the accuracy difference (mean over B's seeds minus mean over A's seeds) with a two-way bootstrap
-  percentile interval: items resampled with replacement and, independently, each setting's seeds
-  (Efron & Tibshirani 1993 ch. 13; resampling both ways of a crossed design: Owen 2007, "The pigeonhole
-  bootstrap", Annals of Applied Statistics 1). Items are resampled through their distinct correctness
-  patterns over all seeds (exactly equivalent, and cheap).
+  without continuity correction for one seed pair). **Item-level, conditional on these seeds.**
+* the two-way percentile bootstrap of D (items resampled with replacement and, independently, each setting's
+  seeds; Efron & Tibshirani 1993 ch. 13; Owen 2007, "The pigeonhole bootstrap", Annals of Applied Statistics 1).
+  Items are resampled through their distinct correctness patterns over all seeds (exactly equivalent, cheap).
+  Resampling 3 seeds with replacement understates their variance by (S-1)/S and uses normal rather than t
+  quantiles, so with few seeds it is too narrow (measured in ``docs/statistics.md``); it is reported as
+  ``difference.bootstrap`` without a significance flag.
 """
 
 from __future__ import annotations
@@ -38,6 +70,71 @@ EVAL_DIR = "eval"
 EVAL_COLUMNS = ("example_id", "correct")
 TEST_DATA = "test set"
 TRAINING_DATA = "training dynamics"
+CLUSTERED_METHOD = ("item-level clustered McNemar (Durkalski et al., 2003): items as clusters, chi-square 1 df; "
+                    "conditional on these seeds")
+SEED_T_METHOD = ("t-test over seeds and items: Welch per-seed accuracy variance + item x setting interaction "
+                 "(crossed random-effects ANOVA, Satterthwaite df)")
+ITEM_T_METHOD = "paired t-test over items of the seed-mean differences (conditional on these seeds)"
+MAX_LABELINGS = 5000
+
+
+def _ddof1_var(x: np.ndarray, axis: int) -> np.ndarray:
+    m = x.shape[axis]
+    return ((x - x.mean(axis=axis, keepdims=True)) ** 2).sum(axis=axis) / (m - 1)
+
+
+def two_way_t(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, np.ndarray]:
+    """The seed-and-item t statistic of the accuracy difference, vectorised over leading axes.
+
+    Parameters
+    ----------
+    correct_a, correct_b : (..., S_a, n), (..., S_b, n) correctness (bool or 0/1) on the same n items, S >= 2
+
+    Returns
+    -------
+    dict of arrays over the leading axes: ``observed`` (D), ``v_seeds``, ``v_items`` (V_items - V_res, clipped at
+    0), ``se`` (sqrt V), ``df`` (Satterthwaite), ``statistic`` (D / se; 0 where se = 0 and D = 0, +-inf where
+    se = 0 < |D|) and ``p_value`` (two-sided, Student t). See the module docstring for the formulas.
+    """
+    from scipy.special import stdtr
+
+    a = np.asarray(correct_a, np.float64)
+    b = np.asarray(correct_b, np.float64)
+    s_a, n = a.shape[-2:]
+    s_b = b.shape[-2]
+    if s_a < 2 or s_b < 2 or b.shape[-1] != n or n < 2:
+        raise SoiError(f"the seed-and-item t-test needs >= 2 seeds per side and >= 2 shared items, "
+                       f"got {a.shape[-2:]} and {b.shape[-2:]}")
+    acc_a, acc_b = a.mean(axis=-1), b.mean(axis=-1)  # (..., S) per-seed accuracies
+    observed = acc_b.mean(axis=-1) - acc_a.mean(axis=-1)
+    seed_a = _ddof1_var(acc_a, -1) / s_a
+    seed_b = _ddof1_var(acc_b, -1) / s_b
+    d = b.mean(axis=-2) - a.mean(axis=-2)  # (..., n) item differences of the seed means
+    items = _ddof1_var(d, -1) / n
+
+    def ms_res(y: np.ndarray) -> np.ndarray:
+        r = (y - y.mean(axis=-1, keepdims=True) - y.mean(axis=-2, keepdims=True)
+             + y.mean(axis=(-2, -1), keepdims=True))
+        return (r * r).sum(axis=(-2, -1)) / ((y.shape[-2] - 1) * (n - 1))
+
+    res_a, res_b = ms_res(a) / (n * s_a), ms_res(b) / (n * s_b)
+    net = items - res_a - res_b
+    keep = net > 0
+    v_items = np.where(keep, net, 0.0)
+    v = seed_a + seed_b + v_items
+    # Satterthwaite (1946): df = V^2 / sum_j term_j^2 / df_j over the mean-square terms of V
+    den = seed_a ** 2 / (s_a - 1) + seed_b ** 2 / (s_b - 1)
+    den = den + np.where(keep, items ** 2 / (n - 1) + (res_a ** 2 / (s_a - 1) + res_b ** 2 / (s_b - 1)) / (n - 1),
+                         0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(den > 0, v * v / np.where(den > 0, den, 1.0), np.inf)
+        se = np.sqrt(v)
+        stat = np.where(se > 0, observed / np.where(se > 0, se, 1.0),
+                        np.where(observed == 0, 0.0, np.sign(observed) * np.inf))
+    df = np.maximum(df, 1.0)
+    p = np.where(np.isfinite(stat), 2.0 * stdtr(df, -np.abs(np.where(np.isfinite(stat), stat, 0.0))), 0.0)
+    return {"observed": observed, "v_seeds": seed_a + seed_b, "v_items": v_items, "se": se, "df": df,
+            "statistic": stat, "p_value": np.minimum(p, 1.0)}
 
 
 def eval_keys(run: Path) -> set[str]:
@@ -80,7 +177,10 @@ def aligned_correct(runs: list[Path], key: str) -> tuple[pa.Array, np.ndarray]:
 
 
 def clustered_mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
-    """Clustered McNemar (Durkalski et al., 2003) over matched seed pairs; arrays (P, n) of paired seeds."""
+    """Clustered McNemar (Durkalski et al., 2003) over matched seed pairs; arrays (P, n) of paired seeds.
+
+    Item-level: the items are the only random unit, so the p-value is conditional on these seeds (it does not
+    account for a seed effect shared by all items of a run; see the module docstring)."""
     from scipy.special import chdtrc
 
     a = np.asarray(correct_a, bool)
@@ -94,7 +194,7 @@ def clustered_mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str,
     p = float(chdtrc(1, stat)) if den > 0 else 1.0
     return {"statistic": stat, "p_value": p, "n_pairs": int(a.shape[0]), "n_items": int(a.shape[1]),
             "b": int((a & ~b).sum()), "c": int((~a & b).sum()),
-            "method": "clustered McNemar (Durkalski et al., 2003), items as clusters, chi-square 1 df"}
+            "method": CLUSTERED_METHOD}
 
 
 def bootstrap_accuracy_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int = 2000,
@@ -135,6 +235,127 @@ def bootstrap_accuracy_difference(correct_a: np.ndarray, correct_b: np.ndarray, 
             "method": "percentile bootstrap over items and seeds (two-way)"}
 
 
+def permutation_seeds(acc_a: np.ndarray, acc_b: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """Exact permutation test of the seed labels on per-seed accuracies (conditional on the items).
+
+    Statistic |mean(B) - mean(A)| over all C(S_a + S_b, S_a) labelings (a seeded random 5,000 beyond that);
+    ``min_p`` is the smallest p-value the labelings can give (2 / C for equal sides, 1 / C otherwise)."""
+    from itertools import combinations
+    from math import comb
+
+    x = np.concatenate([np.asarray(acc_a, np.float64), np.asarray(acc_b, np.float64)])
+    s_a, total = len(acc_a), len(acc_a) + len(acc_b)
+    n_lab = comb(total, s_a)
+    exact = n_lab <= MAX_LABELINGS
+    if exact:
+        idx = np.array(list(combinations(range(total), s_a)), np.int64)
+        mask = np.zeros((idx.shape[0], total), bool)
+        mask[np.arange(idx.shape[0])[:, None], idx] = True
+    else:
+        rng = np.random.default_rng([int(seed), 11])
+        mask = np.argsort(rng.random((MAX_LABELINGS, total)), axis=1) < s_a
+    mean_a = (mask * x).sum(axis=1) / s_a
+    mean_b = (~mask * x).sum(axis=1) / (total - s_a)
+    stats = np.abs(mean_b - mean_a)
+    obs = abs(float(x[s_a:].mean() - x[:s_a].mean()))
+    hits = int((stats >= obs - 1e-12).sum())
+    p = hits / stats.size if exact else (hits + 1) / (stats.size + 1)
+    min_p = (2.0 if s_a == total - s_a else 1.0) / n_lab
+    return {"p_value": float(p), "n_labelings": int(n_lab), "exact": bool(exact), "min_p": float(min_p),
+            "method": "permutation of the seed labels on per-seed accuracies (conditional on these items)"}
+
+
+def seed_item_t_test(correct_a: np.ndarray, correct_b: np.ndarray, *, level: float = 0.95,
+                     seed: int = 0) -> dict[str, Any]:
+    """Seed-aware test and interval of the accuracy difference B - A (means over seeds) on the same items.
+
+    >= 2 seeds per side: the t-test over seeds and items (:func:`two_way_t`), with the exact seed-permutation
+    p-value alongside. One seed per side: McNemar's test (item-level; the right test for one run pair) with the
+    paired t interval over items. One seed on one side: the paired t-test over items of the seed-mean
+    differences. ``ci_over`` says which variation the interval covers; ``test`` names the p-value's test.
+
+    Parameters
+    ----------
+    correct_a, correct_b : bool (S_a, n), (S_b, n), correctness of each seed on the same n items
+    """
+    from scipy.special import stdtr, stdtrit
+
+    a = np.asarray(correct_a, bool)
+    b = np.asarray(correct_b, bool)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or 0 in a.shape or 0 in b.shape:
+        raise SoiError(f"correctness must be non-empty (seeds, items) arrays on the same items, got {a.shape}, "
+                       f"{b.shape}")
+    if not 0.0 < level < 1.0:
+        raise SoiError(f"level must be in (0, 1), got {level}")
+    s_a, n = a.shape
+    s_b = b.shape[0]
+    alpha = 1.0 - level
+    out: dict[str, Any] = {"n_seeds_a": int(s_a), "n_seeds_b": int(s_b), "n_items": int(n), "level": level}
+    d = b.mean(axis=0) - a.mean(axis=0)
+    observed = float(d.mean())
+    item = {"se": float(d.std(ddof=1) / np.sqrt(n)) if n >= 2 else 0.0, "df": float(max(n - 1, 1)),
+            "test": "item t", "method": ITEM_T_METHOD}
+    if min(s_a, s_b) >= 2 and n >= 2:
+        r = {k: float(v) for k, v in two_way_t(a, b).items()}
+        out |= {"observed": observed, "se": r["se"], "df": r["df"], "test": "seeds and items t",
+                "method": SEED_T_METHOD, "ci_over": "items and seeds",
+                "variance": {"seeds": r["v_seeds"], "items": r["v_items"]},
+                "permutation": permutation_seeds(a.mean(axis=1), b.mean(axis=1), seed=seed)}
+        if r["se"] == 0:  # the seeds' accuracies do not vary (tiny sets): nothing to scale a seed-aware test by
+            out |= item | {"ci_over": "items only (no seed-to-seed spread)"}
+    elif s_a == s_b == 1:
+        m = mcnemar(a[0], b[0])
+        out |= item | {"observed": observed, "p_value": float(m["p_value"]), "test": f"McNemar ({m['method']})",
+                       "method": "McNemar's test (one run pair; item-level); paired t interval over items",
+                       "ci_over": "items only (1 seed per side)"}
+    else:
+        out |= item | {"observed": observed, "ci_over": f"items only (1 seed on side {'a' if s_a == 1 else 'b'})"}
+    se, df = out["se"], out["df"]
+    out["statistic"] = observed / se if se > 0 else None
+    if "p_value" not in out:
+        out["p_value"] = float(min(1.0, 2.0 * stdtr(df, -abs(observed) / se))) if se > 0 else float(observed == 0)
+    half = float(stdtrit(df, 1.0 - alpha / 2.0)) * se
+    out["lo"], out["hi"] = observed - half, observed + half
+    out["significant"] = bool(out["p_value"] <= alpha)
+    return out
+
+
+def ci_label(ci_over: str | None) -> str:
+    """How soi prints an interval's ``ci_over``: "CI over items and seeds", "1 seed: CI over items only" (one seed
+    per side), "1 seed on side a: CI over items only" or, when the seeds' accuracies do not vary at all, "CI over
+    items only (no seed-to-seed spread)"; ``None`` (older stats) reads as items and seeds."""
+    if not ci_over or ci_over == "items and seeds":
+        return "CI over items and seeds"
+    if "per side" in ci_over:
+        return "1 seed: CI over items only"
+    if "on side" in ci_over:
+        return f"1 seed on side {ci_over.rstrip(')')[-1]}: CI over items only"
+    return "CI over items only (no seed-to-seed spread)"
+
+
+def seed_note(test: dict[str, Any], alpha: float) -> str | None:
+    """What the seed counts allow the test to say (``None`` when nothing needs saying)."""
+    s_a, s_b = test["n_seeds_a"], test["n_seeds_b"]
+    if s_a == s_b == 1:
+        return ("1 seed per side: CI over items only; McNemar's test is item-level and cannot account for "
+                "seed-to-seed variation")
+    if min(s_a, s_b) == 1:
+        side = "a" if s_a == 1 else "b"
+        return (f"1 seed on side {side}: its seed-to-seed variation cannot be estimated; CI and p over items only "
+                "(conditional on these seeds)")
+    if test.get("ci_over") == "items only (no seed-to-seed spread)":
+        return ("the seeds of each side have identical accuracies: no seed-to-seed spread to scale a seed-aware test "
+                "by; CI and p over items only (conditional on these seeds)")
+    if min(s_a, s_b) == 2:
+        return (f"2 seeds on a side: the seed-aware test has {test['df']:.1f} degrees of freedom and little power; "
+                "a non-significant result is not evidence of no effect")
+    perm = test.get("permutation") or {}
+    if perm and perm["min_p"] > alpha:
+        return (f"{s_a} + {s_b} seeds: the exact seed-permutation test cannot reach p <= {alpha:g} (min p = "
+                f"{perm['min_p']:.2g}); the t-test assumes roughly normal per-seed accuracies")
+    return None
+
+
 def matched_pairs(seeds_a: list[Any], seeds_b: list[Any]) -> list[tuple[int, int]]:
     """Seed pairs (positions): equal seed numbers where the sides share seeds, else by sorted position."""
     common = [s for s in seeds_a if s is not None and s in seeds_b]
@@ -145,7 +366,11 @@ def matched_pairs(seeds_a: list[Any], seeds_b: list[Any]) -> list[tuple[int, int
 
 def eval_set_stats(runs_a: list[Path], runs_b: list[Path], seeds_a: list[Any], seeds_b: list[Any], *,
                    n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """``stats.json``'s ``test_set``: one entry per eval key present in every seed of both sides."""
+    """``stats.json``'s ``test_set``: one entry per eval key present in every seed of both sides.
+
+    ``difference`` is :func:`seed_item_t_test` (its ``p_value``/``significant`` is the flag soi prints) with the
+    two-way bootstrap as ``difference.bootstrap`` (descriptive); ``mcnemar`` holds McNemar per seed pair and the
+    item-level clustered McNemar (conditional on these seeds)."""
     keys_a = set.intersection(*(eval_keys(r) for r in runs_a)) if runs_a else set()
     keys_b = set.intersection(*(eval_keys(r) for r in runs_b)) if runs_b else set()
     pairs = matched_pairs(list(seeds_a), list(seeds_b))
@@ -166,7 +391,10 @@ def eval_set_stats(runs_a: list[Path], runs_b: list[Path], seeds_a: list[Any], s
         ca, cb = ca[:, rows_a], cb[:, rows_b]
         entry["accuracy_a"] = {"mean": float(ca.mean()), "per_seed": ca.mean(axis=1).tolist()}
         entry["accuracy_b"] = {"mean": float(cb.mean()), "per_seed": cb.mean(axis=1).tolist()}
-        entry["difference"] = bootstrap_accuracy_difference(ca, cb, n_boot=n_boot, seed=seed, level=level)
+        test = seed_item_t_test(ca, cb, level=level, seed=seed)
+        boot = bootstrap_accuracy_difference(ca, cb, n_boot=n_boot, seed=seed, level=level)
+        test["bootstrap"] = {k: boot[k] for k in ("mean", "se", "lo", "hi", "n_boot", "method")}
+        entry["difference"] = test
         per = []
         for i, j in pairs:
             m = mcnemar(ca[i], cb[j])
@@ -176,7 +404,8 @@ def eval_set_stats(runs_a: list[Path], runs_b: list[Path], seeds_a: list[Any], s
         pb_idx = [j for _, j in pairs]
         entry["mcnemar"] = {"data": TEST_DATA, "per_seed": per,
                             "combined": clustered_mcnemar(ca[pa_idx], cb[pb_idx])}
-        if len(pairs) < 2:
-            entry["note"] = "one seed pair: the test cannot account for seed-to-seed variation"
+        note = seed_note(test, 1.0 - level)
+        if note:
+            entry["note"] = note
         out[key] = entry
     return out

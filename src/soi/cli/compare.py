@@ -31,6 +31,23 @@ def parse_group_by(values: list[str] | None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def test_set_line(key: str, entry: dict[str, Any], alpha: float) -> str:
+    """One console line per eval set (test data): the difference, its CI saying what it covers, the p-value of
+    the flag with its test and verdict and, with several seeds, the item-level clustered McNemar p."""
+    from soi.analysis.paired import ci_label
+
+    d = entry["difference"]
+    verdict = "significant" if d["significant"] else "not significant"
+    line = (f"test set {key} (test data, {entry['n_items']} items): accuracy {entry['accuracy_a']['mean']:.3f} "
+            f"\u2192 {entry['accuracy_b']['mean']:.3f}, difference {100 * d['observed']:+.1f}pp "
+            f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] ({ci_label(d.get('ci_over'))}); {d['test']} "
+            f"p={d['p_value']:.2g}: {verdict} at alpha {alpha:g}")
+    if d.get("ci_over") == "items and seeds":
+        line += (f"; item-level McNemar p={entry['mcnemar']['combined']['p_value']:.2g} "
+                 "(conditional on these seeds)")
+    return line + (f"; note: {entry['note']}" if entry.get("note") else "")
+
+
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Setting A, the single-setting side (rows): a run directory or a "
                                                "seed folder of seed-*/ runs.", show_default=False)],
@@ -135,11 +152,7 @@ def print_stats(stats: dict[str, Any], out: Path) -> None:
         d = entry.get("difference")
         if d is None:
             continue
-        comb = entry["mcnemar"]["combined"]
-        console.print(f"test set {key}: accuracy {entry['accuracy_a']['mean']:.3f} \u2192 "
-                      f"{entry['accuracy_b']['mean']:.3f}, difference {100 * d['observed']:+.1f}pp "
-                      f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], McNemar over seeds p={comb['p_value']:.2g}",
-                      markup=False)
+        console.print(test_set_line(key, entry, stats["params"]["alpha"]), markup=False, soft_wrap=True)
     for note in stats.get("notes", []):
         console.print(f"note: {note}", markup=False)
     console.print(f"wrote transitions.parquet, stats.json and {len(stats['groups'])} group(s) to {out}", markup=False)

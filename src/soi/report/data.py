@@ -581,7 +581,8 @@ def seed_null_view(null: dict[str, Any] | None, cats: list[str]) -> dict[str, An
 
 def eval_set_view(test_set: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Per eval set (``test_set.<key>`` of stats.json): the paired accuracy difference B - A with its interval
-    and the McNemar tests, each labelled ``data: "test set"``."""
+    (``ci_over``), the p-value of its test (``test``; the flag) and the McNemar tests (per seed pair; combined:
+    item-level), each labelled ``data: "test set"``."""
     out = []
     for key, t in (test_set or {}).items():
         if not isinstance(t, dict):
@@ -595,7 +596,10 @@ def eval_set_view(test_set: dict[str, Any] | None) -> list[dict[str, Any]]:
             "accuracy_a": (t.get("accuracy_a") or {}).get("mean"),
             "accuracy_b": (t.get("accuracy_b") or {}).get("mean"),
             "difference": d.get("observed"), "lo": d.get("lo"), "hi": d.get("hi"), "level": d.get("level"),
-            "significant": bool(d.get("significant")), "method": d.get("method"), "n_boot": d.get("n_boot"),
+            "significant": bool(d.get("significant")), "method": d.get("method"),
+            "n_boot": (d.get("bootstrap") or {}).get("n_boot", d.get("n_boot")),
+            "p_value": d.get("p_value"), "test": d.get("test"), "df": d.get("df"),
+            "ci_over": d.get("ci_over") or ("items and seeds" if d else None),
             "mcnemar_p": comb.get("p_value"), "mcnemar_method": comb.get("method"),
             "mcnemar_pairs": comb.get("n_pairs"),
             "mcnemar_per_seed": [{"seed_a": m.get("seed_a"), "seed_b": m.get("seed_b"), "p_value": m.get("p_value"),

@@ -74,13 +74,17 @@ def comparison_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
 
 def test_set_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
     """One row per (comparison, eval set) on the held-out test items (test data): seed-mean accuracies, the
-    difference with its bootstrap CI over items and seeds, and the clustered McNemar p over seed pairs."""
+    difference with its CI (``ci_over``: items and seeds, or items only with one seed), the p-value of the flag
+    (``test``: the seed-and-item t-test with >= 2 seeds per side, McNemar with one) and the item-level clustered
+    McNemar p (conditional on these seeds)."""
     for comp in summary["comparisons"]:
         for key, t in (comp.get("test_set") or {}).items():
             yield {"a": comp["a"], "b": comp["b"], "eval_set": key, "data": "test set", "n_items": t["n_items"],
                    "accuracy_a": t.get("accuracy_a"), "accuracy_b": t.get("accuracy_b"),
                    "difference": t.get("difference"), "lo": t.get("lo"), "hi": t.get("hi"),
-                   "significant": t.get("significant"), "mcnemar_p": t.get("mcnemar_p"), "note": t.get("note") or ""}
+                   "ci_over": t.get("ci_over") or ("" if t.get("difference") is None else "items and seeds"),
+                   "p_value": t.get("p_value"), "test": t.get("test") or "", "significant": t.get("significant"),
+                   "mcnemar_p_item_level": t.get("mcnemar_p"), "note": t.get("note") or ""}
 
 
 def data_matched_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]]:
@@ -92,7 +96,7 @@ def data_matched_rows(summary: ClassificationSummary) -> Iterator[dict[str, Any]
                    "n_train_a": _n_train(summary, e["a"]), "n_train_b": _n_train(summary, e["b"]),
                    "eval_set": e["eval_set"], "kind": e["kind"], "data": "test set", "accuracy_a": e["accuracy_a"],
                    "accuracy_b": e["accuracy_b"], "difference": e["difference"], "lo": e["lo"], "hi": e["hi"],
-                   "significant": e["significant"], "mcnemar_p": e["mcnemar_p"]}
+                   "significant": e["significant"], "p_value": e.get("p_value"), "mcnemar_p": e["mcnemar_p"]}
 
 
 def _n_train(summary: ClassificationSummary, run: str) -> int:
@@ -102,6 +106,8 @@ def _n_train(summary: ClassificationSummary, run: str) -> int:
 def findings(summary: ClassificationSummary) -> list[str]:
     """Sentences stating, per comparison, which SOI transitions exceed reseeding noise (training dynamics) and
     which test-set differences are significant (with CIs), and what the data-matched controls separate."""
+    from soi.analysis.paired import ci_label
+
     out: list[str] = []
     for comp in summary["comparisons"]:
         seeds = comp.get("seeds") or {}
@@ -129,10 +135,14 @@ def findings(summary: ClassificationSummary) -> list[str]:
             if t.get("difference") is None:
                 continue
             verdict = "significant" if t["significant"] else "not significant"
+            over = ci_label(t.get("ci_over"))
+            test = (f"{t['test']} p = {_p(t['p_value'])}, {verdict}" if t.get("p_value") is not None
+                    else verdict)
+            item = (f"; item-level McNemar p = {_p(t['mcnemar_p'])}, conditional on these seeds"
+                    if t.get("ci_over") == "items and seeds" else "")
             out.append(f"{head}, {key} test set ({t['n_items']} items, test data): accuracy {t['accuracy_a']:.3f} "
-                       f"\u2192 {t['accuracy_b']:.3f}, difference {_pp(t['difference'])} ({100 * t['level']:.0f}% CI "
-                       f"{_pp(t['lo'])} to {_pp(t['hi'])} over items and seeds; {verdict}; clustered McNemar "
-                       f"p = {_p(t['mcnemar_p'])}).")
+                       f"\u2192 {t['accuracy_b']:.3f}, difference {_pp(t['difference'])} ({over}, "
+                       f"{100 * t['level']:.0f}%: {_pp(t['lo'])} to {_pp(t['hi'])}; {test}{item}).")
     for m in summary.get("data_matched") or []:
         for e in m["effects"]:
             ci = (f" (CI {_pp(e['lo'])} to {_pp(e['hi'])}, {'significant' if e['significant'] else 'not significant'})"
@@ -195,7 +205,8 @@ def write_tables(summary: ClassificationSummary, out: str | Path) -> dict[str, P
                      [r for r in tables["soi_shares"] if r["group_by"] == "all"]),
            _markdown("Single -> multi transitions on the shared training examples (training dynamics; seed null: "
                      "transitions beyond reseeding noise)", tables["comparisons"]),
-           _markdown("Paired test-set differences (test data; CI over items and seeds)", tables["test_set"])]
+           _markdown("Paired test-set differences (test data; ci_over: what the CI covers; p_value: the "
+                     "seed-aware test with >= 2 seeds per side)", tables["test_set"])]
     if "data_matched" in tables:
         md.append(_markdown("Data-matched controls: pooling at equal data vs more data (test data)",
                             tables["data_matched"]))
