@@ -18,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,24 @@ def _named(exc: OSError, path: Path) -> OSError:
     return cls(code, os.strerror(code) if exc.errno is None else (exc.strerror or os.strerror(code)), str(path))
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` raised in the block is re-raised labelled with the user's target ``path`` (:func:`_named`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise _named(exc, path) from None
+
+
+def _temp_next_to(path: Path, make: Callable[..., Any]) -> Any:
+    """``make`` (``tempfile.mkstemp`` / ``mkdtemp``) of a ``.tmp-*`` name next to ``path`` with this process's owner
+    mark; the first one in a folder also removes that folder's stale leftovers."""
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_once(path.parent)
+        return make(prefix=f"{TMP_PREFIX}{path.name}.{_owner_mark()}", dir=path.parent)
+
+
 def relabel(exc: OSError, path: str | Path) -> OSError:
     """An ``OSError`` of writing a temporary file or folder, re-labelled with the user's target ``path``."""
     return _named(exc, Path(path))
@@ -138,13 +156,7 @@ def relabel(exc: OSError, path: str | Path) -> OSError:
 def temp_dir_for(path: str | Path) -> Path:
     """A new empty ``.tmp-*`` folder next to ``path`` carrying this process's owner mark (see :func:`is_stale`);
     the first one in a folder also removes that folder's stale leftovers."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_once(path.parent)
-        return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.{_owner_mark()}", dir=path.parent))
-    except OSError as exc:
-        raise _named(exc, path) from None
+    return Path(_temp_next_to(Path(path), tempfile.mkdtemp))
 
 
 @contextlib.contextmanager
@@ -154,26 +166,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The first write into a folder in a process also removes that folder's stale ``.tmp-*`` leftovers.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_once(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{_owner_mark()}", dir=path.parent)
-    except OSError as exc:
-        raise _named(exc, path) from None
+    fd, tmp = _temp_next_to(path, tempfile.mkstemp)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        try:
+        with _naming(path):
             yield tmp_path
-        except OSError as exc:
-            raise _named(exc, path) from None
-        try:
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.chmod(tmp_path, _FILE_MODE)  # mkstemp creates 0600; give the file the usual umask-based mode
             os.replace(tmp_path, path)
-        except OSError as exc:
-            raise _named(exc, path) from None
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink(missing_ok=True)
@@ -229,15 +231,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = temp_dir_for(path)
     try:
-        try:
+        with _naming(path):
             yield tmp
-        except OSError as exc:
-            raise _named(exc, path) from None
-        try:
             os.chmod(tmp, 0o777 & ~_umask())
             _swap_in(tmp, path)
-        except OSError as exc:
-            raise _named(exc, path) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
