@@ -93,6 +93,9 @@ def test_models_axis_end_to_end(two_lms: tuple[Path, Path], tmp_path: Path) -> N
     summary = run_generative_study(GenerativeStudyConfig.from_dict(data), out, progress=False)
     saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(summary))
+    from soi.store.summary import undeclared_fields
+
+    assert undeclared_fields(saved) == []  # docs/summary-schema.md lists every field written
     slugs = [m["slug"] for m in saved["models"]]
     assert slugs == ["small", "large"]
     for m, path in zip(saved["models"], (small, large), strict=True):

@@ -12,6 +12,7 @@ import pytest
 
 from soi.config.generative import GenerativeStudyConfig
 from soi.errors import SoiError
+from soi.store.summary import undeclared_fields
 from soi.study.generative import mixture_spec, summarise, transfer_keys, write_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,6 +185,7 @@ def test_end_to_end_tiny_math_study(tiny_lm: Path, tmp_path: Path) -> None:
     summary = run_generative_study(cfg, out, progress=False)
     saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(summary))
+    assert undeclared_fields(saved) == []  # docs/summary-schema.md lists every field written
     t = saved["transfer"]["math"]
     assert t["ks"] == [0, 2] and t["seen"] == ["es"] and t["unseen"] == ["de"] and t["metric"] == "exact_match"
     assert set(t["scores"]) == {"en", "es", "de"} and set(t["gap"]) == {"0", "2"}
@@ -258,6 +260,7 @@ generation: {{max_new_tokens: 4}}
 recording: {{enabled: false}}
 """, encoding="utf-8")
     summary = run_generative_study(study, tmp_path / "out", progress=False)
+    assert undeclared_fields(json.loads((tmp_path / "out" / "summary.json").read_text("utf-8"))) == []
     k0 = json.loads((tmp_path / "out" / "runs" / "summarization-k0" / "seed-0" / "result.json").read_text("utf-8"))
     assert k0["steps"] == 0 and k0["n_train"] == 0 and k0["best_step"] is None  # base model, nothing to train
     k2 = json.loads((tmp_path / "out" / "runs" / "summarization-k2" / "seed-0" / "result.json").read_text("utf-8"))
@@ -287,6 +290,7 @@ def test_end_to_end_multi_task_run(tiny_lm: Path, tmp_path: Path) -> None:
         runs=[{"name": "both", "tasks": ["math", "summarization"]}], recording={"enabled": False})
     summary = run_generative_study(GenerativeStudyConfig.from_dict(data), tmp_path / "out", progress=False)
     assert set(summary["transfer"]) == {"math", "summarization"}
+    assert undeclared_fields(json.loads((tmp_path / "out" / "summary.json").read_text("utf-8"))) == []
     assert summary["transfer"]["summarization"]["seen"] == ["fr"] and summary["transfer"]["math"]["seen"] == ["es"]
     run = summary["runs"]["both-k2"]
     assert run["setting"] == "multi-task" and run["n_train"] == {"math": {"en": 4, "es": 2},

@@ -137,6 +137,9 @@ def test_multitask_eval_pass_study(tiny_model: str, tmp_path: Path) -> None:
     ev = summary["runs"]["mt"]["eval"]
     assert set(ev) == {"sst2", "mrpc", "airline"} and ev["airline"]["kind"] == "ood" and ev["airline"]["n"] == 24
     assert summary["runs"]["sst2-only"]["eval"]["airline"]["n"] == 24
+    from soi.store.summary import undeclared_fields
+
+    assert undeclared_fields(json.loads((out / "summary.json").read_text(encoding="utf-8"))) == []
 
 
 def test_eval_pass_records_the_model_at_each_checkpoint(tiny_model: str, tmp_path: Path) -> None:
@@ -238,6 +241,51 @@ def test_k_grid_transfer_summary(ml_study: tuple[Path, dict]) -> None:
             assert t["scores"][lang][str(k)]["mean"] == pytest.approx(want)
         assert t["gain"][lang]["8"] == pytest.approx(t["scores"][lang]["8"]["mean"] - t["scores"][lang]["0"]["mean"])
     assert t["seen_mean"]["8"] == pytest.approx(t["scores"]["fa"]["8"]["mean"])
+
+
+def test_k_grid_transfer_stats(ml_study: tuple[Path, dict]) -> None:
+    """summary["transfer_stats"][family] from the per-item eval/<key>.parquet (test set): the scores are the
+    per-item means of the predictions, their gains have intervals, and the tables, console and report show them."""
+    import csv
+
+    import pyarrow.parquet as pq
+    from rich.console import Console
+
+    from soi.report import read_report_data, write_report
+    from soi.store.summary import load_summary, undeclared_fields
+    from soi.study.runner import print_summary
+
+    out, summary = ml_study
+    st, t = summary["transfer_stats"]["en+fa"], summary["transfer"]["en+fa"]
+    assert st["data"] == "test set" and st["metric"] == "accuracy" and st["ks"] == [0, 8] and st["n_seeds"] == 1
+    assert st["seen"] == ["fa"] and st["unseen"] == [] and st["gap"] is None and st["n_items"] == {"en": 20, "fa": 20}
+    for lang in ("en", "fa"):
+        for k in (0, 8):
+            correct = pq.read_table(out / "runs" / f"en+fa-k{k}" / "seed-0" / "eval" / f"{lang}.parquet")["correct"]
+            mean = float(sum(correct.to_pylist()) / len(correct))
+            block = st["languages"][lang]
+            assert block["score"][str(k)]["mean"] == pytest.approx(mean) == t["scores"][lang][str(k)]["mean"]
+        gain = block["gain"]["8"]
+        assert gain["mean"] == pytest.approx(t["gain"][lang]["8"]) and gain["lo"] <= gain["mean"] <= gain["hi"]
+    assert st["groups"]["seen"]["gain"]["8"] == st["languages"]["fa"]["gain"]["8"]
+    saved = load_summary(out / "summary.json", strict=True)
+    assert saved["transfer_stats"] == summary["transfer_stats"]
+    assert undeclared_fields(saved) == []  # docs/summary-schema.md lists every field written
+    rows = list(csv.DictReader((out / "tables" / "transfer_stats.csv").open(encoding="utf-8")))
+    fa8 = next(r for r in rows if r["language"] == "fa" and r["k"] == "8")
+    assert float(fa8["gain_lo"]) == pytest.approx(st["languages"]["fa"]["gain"]["8"]["lo"])
+    assert (out / "tables" / "transfer_trend.csv").is_file()
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    text = " ".join(console.export_text().split())
+    assert "en+fa: gain in accuracy over k=0, 95% intervals (test set, 1 seed(s); * excludes 0)" in text
+    assert "one seed per k: the intervals cover item sampling only" in text
+    report = write_report(out)
+    data = read_report_data(report)
+    fa_gain = st["languages"]["fa"]["gain"]["8"]
+    assert data["transfer_stats"]["en+fa"]["languages"]["fa"]["gain"]["8"]["mean"] == pytest.approx(fa_gain["mean"],
+                                                                                                    abs=1e-4)
+    assert (report.parent / "figures" / "transfer_en+fa_intervals.png").stat().st_size > 1000
 
 
 def test_freeze_embeddings_keeps_word_embeddings(tiny_model: str) -> None:

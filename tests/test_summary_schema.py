@@ -168,6 +168,51 @@ def test_strict_requires_every_field_lenient_only_the_essential(path: list[Any],
     validate_summary(ts, strict=True)
 
 
+def transfer_stats() -> dict[str, Any]:
+    """Real output of soi.analysis.transfer.transfer_statistics (both groups, 3 values of k, 2 seeds)."""
+    import numpy as np
+
+    from soi.analysis.transfer import transfer_statistics
+
+    rng = np.random.default_rng(0)
+    x = {lang: (rng.random((3, 2, 12)) < p).astype(float) for lang, p in (("en", 0.5), ("es", 0.4), ("de", 0.2))}
+    return transfer_statistics(x, [0, 4, 16], seen=["es"], unseen=["de"], metric="accuracy", n_boot=50)
+
+
+def test_every_field_soi_writes_is_declared() -> None:
+    from soi.store.summary import undeclared_fields
+
+    st = transfer_stats()
+    cls = classification() | {"transfer_stats": {"fam": copy.deepcopy(st)}}
+    gen = generative() | {"transfer_stats": {"math": copy.deepcopy(st)},
+                          "models": [{"model": "m", "slug": "m", "parameters": 10, "out": "models/m"}],
+                          "by_model": {"math": [{"model": "m", "slug": "m", "parameters": 10, "k": 16,
+                                                 "seen": st["groups"]["seen"]["gain"]["16"],
+                                                 "unseen": st["groups"]["unseen"]["gain"]["16"],
+                                                 "gap": st["gap"]["16"]}]},
+                          "multitask": {"both:math": {"data": "test set", "task": "math", "single": "math",
+                                                      "multi": "both", "metric": "exact_match", "level": 0.95,
+                                                      "n_seeds": 2, "notes": [], "method": "multi - single",
+                                                      "k": {"4": {"es": {"group": "seen",
+                                                                         "single": st["languages"]["es"]["score"]["0"],
+                                                                         "multi": st["languages"]["es"]["score"]["4"],
+                                                                         "difference": st["languages"]["es"]["gain"]
+                                                                         ["4"]}}}}}}
+    for s in (cls, gen):
+        validate_summary(s, strict=True)
+        assert undeclared_fields(s) == []
+    cls["runs"]["a"]["eval"]["sst2"]["languages"]["en"]["recall"] = 0.5
+    cls["transfer_stats"]["fam"]["languages"]["es"]["plateau"]["extra"] = 1  # inside a Plateau | None
+    gen["by_model"]["math"][0]["seen"]["p"] = 0.01  # inside a FlaggedInterval | None
+    assert undeclared_fields(cls) == ["runs.a.eval.sst2.languages.en.recall",
+                                      "transfer_stats.fam.languages.es.plateau.extra"]
+    assert undeclared_fields(gen) == ["by_model.math[0].seen.p"]
+    bad = copy.deepcopy(cls)
+    bad["transfer_stats"]["fam"]["gap"]["4"]["significant"] = "yes"
+    with pytest.raises(SoiError, match=r"^transfer_stats\.fam\.gap\.4\.significant: expected true or false, got str$"):
+        validate_summary(bad)
+
+
 def test_load_summary_unreadable_files(tmp_path: Path) -> None:
     f = tmp_path / "summary.json"
     f.write_text("{not json", encoding="utf-8")

@@ -66,6 +66,19 @@ def test_report_renders_the_tables(tmp_path: Path) -> None:
             assert "gain at k = 8" in text and "plateau k (90% of max)" in text and "gap slope per 100" in text
             assert "Transfer against model size" in text and "80,000" in text
             assert "Multi-task against single-task runs" in text
+            assert "gap (seen − unseen)" in text
+            # the gain curves with their intervals (one error bar per language, group mean and gap at each k),
+            # and transfer against model size (seen, unseen, gap per model)
+            figs = got.page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#transfer figure')]
+                .map((f) => [f.dataset.figure, f.querySelectorAll('[data-interval]').length]))""")
+            assert figs["transfer-intervals"] == (3 + 2 + 1) * 3 and figs["transfer-by-model"] == 3 * 2
+            for name in ("transfer-intervals", "transfer-by-model"):
+                ink, total = browser_mod.plot_ink(got.page.query_selector(f'figure[data-figure="{name}"] [data-plot]'))
+                assert ink > 0.005 * total, name  # drawn, not an empty frame
+            tips = got.page.eval_on_selector_all('figure[data-figure="transfer-intervals"] circle title',
+                                                 "ts => ts.map((t) => t.textContent)")
+            de32 = read_report_data(out)["transfer_stats"]["gsm"]["languages"]["de"]["gain"]["32"]  # as embedded
+            assert f"de (seen) at 32: {de32['mean']:.3f} [{de32['lo']:.3f}, {de32['hi']:.3f}]" in " | ".join(tips)
             assert got.page.evaluate("window.__soiReport.ready") is True
         finally:
             b.close()

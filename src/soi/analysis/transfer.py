@@ -100,6 +100,37 @@ def bootstrap_scores(scores: Mapping[str, np.ndarray], *, n_boot: int = 2000, se
     return out
 
 
+def align_items(runs: Mapping[tuple[int, int], tuple[Any, Any, Any]], ks: Sequence[int], seeds: Sequence[int], *,
+                what: str = "") -> dict[str, np.ndarray]:
+    """Per-item scores ``{language: (K, S, n)}`` (the input of :func:`transfer_statistics`) from every run's items.
+
+    ``runs[(k, seed)]`` is ``(ids, languages, scores)``, three equal-length sequences of one run's eval items in
+    any order; items are aligned by id (within a language) on the order of the run ``(ks[0], seeds[0])``. A
+    language whose items differ between runs is an error (``what`` prefixes its message, e.g. the task).
+    """
+    def arrays(k: int, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, langs, vals = runs[k, s]
+        return (np.asarray(ids, dtype=str), np.asarray(langs, dtype=str), np.asarray(vals, np.float64))
+
+    ids0, langs0, _ = arrays(ks[0], seeds[0])
+    ref = {lang: ids0[langs0 == lang] for lang in dict.fromkeys(langs0.tolist())}
+    out = {lang: np.empty((len(ks), len(seeds), want.size)) for lang, want in ref.items()}
+    for i, k in enumerate(ks):
+        for j, s in enumerate(seeds):
+            ids, langs, vals = arrays(k, s)
+            for lang, want in ref.items():
+                sel = langs == lang
+                have, v = ids[sel], vals[sel]
+                order = np.argsort(have, kind="stable")
+                pos = np.searchsorted(have[order], want)
+                if have.size != want.size or np.any(pos >= have.size) or np.any(
+                        have[order][np.minimum(pos, max(have.size - 1, 0))] != want):
+                    raise SoiError(f"{what}language {lang!r}: the eval items at k={k} seed {s} differ from those at "
+                                   f"k={ks[0]} seed {seeds[0]}")
+                out[lang][i, j] = v[order][pos]
+    return out
+
+
 def plateau_index(gains: np.ndarray, fraction: float) -> np.ndarray:
     """Index (into the k > 0 columns) of the smallest k whose gain reaches ``fraction`` of the largest gain, per
     row of ``gains`` ``(..., K-1)``; -1 where the largest gain is <= 0 (no gain, no plateau)."""

@@ -180,30 +180,16 @@ def item_scores(rows: Mapping[tuple[int, int], Sequence[Mapping[str, Any]]], *, 
     """Per-item test-set scores ``{language: (K, S, n)}`` for :func:`soi.analysis.transfer.transfer_statistics`.
 
     ``rows[(k, seed)]`` are one run's ``predictions.jsonl`` records (``task``, ``id``, ``language``, ``metric``);
-    items are aligned by ``id`` on the first run's order. A language whose items differ between runs is an error.
+    items are aligned by ``id`` on the first run's order (:func:`soi.analysis.transfer.align_items`). A language
+    whose items differ between runs is an error.
     """
-    first = rows[ks[0], seeds[0]]
-    ref: dict[str, np.ndarray] = {}
-    for lang in dict.fromkeys(str(r["language"]) for r in first if r["task"] == task):
-        ref[lang] = np.array([str(r["id"]) for r in first if r["task"] == task and r["language"] == lang])
-    out = {lang: np.empty((len(ks), len(seeds), ids.size)) for lang, ids in ref.items()}
-    for i, k in enumerate(ks):
-        for j, s in enumerate(seeds):
-            run = [r for r in rows[k, s] if r["task"] == task]
-            langs = np.array([str(r["language"]) for r in run])
-            ids = np.array([str(r["id"]) for r in run])
-            vals = np.array([float(r[metric]) for r in run], np.float64)
-            for lang, want in ref.items():
-                sel = langs == lang
-                have, v = ids[sel], vals[sel]
-                order = np.argsort(have, kind="stable")
-                pos = np.searchsorted(have[order], want)
-                if have.size != want.size or np.any(pos >= have.size) or np.any(have[order][np.minimum(
-                        pos, max(have.size - 1, 0))] != want):
-                    raise SoiError(f"task {task!r} language {lang!r}: the eval items at k={k} seed {s} differ from "
-                                   f"those at k={ks[0]} seed {seeds[0]}")
-                out[lang][i, j] = v[order][pos]
-    return out
+    from soi.analysis.transfer import align_items
+
+    def items(run: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], list[float]]:
+        mine = [r for r in run if r["task"] == task]
+        return ([str(r["id"]) for r in mine], [str(r["language"]) for r in mine], [float(r[metric]) for r in mine])
+
+    return align_items({(k, s): items(rows[k, s]) for k in ks for s in seeds}, ks, seeds, what=f"task {task!r} ")
 
 
 def _ci_arrays(block: Mapping[str, Mapping[str, Any]], ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

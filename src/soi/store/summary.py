@@ -62,6 +62,93 @@ class Transfer(TypedDict):
     gap: dict[str, float | None]
 
 
+class Interval(TypedDict):
+    """A statistic and its bootstrap percentile interval (``None`` where not computable)."""
+
+    mean: float | None
+    lo: float | None
+    hi: float | None
+
+
+class FlaggedInterval(Interval):
+    """:class:`Interval` plus ``significant`` (the interval excludes 0; absent for the k = 0 gain, which is 0)."""
+
+    significant: NotRequired[bool]
+
+
+class Plateau(TypedDict):
+    """The smallest k whose gain reaches ``fraction`` of the largest gain, with a percentile interval over the
+    bootstrap replicates that have a positive gain (``share_with_gain`` of them); ``note`` when there is none."""
+
+    k: int | None
+    fraction: float
+    share_with_gain: float
+    lo: int | None
+    hi: int | None
+    note: NotRequired[str]
+
+
+class LanguageStats(TypedDict):
+    """One language of :class:`TransferStats`: its group (seen / unseen / other) and per-``k`` intervals."""
+
+    group: str
+    score: dict[str, Interval]
+    gain: dict[str, FlaggedInterval]
+    plateau: Plateau | None
+
+
+class GroupStats(TypedDict):
+    """The seen or unseen group mean of :class:`TransferStats`."""
+
+    languages: list[str]
+    score: dict[str, Interval]
+    gain: dict[str, FlaggedInterval]
+    plateau: Plateau | None
+
+
+class GapSlope(TypedDict):
+    """OLS slope of the seen - unseen gap over k, per 100 examples per seen language, with its interval."""
+
+    per_100: float | None
+    lo: float | None
+    hi: float | None
+    significant: bool
+    method: str
+
+
+class Correlation(TypedDict):
+    """Pearson r of the seen and unseen means over the k grid with its interval (``n_valid`` replicates)."""
+
+    r: float | None
+    lo: float | None
+    hi: float | None
+    n_points: int
+    n_valid: int
+    method: str
+
+
+class TransferStats(TypedDict):
+    """Transfer statistics with intervals on the test set (:func:`soi.analysis.transfer.transfer_statistics`):
+    per-``k`` maps are keyed by ``str(k)``."""
+
+    data: str
+    metric: str
+    ks: list[int]
+    seen: list[str]
+    unseen: list[str]
+    level: float
+    n_boot: int
+    n_seeds: int
+    n_items: dict[str, int]
+    method: str
+    languages: dict[str, LanguageStats]
+    groups: dict[str, GroupStats]
+    gap: dict[str, FlaggedInterval] | None
+    gap_slope: GapSlope | None
+    correlation: Correlation | None
+    notes: list[str]
+
+
 # ---------------------------------------------------------------------------------------------- classification
 class LanguageEval(TypedDict):
     n: int
@@ -274,6 +361,7 @@ class ClassificationSummary(TypedDict):
     findings: list[str]
     data_matched: NotRequired[list[DataMatched]]
     transfer: NotRequired[dict[str, Transfer]]
+    transfer_stats: NotRequired[dict[str, TransferStats]]
     two_stage: NotRequired[TwoStage]
 
 
@@ -324,17 +412,20 @@ class GenerativeComparisonGroup(TypedDict):
 
 
 class GenerativeComparison(TypedDict):
-    """SOI across mixtures: a run family's k = 0 seed set vs one k > 0 seed set (``compare/<a>__vs__<b>``)."""
+    """SOI across mixtures (``compare/<a>__vs__<b>``): a run family's k = 0 seed set vs one k > 0 seed set, or a
+    single-task family vs the multi-task family at the same k (``kind``)."""
 
     a: str
     b: str
     run: str
     k: int
+    kind: Literal["k=0 vs k", "single vs multi-task"]
     seed: None
     dir: str
     data: str
     note: NotRequired[str]
     n_shared: NotRequired[int]
+    n_only_a: NotRequired[int]
     n_only_b: NotRequired[int]
     notes: NotRequired[list[str]]
     seeds: NotRequired[int]
@@ -348,6 +439,44 @@ class ModelEntry(TypedDict):
     slug: str
     parameters: int
     out: str
+
+
+class MultitaskDifference(TypedDict):
+    """One language or group of :class:`Multitask` at one k: the single- and multi-task scores and their
+    difference (multi - single) with intervals."""
+
+    group: str
+    single: Interval
+    multi: Interval
+    difference: FlaggedInterval
+
+
+class Multitask(TypedDict):
+    """A multi-task run against the single-task run of one of its tasks (test set; per ``k`` keyed by
+    ``str(k)``, then per language or ``<group> mean``)."""
+
+    data: str
+    task: str
+    single: str
+    multi: str
+    metric: str
+    level: float
+    n_seeds: int
+    notes: list[str]
+    method: str
+    k: dict[str, dict[str, MultitaskDifference]]
+
+
+class ModelPoint(TypedDict):
+    """Transfer of one model at the largest k (``by_model``): the seen / unseen mean gains and their gap."""
+
+    model: str
+    slug: str
+    parameters: int
+    k: int
+    seen: FlaggedInterval | None
+    unseen: FlaggedInterval | None
+    gap: FlaggedInterval | None
 
 
 class GenerativeSummary(TypedDict):
@@ -365,10 +494,10 @@ class GenerativeSummary(TypedDict):
     transfer: dict[str, Transfer]
     transfer_runs: dict[str, TransferRun]
     figures: list[str]
-    transfer_stats: NotRequired[dict[str, dict[str, Any]]]
-    multitask: NotRequired[dict[str, dict[str, Any]]]
+    transfer_stats: NotRequired[dict[str, TransferStats]]
+    multitask: NotRequired[dict[str, Multitask]]
     models: NotRequired[list[ModelEntry]]
-    by_model: NotRequired[dict[str, list[dict[str, Any]]]]
+    by_model: NotRequired[dict[str, list[ModelPoint]]]
 
 
 StudySummary = ClassificationSummary | GenerativeSummary
@@ -464,6 +593,39 @@ def _problem(value: Any, tp: Any, where: str, strict: bool) -> str | None:
     return None
 
 
+def _undeclared(value: Any, tp: Any, where: str, out: list[str]) -> None:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):  # the option the value fits (validated first)
+            if _problem(value, option, where, False) is None:
+                _undeclared(value, option, where, out)
+                return
+    elif _is_typeddict(tp) and isinstance(value, dict):
+        hints = field_types(tp)
+        for key, sub in value.items():
+            if key in hints:
+                _undeclared(sub, hints[key], _join(where, key), out)
+            else:
+                out.append(_join(where, key))
+    elif origin is list and isinstance(value, list):
+        (item,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            _undeclared(v, item, f"{where}[{i}]", out)
+    elif origin in (dict, Mapping) and isinstance(value, dict):
+        _, item = typing.get_args(tp)
+        for k, v in value.items():
+            _undeclared(v, item, _join(where, str(k)), out)
+
+
+def undeclared_fields(summary: Mapping[str, Any]) -> list[str]:
+    """The fields of ``summary`` (a valid one) that its schema does not declare, as dotted paths (``[]`` when the
+    schema covers every field; maps typed ``{str: X}`` take any key). Readers allow such fields; the study engine's
+    own summaries have none (tested)."""
+    out: list[str] = []
+    _undeclared(summary, summary_type(summary), "", out)
+    return out
+
+
 def _outer_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -527,9 +689,11 @@ def load_summary(path: str | Path, *, strict: bool = False) -> StudySummary:
 
 
 __all__ = ["MINIMAL", "SCHEMA_VERSION", "Arm", "ArmEval", "ClassificationRun", "ClassificationSummary",
-           "ComparisonEntry", "ComparisonGroup", "ComparisonSeeds", "DataMatched", "DataMatchedEffect",
-           "DataMatchedSizes", "EvalSet", "ExcessTransition", "Experiment", "GenerativeComparison",
-           "GenerativeComparisonGroup", "GenerativeRun", "GenerativeSummary", "GenerativeTaskEval", "LanguageEval",
-           "MeanStd", "ModelEntry", "PairedDifference", "PairedTestSet", "SeedNullDigest", "SeedStats",
-           "ShareChange", "Shares", "SignificantTransition", "Stability", "StudySummary", "Transfer", "TransferRun",
-           "TwoStage", "field_types", "load_summary", "summary_type", "validate_summary"]
+           "ComparisonEntry", "ComparisonGroup", "ComparisonSeeds", "Correlation", "DataMatched", "DataMatchedEffect",
+           "DataMatchedSizes", "EvalSet", "ExcessTransition", "Experiment", "FlaggedInterval", "GapSlope",
+           "GenerativeComparison", "GenerativeComparisonGroup", "GenerativeRun", "GenerativeSummary",
+           "GenerativeTaskEval", "GroupStats", "Interval", "LanguageEval", "LanguageStats", "MeanStd", "ModelEntry",
+           "ModelPoint", "Multitask", "MultitaskDifference", "PairedDifference", "PairedTestSet", "Plateau",
+           "SeedNullDigest", "SeedStats", "ShareChange", "Shares", "SignificantTransition", "Stability",
+           "StudySummary", "Transfer", "TransferRun", "TransferStats", "TwoStage", "field_types", "load_summary",
+           "summary_type", "undeclared_fields", "validate_summary"]

@@ -23,6 +23,7 @@ from typing import Any
 from soi._io import write_json, write_text
 from soi.errors import SoiError
 from soi.study.tables import csv_text
+from soi.study.transfer_stats import ci_text, print_transfer_stats, write_csv, write_transfer_tables
 
 COMPARE_DIR = "compare"
 MODELS_DIR = "models"
@@ -129,48 +130,14 @@ def probe_soi_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def stats_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``tables/transfer_stats.csv``: per key, language or group, and k: score and gain with intervals."""
-    rows = []
-
-    def add(key: str, st: Mapping[str, Any], who: str, group: str, block: Mapping[str, Any]) -> None:
-        for k in st["ks"]:
-            s, g = block["score"][str(k)], block["gain"][str(k)]
-            rows.append({"key": key, "data": st["data"], "metric": st["metric"], "language": who, "group": group,
-                         "k": k, "score": s["mean"], "score_lo": s["lo"], "score_hi": s["hi"], "gain": g["mean"],
-                         "gain_lo": g["lo"], "gain_hi": g["hi"], "significant": g.get("significant", ""),
-                         "level": st["level"], "seeds": st["n_seeds"]})
-
-    for key, st in stats.items():
-        for lang, lv in st["languages"].items():
-            add(key, st, lang, lv["group"], lv)
-        for name, gv in st["groups"].items():
-            add(key, st, f"{name} mean", name, gv)
-    return rows
-
-
 def write_stats_tables(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    """``tables/transfer_stats.csv``, ``tables/transfer_trend.csv`` (gap, slope, correlation, plateau per key)
-    and ``tables/probe_soi.csv``."""
-    paths: dict[str, Path] = {}
-    stats = summary.get("transfer_stats") or {}
-    trend = []
-    for key, st in stats.items():
-        slope, corr = st.get("gap_slope") or {}, st.get("correlation") or {}
-        for k in st["ks"]:
-            gap = (st.get("gap") or {}).get(str(k)) or {}
-            trend.append({"key": key, "data": st["data"], "k": k, "gap": gap.get("mean"), "gap_lo": gap.get("lo"),
-                          "gap_hi": gap.get("hi"), "gap_significant": gap.get("significant", ""),
-                          "gap_slope_per_100": slope.get("per_100"), "slope_lo": slope.get("lo"),
-                          "slope_hi": slope.get("hi"), "slope_significant": slope.get("significant", ""),
-                          "seen_unseen_r": corr.get("r"), "r_lo": corr.get("lo"), "r_hi": corr.get("hi"),
-                          "seen_plateau_k": ((st["groups"].get("seen") or {}).get("plateau") or {}).get("k")})
-    for name, rows in (("transfer_stats", stats_rows(stats)), ("transfer_trend", trend),
-                       ("probe_soi", probe_soi_rows(summary)), ("multitask", multitask_rows(
-                           summary.get("multitask") or {}))):
+    """``tables/transfer_stats.csv``, ``tables/transfer_trend.csv`` (gap, slope, correlation, plateau per key;
+    :func:`soi.study.transfer_stats.write_transfer_tables`), ``tables/probe_soi.csv`` and ``tables/multitask.csv``."""
+    paths = write_transfer_tables(summary.get("transfer_stats") or {}, out)
+    for name, rows in (("probe_soi", probe_soi_rows(summary)),
+                       ("multitask", multitask_rows(summary.get("multitask") or {}))):
         if rows:
-            paths[name] = out / "tables" / f"{name}.csv"
-            write_text(paths[name], csv_text([{c: ("" if v is None else v) for c, v in r.items()} for r in rows]))
+            paths[name] = write_csv(out / "tables" / f"{name}.csv", rows)
     return paths
 
 
@@ -335,62 +302,19 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
         console = Console(highlight=False)
         for key, pts in by_model.items():
             console.print(f"{key}: transfer vs model size (gain at k={pts[0]['k']}, test set): " + "; ".join(
-                f"{p['model']} ({p['parameters']:,} parameters) seen {_ci_text(p['seen'])}, unseen "
-                f"{_ci_text(p['unseen'])}" for p in pts))
+                f"{p['model']} ({p['parameters']:,} parameters) seen {ci_text(p['seen'])}, unseen "
+                f"{ci_text(p['unseen'])}" for p in pts))
     return summary
 
 
-def _ci_text(v: Mapping[str, Any] | None) -> str:
-    if not v or v.get("mean") is None:
-        return "-"
-    return f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" if v.get("lo") is not None else f"{v['mean']:+.3f}"
-
-
 def print_stats(summary: Mapping[str, Any], console: Any) -> None:
-    """One rich table per transfer key: gain over k = 0 with its interval per language and group, the plateau,
-    and a line with the gap's slope and the seen-unseen correlation."""
-    from rich.table import Table
-
-    def ci(v: Mapping[str, Any] | None) -> str:
-        if not v or v.get("mean") is None:
-            return "-"
-        lo, hi = v.get("lo"), v.get("hi")
-        band = "" if lo is None or hi is None else f" [{lo:+.3f}, {hi:+.3f}]"
-        return f"{v['mean']:+.3f}{band}{' *' if v.get('significant') else ''}"
-
-    for key, st in (summary.get("transfer_stats") or {}).items():
-        pct = round(100 * st["level"])
-        table = Table(title=f"{key}: gain in {st['metric']} over k=0, {pct}% intervals ({st['data']}, "
-                            f"{st['n_seeds']} seed(s); * excludes 0)")
-        table.add_column("language")
-        table.add_column("group")
-        for k in st["ks"][1:]:
-            table.add_column(f"k={k}", justify="right")
-        table.add_column("plateau k", justify="right")
-        blocks = [(lang, lv["group"], lv) for lang, lv in st["languages"].items()]
-        blocks += [(f"{g} mean", g, gv) for g, gv in st["groups"].items()]
-        for name, group, b in blocks:
-            plateau = b.get("plateau") or {}
-            table.add_row(name, group, *(ci(b["gain"][str(k)]) for k in st["ks"][1:]),
-                          "-" if plateau.get("k") is None else f"{plateau['k']} [{plateau['lo']}, {plateau['hi']}]")
-        if st.get("gap"):
-            table.add_row("gap", "", *(ci(st["gap"][str(k)]) for k in st["ks"][1:]), "")
-        console.print(table)
-        bits = []
-        if st.get("gap_slope"):
-            s = st["gap_slope"]
-            bits.append(f"gap slope per 100 examples {ci({'mean': s['per_100'], **s})}")
-        if st.get("correlation") and st["correlation"].get("r") is not None:
-            c = st["correlation"]
-            bits.append(f"seen-unseen r over k {ci({'mean': c['r'], 'lo': c['lo'], 'hi': c['hi']})}")
-        for note in st.get("notes") or []:
-            bits.append(note)
-        if bits:
-            console.print("  " + "; ".join(bits))
+    """The transfer statistics (:func:`soi.study.transfer_stats.print_transfer_stats`), then one line per
+    multi-task difference and per SOI-across-mixtures comparison."""
+    print_transfer_stats(summary.get("transfer_stats") or {}, console)
     for key, m in (summary.get("multitask") or {}).items():
         last = m["k"][max(m["k"], key=int)]
         console.print(f"  {key}: multi-task - single-task ({m['metric']}, {m['data']}) at k={max(m['k'], key=int)}: "
-                      + "; ".join(f"{name} {ci(v['difference'])}" for name, v in last.items()))
+                      + "; ".join(f"{name} {ci_text(v['difference'])}" for name, v in last.items()))
     for c in summary.get("comparisons") or []:
         if c.get("groups"):
             g = c["groups"][0]

@@ -267,46 +267,108 @@ def summarise(config: StudyConfig, out: Path, results: dict[str, dict[int, dict[
     transfer = _transfer(config, results)
     if transfer:
         summary["transfer"] = transfer
+        summary["transfer_stats"] = transfer_stats(config, out, results)
     return summary
 
 
-def _transfer(config: StudyConfig, results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Cross-lingual transfer of every ``k_grid`` family (metric: accuracy per eval language).
-
-    Seen languages: those of the datasets that get k examples; unseen: the languages of the family's other
-    transfer eval sets; the fixed set's language gets scores and gains but no group mean (as in
-    :func:`soi.gen.transfer.transfer_summary`).
-    """
-    from soi.gen.transfer import transfer_summary
-
-    out: dict[str, Any] = {}
+def k_families(config: StudyConfig) -> dict[str, tuple[Any, list[Any]]]:
+    """``{family: (its k = 0 run, all its runs in grid order)}`` of every ``k_grid`` family with a k = 0 run (gains
+    need one)."""
     families: dict[str, list[Any]] = {}
     for spec in config.runs:
         if spec.family is not None:
             families.setdefault(spec.family, []).append(spec)
-    for family, specs in families.items():
-        base = next(s for s in specs if s.k == 0) if any(s.k == 0 for s in specs) else None
-        if base is None:
-            continue  # gains need k = 0
-        k_keys = {d for s in specs if s.k for d in s.train if d not in base.train}
+    return {f: (next(s for s in specs if s.k == 0), specs) for f, specs in families.items()
+            if any(s.k == 0 for s in specs)}
+
+
+def family_languages(config: StudyConfig, results: Mapping[str, Mapping[int, Mapping[str, Any]]], base: Any,
+                     specs: Sequence[Any]) -> tuple[dict[tuple[str, str], str], list[str], list[str]]:
+    """The transfer curves of a ``k_grid`` family: ``{(eval key, language): curve name}`` (the language, or
+    ``<key>/<language>`` when the k = 0 run evaluates the language on several eval sets), and the seen / unseen
+    curve names. Seen: the languages of the datasets that get k examples; unseen: those of the family's other
+    eval sets that no run trains on; the fixed set's language is in neither group."""
+    k_keys = {d for s in specs if s.k for d in s.train if d not in base.train}
+    pairs = [(key, lang) for key, ev in results[base.name][config.seeds[0]]["eval"].items()
+             for lang in ev["languages"]]
+    twice = {lang for _, lang in pairs if sum(lang == x for _, x in pairs) > 1}
+    names: dict[tuple[str, str], str] = {}
+    seen: set[str] = set()
+    unseen: set[str] = set()
+    for spec in specs:
+        for seed in config.seeds:
+            for key, ev in results[spec.name][seed]["eval"].items():
+                for lang in ev["languages"]:
+                    name = names.setdefault((key, lang), f"{key}/{lang}" if lang in twice else lang)
+                    if key in k_keys:
+                        seen.add(name)
+                    elif key not in base.train:
+                        unseen.add(name)
+    return names, sorted(seen), sorted(unseen - seen)
+
+
+def _transfer(config: StudyConfig, results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Cross-lingual transfer of every ``k_grid`` family (metric: accuracy per eval language, seed means;
+    :func:`soi.gen.transfer.transfer_summary`; curves and groups from :func:`family_languages`)."""
+    from soi.gen.transfer import transfer_summary
+
+    out: dict[str, Any] = {}
+    for family, (base, specs) in k_families(config).items():
+        names, seen, unseen = family_languages(config, results, base, specs)
         scores: dict[str, dict[int, list[float]]] = {}
-        seen: set[str] = set()
-        unseen: set[str] = set()
-        pairs = [(key, lang) for key, ev in results[base.name][config.seeds[0]]["eval"].items()
-                 for lang in ev["languages"]]
-        twice = {lang for _, lang in pairs if sum(lang == x for _, x in pairs) > 1}
         for spec in specs:
             for seed in config.seeds:
                 for key, ev in results[spec.name][seed]["eval"].items():
                     for lang, m in ev["languages"].items():
-                        name = f"{key}/{lang}" if lang in twice else lang  # one curve per eval set and language
-                        scores.setdefault(name, {}).setdefault(int(spec.k or 0), []).append(m["accuracy"])
-                        if key in k_keys:
-                            seen.add(name)
-                        elif key not in base.train:
-                            unseen.add(name)
-        out[family] = transfer_summary(scores, seen=sorted(seen), unseen=sorted(unseen - seen), metric="accuracy")
+                        scores.setdefault(names[key, lang], {}).setdefault(int(spec.k or 0), []).append(m["accuracy"])
+        out[family] = transfer_summary(scores, seen=seen, unseen=unseen, metric="accuracy")
     return out
+
+
+def eval_items(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(example_id, language, correct)`` of one ``eval/<key>.parquet`` (test-set predictions of one run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from soi._arrow import to_numpy
+
+    try:
+        table = pq.read_table(path, columns=["example_id", "language", "correct"])
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read the eval predictions ({exc})", path=path) from None
+    return (np.asarray(table["example_id"].to_pylist(), dtype=str), np.asarray(table["language"].to_pylist(),
+                                                                               dtype=str),
+            to_numpy(table["correct"]).astype(np.float64))
+
+
+def transfer_stats(config: StudyConfig, out: Path, results: Mapping[str, Mapping[int, Mapping[str, Any]]], *,
+                   n_boot: int = 2000, level: float = 0.95) -> dict[str, Any]:
+    """``summary["transfer_stats"]``: per ``k_grid`` family, :func:`soi.analysis.transfer.transfer_statistics` of
+    the per-item test-set correctness of every k and seed (``eval/<key>.parquet`` of the family's k = 0 run's eval
+    sets, aligned on example ids): accuracy gains over k = 0 with paired bootstrap intervals over items and seeds,
+    seen / unseen means and their gap, the gap's slope, the seen-unseen correlation, the plateau."""
+    from soi.analysis.transfer import align_items, transfer_statistics
+
+    stats: dict[str, Any] = {}
+    for family, (base, specs) in k_families(config).items():
+        names, seen, unseen = family_languages(config, results, base, specs)
+        keys = list(results[base.name][config.seeds[0]]["eval"])
+        by_k = {int(s.k or 0): s for s in specs}
+        ks, seeds = sorted(by_k), list(config.seeds)
+        runs = {}
+        for k in ks:
+            for seed in seeds:
+                parts = []
+                for key in keys:
+                    ids, langs, correct = eval_items(StudyLayout.eval_file(run_dir_of(out, by_k[k].name, seed), key))
+                    curve = np.asarray([names[key, x] for x in langs.tolist()], dtype=str)
+                    parts.append((ids, curve, correct))
+                runs[k, seed] = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+        arrays = align_items(runs, ks, seeds, what=f"k_grid family {family!r}: ")
+        stats[family] = transfer_statistics(arrays, ks, seen=[x for x in seen if x in arrays],
+                                            unseen=[x for x in unseen if x in arrays], metric="accuracy",
+                                            n_boot=n_boot, seed=int(config.data_seed), level=level)
+    return stats
 
 
 def comparison_entry(stats: dict[str, Any], a: str, b: str, path: Path, *, top: int = 5) -> dict[str, Any]:
@@ -514,8 +576,10 @@ class ClassificationStudy(StudyAdapter):
             summary["two_stage"] = run_two_stage(self.config, self.layout.out, self.data, self.model_path,
                                                  progress=self.progress, console=self.console)
         from soi.study.tables import write_tables
+        from soi.study.transfer_stats import write_transfer_tables
 
         write_tables(summary, self.layout.out)
+        write_transfer_tables(summary.get("transfer_stats") or {}, self.layout.out)
 
     def print_summary(self, summary: Mapping[str, Any]) -> None:
         print_summary(dict(summary), self.console)
@@ -611,14 +675,17 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
                               f"{100 * t['difference']:+.1f}pp{'*' if t['significant'] else ''}",
                               f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}]", f"{t['mcnemar_p']:.2g}")
         console.print(table)
+    from soi.study.transfer_stats import print_transfer_stats
+
+    print_transfer_stats(summary.get("transfer_stats") or {}, console)
     for line in summary.get("findings") or []:
         console.print(f"\u2022 {line}", markup=False)
     console.print(f"wrote {summary['out']}/summary.json")
 
 
 __all__ = ["CONFIG_FILE", "ENGINE", "EVAL_DIR", "RESULT_FILE", "SUMMARY_FILE", "TRAINER_DIR", "ClassificationStudy",
-           "StudyData", "Trained", "barrier", "broadcast", "compare_dir_of", "comparison_entry", "eval_table",
-           "evaluate_all", "follow", "full_run_of", "is_main_process", "newer", "prepare_out", "print_summary",
-           "proportional_sizes", "run_dir_of", "run_fingerprint", "run_study", "start_distributed",
-           "study_comparisons", "study_tasks", "summarise", "tracker_callback", "train_sizes", "world_size",
-           "yaml_field"]
+           "StudyData", "Trained", "barrier", "broadcast", "compare_dir_of", "comparison_entry", "eval_items",
+           "eval_table", "evaluate_all", "family_languages", "follow", "full_run_of", "is_main_process", "k_families",
+           "newer", "prepare_out", "print_summary", "proportional_sizes", "run_dir_of", "run_fingerprint", "run_study",
+           "start_distributed", "study_comparisons", "study_tasks", "summarise", "tracker_callback", "train_sizes",
+           "transfer_stats", "world_size", "yaml_field"]

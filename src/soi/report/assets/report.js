@@ -1053,7 +1053,65 @@
     if (st.correlation) bits.push("seen–unseen correlation over k: r = " + ciText({mean: st.correlation.r, lo: st.correlation.lo,
       hi: st.correlation.hi}, false));
     if (bits.length) box.append(el("p", {text: bits.join("; ")}));
+    box.append(transferIntervals(st));
     return box;
+  }
+  function errorPlot(name, caption, series, xs, xLabel, yLabel, opts) {
+    // series: [{label, colour, dash, width, points: [{x (index into xs or a number), v: {mean, lo, hi, significant}}]}]
+    const fig = figure(name, caption);
+    const left = 52, W = Math.max(260, 90 * xs.length), top = 8, H = 220;
+    let lo = Infinity, hi = -Infinity;
+    for (const s of series) for (const p of s.points) for (const v of [p.v.mean, p.v.lo, p.v.hi])
+      if (v !== null && v !== undefined && Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (!Number.isFinite(lo)) { lo = -0.1; hi = 0.1; }
+    lo = Math.min(lo, 0); hi = Math.max(hi, 0);
+    const pad = Math.max(0.01, (hi - lo) * 0.08);
+    lo -= pad; hi += pad;
+    const xpos = opts && opts.xpos ? opts.xpos : (j) => (xs.length === 1 ? W / 2 : 16 + j * (W - 32) / (xs.length - 1));
+    const x = (j) => left + xpos(j);
+    const y = (v) => top + H - (v - lo) / (hi - lo) * H;
+    const svg = sv("svg", {width: left + W + 10, height: top + H + 36});
+    svg.append(sv("rect", {x: left, y: top, width: W, height: H, fill: "none", stroke: "#8c959f", "data-plot": "1"}));
+    for (const tk of niceTicks(lo, hi, 5)) {
+      svg.append(sv("line", {x1: left, x2: left + W, y1: y(tk), y2: y(tk), stroke: tk === 0 ? "#8c959f" : "#eef1f4"}));
+      svg.append(svgText(left - 5, y(tk) + 3, fmt(tk, 2), {"text-anchor": "end", "font-size": 10}));
+    }
+    xs.forEach((k, j) => svg.append(svgText(x(j), top + H + 14, String(k), {"text-anchor": "middle", "font-size": 10})));
+    svg.append(svgText(left + W / 2, top + H + 30, xLabel, {"text-anchor": "middle", "font-size": 11}));
+    svg.append(svgText(12, top + H / 2, yLabel, {"text-anchor": "middle", "font-size": 10, transform: "rotate(-90 12 " + (top + H / 2) + ")"}));
+    const n = series.length, items = [];
+    series.forEach((s, si) => {
+      const off = (si - (n - 1) / 2) * Math.min(4, 40 / Math.max(n, 1));  // small offsets keep the bars apart
+      const pts = s.points.filter((p) => p.v && p.v.mean !== null && p.v.mean !== undefined).map((p) => ({px: x(p.x) + off, p: p}));
+      if (pts.length > 1) svg.append(sv("polyline", {points: pts.map((q) => q.px + "," + y(q.p.v.mean)).join(" "), fill: "none",
+        stroke: s.colour, "stroke-width": s.width || 1.5, "stroke-dasharray": s.dash || null}));
+      for (const q of pts) {
+        const v = q.p.v;
+        if (v.lo !== null && v.lo !== undefined && v.hi !== null && v.hi !== undefined)
+          svg.append(sv("line", {x1: q.px, x2: q.px, y1: y(v.lo), y2: y(v.hi), stroke: s.colour, "stroke-width": 1.2, "data-interval": "1"}));
+        svg.append(titled(sv("circle", {cx: q.px, cy: y(v.mean), r: v.significant ? 4 : 3, fill: v.significant ? s.colour : "#ffffff",
+          stroke: s.colour, "stroke-width": 1.5}), s.label + " at " + xs[q.p.x] + ": " + ciText(v, true)));
+      }
+      items.push({line: true, colour: s.colour, dash: s.dash, label: s.label});
+    });
+    fig.append(svg, legend(items));
+    return fig;
+  }
+  function transferIntervals(st) {
+    // gain over k = 0 with its interval per language, the group means (thick) and the seen − unseen gap (black)
+    const ks = (st.ks || []).map(String), lvl = Math.round(100 * (st.level || 0.95));
+    const series = [];
+    let i = 0;
+    const pts = (block) => ks.map((k, j) => ({x: j, v: block[k]})).filter((p) => p.v);
+    for (const [lang, lv] of Object.entries(st.languages || {}))
+      series.push({label: lang + " (" + lv.group + ")", colour: SERIES[i++ % SERIES.length],
+        dash: lv.group === "unseen" ? "5 4" : lv.group === "other" ? "1.5 3" : null, points: pts(lv.gain)});
+    for (const [g, gv] of Object.entries(st.groups || {}))
+      series.push({label: g + " mean", colour: g === "seen" ? "#0a3069" : "#953800", width: 3, dash: g === "unseen" ? "5 4" : null,
+        points: pts(gv.gain)});
+    if (st.gap) series.push({label: "gap (seen − unseen)", colour: "#1f2328", width: 2, dash: "2 2", points: pts(st.gap)});
+    return errorPlot("transfer-intervals", "gain in " + st.metric + " over k = 0 with " + lvl + "% intervals (" + st.data +
+      "; filled = the interval excludes 0)", series, ks, "k (examples per seen language)", "gain / gap");
   }
   function transferByModel(byModel) {
     const box = el("div", {cls: "transfer-by-model"});
@@ -1062,6 +1120,18 @@
       box.append(el("p", {text: key + " (gain over k = 0 at the largest k, with intervals; test set)"}));
       const rows = pts.map((p) => [p.model, p.parameters.toLocaleString(), p.k, ciText(p.seen, true), ciText(p.unseen, true), ciText(p.gap, true)]);
       box.append(table(["model", "parameters", "k", "seen mean gain", "unseen mean gain", "gap"], rows, {num: [1, 2]}));
+      const sorted = pts.slice().sort((a, b) => a.parameters - b.parameters);
+      const labels = sorted.map((p) => p.model);
+      const logs = sorted.map((p) => Math.log10(Math.max(p.parameters, 1)));
+      const lo = Math.min(...logs), hi = Math.max(...logs), W = Math.max(260, 90 * labels.length);
+      const xpos = (j) => (hi === lo ? W / 2 : 48 + (logs[j] - lo) / (hi - lo) * (W - 96));  // log parameter count
+      const series = [["seen", "#0a3069", null], ["unseen", "#953800", "5 4"], ["gap", "#1f2328", "2 2"]]
+        .filter(([g]) => sorted.some((p) => p[g]))
+        .map(([g, colour, dash]) => ({label: g === "gap" ? "gap (seen − unseen)" : g + " mean gain", colour: colour, dash: dash, width: 2,
+          points: sorted.map((p, j) => ({x: j, v: p[g]})).filter((q) => q.v)}));
+      box.append(errorPlot("transfer-by-model", key + ": transfer against model size (gain over k = 0 at k = " +
+        (sorted.length ? sorted[0].k : "–") + ", intervals; test set)", series, labels, "model (parameters, log scale)", "gain / gap",
+        {xpos: xpos}));
     }
     return box;
   }
