@@ -129,6 +129,18 @@ def test_workers_write_the_same_bytes_as_one_worker_and_the_in_memory_values(tmp
     assert files[2] == files[1] and files[3] == files[1]
 
 
+def test_reused_shard_buffers_are_not_referenced_by_results(tmp_path):
+    """One ``buffers`` dict over every shard (as a worker thread does): each shard overwrites the previous one's
+    dense floats, yet all results kept to the end still equal the in-memory rows (nothing references them)."""
+    with mock.patch.object(store_writer, "ROW_BLOCK", 16):
+        run = random_store(tmp_path, 5, 150, 1, 1, False)  # one checkpoint: means over E=1 are the only values
+    plan = plan_shards(run, shard_size=40)
+    buffers: dict[str, np.ndarray] = {}
+    results = [streaming.analyze_shard(plan, lo, hi, buffers=buffers) for lo, hi in plan.bounds]
+    assert set(buffers) == {"p_gold", "margin", "loss"} and len(results) >= 3
+    assert_tables_equal(analyze_run(run, write=False).table, pa.concat_tables([r.table for r in results]))
+
+
 def test_cut_shards_prefers_row_group_edges():
     grid = np.array([0, 10, 20, 30, 40])
     assert cut_shards(grid, 45, 20) == ((0, 20), (20, 40), (40, 45))
@@ -258,11 +270,11 @@ def test_part_removed_mid_stream(tmp_path):
     calls = []
     real = streaming.read_shard
 
-    def reader(plan, lo, hi):
+    def reader(plan, lo, hi, **kw):
         calls.append(lo)
         if len(calls) == 3:
             (run / "dynamics" / "ckpt-000002.rank-0001.parquet").unlink()
-        return real(plan, lo, hi)
+        return real(plan, lo, hi, **kw)
 
     with mock.patch.object(streaming, "read_shard", reader), \
             pytest.raises(SoiError, match=r"ckpt-000002\.rank-0001\.parquet"):

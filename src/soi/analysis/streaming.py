@@ -29,6 +29,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -281,12 +282,14 @@ def _text_columns(table: pa.Table, examples: pa.Table, keep: tuple[str, ...]) ->
 
 
 def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0.5, include_ci: bool = False,
-                  rules: CategoryRules | None = None) -> ShardResult:
+                  rules: CategoryRules | None = None, buffers: dict[str, np.ndarray] | None = None) -> ShardResult:
     """Per-example rows and summary statistics of examples ``lo .. hi`` (pure: files and range in, values out).
 
     This is the step to map with a cluster engine over ``plan.bounds`` (docs/store.md, "Large stores").
+    ``buffers``: reuse the dense float arrays of the previous shard analysed with the same dict
+    (:func:`soi.store.shards.read_shard`; the returned rows never reference them).
     """
-    dyn = read_shard(plan, lo, hi)
+    dyn = read_shard(plan, lo, hi, buffers=buffers)
     table = per_example_table(dyn, late_fraction=late_fraction, include_ci=include_ci, rules=rules)
     table = _text_columns(_global_gold_label(table, _label_names(plan)), dyn.examples, plan.text_columns)
     correct = dyn.correct
@@ -320,6 +323,16 @@ def analyze_shard(plan: ShardPlan, lo: int, hi: int, *, late_fraction: float = 0
             n, counts, acc = group_sums(codes, len(names), cat_codes, correct)
             groups[key] = GroupPart(names, codes, n, acc, counts)
     return ShardResult(lo, hi, dyn.steps, table, groups, id_hashes(dyn.examples["example_id"]))
+
+
+_THREAD = threading.local()
+
+
+def _analyze_in_thread(plan: ShardPlan, lo: int, hi: int, **kw: Any) -> ShardResult:
+    """:func:`analyze_shard` with this worker thread's dense buffers (freed with the pool's threads)."""
+    if not hasattr(_THREAD, "buffers"):
+        _THREAD.buffers = {}
+    return analyze_shard(plan, lo, hi, buffers=_THREAD.buffers, **kw)
 
 
 # ------------------------------------------------------------------------------------------- merging
@@ -525,7 +538,7 @@ def stream_analysis(
         def submit() -> None:
             b = next(todo, None)
             if b is not None:
-                pending.append(pool.submit(analyze_shard, plan, b[0], b[1], late_fraction=late_fraction,
+                pending.append(pool.submit(_analyze_in_thread, plan, b[0], b[1], late_fraction=late_fraction,
                                            include_ci=include_ci, rules=rules))
 
         for _ in range(n_workers):

@@ -371,17 +371,36 @@ def _step_from_statistics(reads: list[tuple[PartIndex, np.ndarray]], ckpt: int, 
     return int(st[0])
 
 
-def read_shard(plan: ShardPlan, lo: int, hi: int) -> Dynamics:
+REUSED_COLUMNS = ("p_gold", "margin", "loss")
+"""Dense float columns :func:`read_shard` can fill into the buffers of a previous shard."""
+
+
+def _dense(e: int, m: int, dtype: type, buffers: dict[str, np.ndarray] | None, name: str) -> np.ndarray:
+    """An (e, m) C-ordered array: fresh, or the first ``e * m`` values of a reused flat buffer (same layout)."""
+    if buffers is None:
+        return np.empty((e, m), dtype)
+    buf = buffers.get(name)
+    if buf is None or buf.size < e * m or buf.dtype != dtype:
+        buf = buffers[name] = np.empty(e * m, dtype)
+    return buf[:e * m].reshape(e, m)
+
+
+def read_shard(plan: ShardPlan, lo: int, hi: int, *, buffers: dict[str, np.ndarray] | None = None) -> Dynamics:
     """Validated dense dynamics of examples ``lo .. hi`` (a pure function of the files and the range).
 
     The arrays have the same layout as :func:`soi.store.load_dynamics` (checkpoint-major, exposed as (N, E)
     views), so every per-example kernel gives bit-identical values on a shard and on the whole run.
+
+    ``buffers`` (a dict kept by the caller between shards): the :data:`REUSED_COLUMNS` arrays are filled into the
+    previous call's memory instead of fresh pages (touching fresh memory is a large part of the cost of a shard:
+    the kernel zeroes every new page), so the previous shard's ``p_gold`` / ``margin`` / ``loss`` are
+    overwritten -- pass it only when nothing holds them any more (the per-example kernels return new arrays).
     """
     examples, n_labels = _examples_range(plan, lo, hi)
     gold = to_numpy(examples["gold"]).astype(np.int16)
     m, e = hi - lo, plan.n_checkpoints
-    dense = {"pred": np.empty((e, m), np.int16), "p_gold": np.empty((e, m), np.float32),
-             "margin": np.empty((e, m), np.float32), "loss": np.empty((e, m), np.float32)}
+    dense = {"pred": np.empty((e, m), np.int16),
+             **{name: _dense(e, m, np.float32, buffers, name) for name in REUSED_COLUMNS}}
     assert tuple(dense) == DENSE_COLUMNS
     steps = np.empty(e, np.int64)
     for j, ckpt in enumerate(plan.checkpoints):
