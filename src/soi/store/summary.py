@@ -247,6 +247,9 @@ class PairedTestSet(TypedDict):
     hi: NotRequired[float]
     level: NotRequired[float]
     significant: NotRequired[bool]
+    p_value: NotRequired[float]
+    test: NotRequired[str]
+    ci_over: NotRequired[str]
     mcnemar_p: NotRequired[float]
     mcnemar_p_per_seed: NotRequired[list[float]]
 
@@ -285,6 +288,7 @@ class DataMatchedEffect(TypedDict):
     lo: float | None
     hi: float | None
     significant: bool | None
+    p_value: NotRequired[float | None]
     mcnemar_p: float | None
 
 

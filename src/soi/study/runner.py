@@ -408,6 +408,7 @@ def comparison_entry(stats: dict[str, Any], a: str, b: str, path: Path, *, top: 
         test_set[key] = {"data": "test set", "n_items": t["n_items"], "accuracy_a": t["accuracy_a"]["mean"],
                          "accuracy_b": t["accuracy_b"]["mean"], "difference": d["observed"], "lo": d["lo"],
                          "hi": d["hi"], "level": d["level"], "significant": d["significant"],
+                         "p_value": d.get("p_value"), "test": d.get("test"), "ci_over": d.get("ci_over"),
                          "mcnemar_p": mc["combined"]["p_value"],
                          "mcnemar_p_per_seed": [m["p_value"] for m in mc["per_seed"]], "note": t.get("note")}
     run_a, run_b = stats.get("run_a") or {}, stats.get("run_b") or {}
@@ -442,10 +443,10 @@ def _data_matched(config: StudyConfig, runs: dict[str, Any], comparisons: list[d
                 acc_x, acc_y = runs[x]["eval"][key]["accuracy"]["mean"], runs[y]["eval"][key]["accuracy"]["mean"]
                 row = {"effect": effect, "a": x, "b": y, "eval_set": key, "kind": runs[x]["eval"][key]["kind"],
                        "data": "test set", "accuracy_a": acc_x, "accuracy_b": acc_y, "difference": acc_y - acc_x,
-                       "lo": None, "hi": None, "significant": None, "mcnemar_p": None}
+                       "lo": None, "hi": None, "significant": None, "p_value": None, "mcnemar_p": None}
                 ts = (comp or {}).get("test_set", {}).get(key)
                 if ts is not None and "difference" in ts:
-                    row |= {k: ts[k] for k in ("lo", "hi", "significant", "mcnemar_p")}
+                    row |= {k: ts.get(k) for k in ("lo", "hi", "significant", "p_value", "mcnemar_p")}
                 entry["effects"].append(row)
         out.append(entry)
     return out
@@ -623,6 +624,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     """Rich tables: eval metrics, overall SOI shares, comparisons."""
     from rich.table import Table
 
+    from soi.analysis.paired import ci_label
+
     pm = "\u00b1"
     table = Table(title=f"{summary['study']}: evaluation (mean {pm} std over seeds {summary['seeds']})")
     for col in ("run", "setting", "eval set", "kind", "n", "accuracy", "macro-F1"):
@@ -663,17 +666,21 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
                               f"{g['accuracy_a']:.3f} \u2192 {g['accuracy_b']:.3f}", f"{g['mcnemar_p']:.2g}",
                               "n/a" if p is None else f"{p:.2g}", sig or ("-" if p is not None else "too few seeds"))
         console.print(table)
-        table = Table(title="paired test-set differences (test data; CI over items and seeds)")
-        for col in ("a \u2192 b", "eval set", "n", "acc a \u2192 b", "difference", "CI", "McNemar p"):
+        table = Table(title="paired test-set differences (test data; p: the seed-aware test with >= 2 seeds per side, "
+                               "McNemar with 1; * p <= alpha)")
+        for col in ("a \u2192 b", "eval set", "n", "acc a \u2192 b", "difference", "CI", "p (test)",
+                    "McNemar p (item-level)"):
             table.add_column(col)
         for comp in summary["comparisons"]:
             for key, t in (comp.get("test_set") or {}).items():
                 if t.get("difference") is None:
                     continue
+                p = t.get("p_value")
                 table.add_row(f"{comp['a']} \u2192 {comp['b']}", key, str(t["n_items"]),
                               f"{t['accuracy_a']:.3f} \u2192 {t['accuracy_b']:.3f}",
                               f"{100 * t['difference']:+.1f}pp{'*' if t['significant'] else ''}",
-                              f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}]", f"{t['mcnemar_p']:.2g}")
+                              f"[{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}] {ci_label(t.get('ci_over'))}",
+                              "n/a" if p is None else f"{p:.2g} ({t.get('test')})", f"{t['mcnemar_p']:.2g}")
         console.print(table)
     from soi.study.transfer_stats import print_transfer_stats
 

@@ -699,8 +699,10 @@
   function testSet() {
     const s = section("test-set", "Test-set differences",
       "Data: test set — held-out eval items predicted by the trained models (seed-*/eval/<key>.parquet), not the training dynamics above. " +
-      "Accuracy difference B − A (seed means) with a paired bootstrap interval over items and seeds, and McNemar's test per seed pair and " +
-      "combined over the seed pairs.");
+      "Accuracy difference B − A (seed means) with its interval and p-value: with ≥ 2 seeds per side a t-test over seeds and items " +
+      "(a seed's luck, shared by all its items, counts as noise; \"CI over items and seeds\"), with 1 seed per side McNemar's test " +
+      "(\"1 seed: CI over items only\"). Red / \"yes\": p ≤ alpha. McNemar per seed pair is descriptive; the clustered McNemar over the " +
+      "seed pairs is item-level (conditional on these seeds) and is not the flag.");
     const comps = D.comparisons.filter((c) => c.test_set && c.test_set.length);
     if (!comps.length) {
       s.append(el("p", {cls: "empty-note", text: "No paired test-set statistics: the compared runs have no per-item eval predictions (seed-*/eval/<key>.parquet)."}));
@@ -710,22 +712,32 @@
       s.append(el("h3", {text: c.a + " → " + c.b + (c.seed !== null && c.seed !== undefined ? " · seed " + c.seed : "")}));
       s.append(testSetForest(c));
       const lvl = Math.round(100 * ((c.test_set[0] && c.test_set[0].level) || c.level || 0.95));
-      s.append(table(["eval set", "data", "items", "seed pairs", "acc. A", "acc. B", "B − A", lvl + "% CI", "CI excl. 0",
-        "McNemar p", "p per seed pair"], c.test_set.map((t) => ({cls: t.significant ? "sig" : null,
+      s.append(table(["eval set", "data", "items", "seed pairs", "acc. A", "acc. B", "B − A", lvl + "% CI", "significant",
+        "CI over", "p", "test", "McNemar p (item-level)", "p per seed pair"], c.test_set.map((t) => ({cls: t.significant ? "sig" : null,
         cells: [t.key, t.data, t.n_items, t.mcnemar_pairs === null || t.mcnemar_pairs === undefined ? t.mcnemar_per_seed.length : t.mcnemar_pairs,
           fmtOpt(t.accuracy_a), fmtOpt(t.accuracy_b), t.difference === null || t.difference === undefined ? "–" : pp(t.difference),
-          t.lo === null || t.lo === undefined ? "–" : "[" + pp(t.lo) + ", " + pp(t.hi) + "]", t.significant ? "yes" : "", pfmt(t.mcnemar_p),
-          t.mcnemar_per_seed.map((m) => pfmt(m.p_value)).join(", ") || "–"]})), {num: [2, 3, 4, 5, 6, 9], id: "test-set-table"}));
+          t.lo === null || t.lo === undefined ? "–" : "[" + pp(t.lo) + ", " + pp(t.hi) + "]", t.significant ? "yes" : "",
+          ciLabel(t.ci_over), t.p_value === null || t.p_value === undefined ? "–" : pfmt(t.p_value), t.test || "–", pfmt(t.mcnemar_p),
+          t.mcnemar_per_seed.map((m) => pfmt(m.p_value)).join(", ") || "–"]})), {num: [2, 3, 4, 5, 6, 10, 12], id: "test-set-table"}));
       const notes = c.test_set.filter((t) => t.note).map((t) => t.key + ": " + t.note);
       for (const n of notes) s.append(el("p", {cls: "small", text: n}));
     }
     return s;
   }
+  function ciLabel(over) {
+    // soi.analysis.paired.ci_label
+    if (over === null || over === undefined) return "–";
+    if (over === "items and seeds") return "CI over items and seeds";
+    if (over.indexOf("per side") >= 0) return "1 seed: CI over items only";
+    if (over.indexOf("on side") >= 0) return "1 seed on side " + over.replace(/\)$/, "").slice(-1) + ": CI over items only";
+    return "CI over items only (no seed-to-seed spread)";
+  }
   function testSetForest(c) {
     const items = c.test_set.filter((t) => t.difference !== null && t.difference !== undefined);
     const fig = figure("test-set", c.a + " → " + c.b + ": accuracy difference on test data (B − A, " +
       Math.round(100 * ((items[0] && items[0].level) || c.level || 0.95)) + "% CI)");
-    const rowH = 24, left = 300, W = 380, top = 6, H = Math.max(1, items.length) * rowH;
+    const oneSeed = items.some((t) => t.ci_over && t.ci_over !== "items and seeds");
+    const rowH = 24, left = oneSeed ? 470 : 300, W = 380, top = 6, H = Math.max(1, items.length) * rowH;
     let lo = 0, hi = 0;
     for (const t of items) { lo = Math.min(lo, t.lo === null ? t.difference : t.lo); hi = Math.max(hi, t.hi === null ? t.difference : t.hi); }
     const pad = Math.max(0.005, (hi - lo) * 0.1);
@@ -739,10 +751,12 @@
     }
     items.forEach((t, i) => {
       const cy = top + i * rowH + rowH / 2, col = t.significant ? "#cf222e" : "#0969da";
-      svg.append(svgText(left - 6, cy + 4, t.key + " · test set, n = " + t.n_items + " items", {"text-anchor": "end"}));
+      svg.append(svgText(left - 6, cy + 4, t.key + " · test set, n = " + t.n_items + " items" +
+        (t.ci_over && t.ci_over !== "items and seeds" ? " (" + ciLabel(t.ci_over) + ")" : ""), {"text-anchor": "end"}));
       if (t.lo !== null && t.lo !== undefined) svg.append(sv("line", {x1: x(t.lo), x2: x(t.hi), y1: cy, y2: cy, stroke: col, "stroke-width": 2}));
       svg.append(titled(sv("rect", {x: x(t.difference) - 4, y: cy - 4, width: 8, height: 8, fill: col}),
-        t.key + " (test set): " + pp(t.difference) + (t.lo !== null && t.lo !== undefined ? " [" + pp(t.lo) + ", " + pp(t.hi) + "]" : "")));
+        t.key + " (test set): " + pp(t.difference) + (t.lo !== null && t.lo !== undefined ? " [" + pp(t.lo) + ", " + pp(t.hi) + "] " +
+          ciLabel(t.ci_over) : "") + (t.p_value !== null && t.p_value !== undefined ? ", p = " + pfmt(t.p_value) + " (" + t.test + ")" : "")));
     });
     fig.append(svg);
     return fig;
