@@ -63,7 +63,8 @@ def compare(
     late_fraction: Annotated[float, typer.Option(
         "--late-fraction", help="learned_early if first correct at checkpoint k <= ceil(f*E).")] = 0.5,
     n_boot: Annotated[int, typer.Option(
-        "--n-boot", help="Bootstrap replicates (share changes of single runs, test-set accuracy difference).")] = 2000,
+        "--n-boot", help="Bootstrap replicates (share changes of single runs; the descriptive test-set bootstrap).")]
+        = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstraps and example buckets.")] = 0,
     alpha: Annotated[float, typer.Option("--alpha", help="Level of every significance flag (intervals 1-alpha).")]
     = 0.05,
