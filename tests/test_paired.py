@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import expit, stdtr
 from scipy.stats import ttest_1samp, ttest_ind
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
@@ -317,3 +319,22 @@ def test_findings_and_tables_name_the_test_and_what_the_ci_covers() -> None:
     assert "McNemar (chi2) p = 0.01, significant" in one
     [row] = test_set_rows(summary("items and seeds", "seeds and items t"))  # type: ignore[arg-type]
     assert (row["ci_over"], row["p_value"], row["mcnemar_p_item_level"]) == ("items and seeds", 0.01, 0.001)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 4), st.integers(2, 4), st.integers(5, 60))
+def test_two_way_t_symmetries(seed: int, s_a: int, s_b: int, n: int) -> None:
+    """Swapping the sides negates D and keeps p; reordering items or a side's seeds changes nothing."""
+    a, b = simulate_paired_eval(1, seeds_a=s_a, seeds_b=s_b, n=n, seed_sd=0.3, shift=0.2, seed=seed)
+    a, b = a[0], b[0]
+    ref = two_way_t(a, b)
+    swapped = two_way_t(b, a)
+    assert float(swapped["observed"]) == pytest.approx(-float(ref["observed"]), abs=1e-12)
+    for k in ("p_value", "se", "df"):
+        assert float(swapped[k]) == pytest.approx(float(ref[k]))
+    rng = np.random.default_rng(seed)
+    items = rng.permutation(n)
+    shuffled = two_way_t(a[rng.permutation(s_a)][:, items], b[rng.permutation(s_b)][:, items])
+    for k in ("observed", "p_value", "se", "df"):
+        assert float(shuffled[k]) == pytest.approx(float(ref[k]), abs=1e-12)
+    assert 0.0 <= float(ref["p_value"]) <= 1.0 and float(ref["df"]) >= 1.0
