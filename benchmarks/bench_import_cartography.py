@@ -7,7 +7,11 @@ then times, in the same run on the same page-cache-warm files:
 * ``soi_import_s`` -- wall time of the whole ``python -m soi.cli.main import cartography SRC RUN`` process
   (interpreter start, imports, parsing, validation, metrics rows, Parquet writing), best of ``--repeat``;
 * ``cartography_reader_s`` -- ``read_training_dynamics`` of tests/cartography_ref.py (cartography's
-  reader: ``json.loads`` per line into a dict keyed by guid), in this process, best of ``--repeat``.
+  reader: ``json.loads`` per line into a dict keyed by guid), the call itself in a fresh process, best of
+  ``--repeat``.
+
+Each side also has its CPU seconds (user + system) and peak RSS (``*_cpu_s``, ``*_peak_rss_mb``: the run with
+the best wall time), measured by benchmarks/harness.py.
 
 Prints one JSON object. Usage::
 
@@ -18,13 +22,10 @@ Prints one JSON object. Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from harness import machine, run_command, run_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cartography_ref import read_training_dynamics
@@ -50,6 +53,11 @@ def generate(model_dir: Path, n: int, epochs: int, classes: int, seed: int) -> N
         order = rng.permutation(n)
         frame = pd.DataFrame({"guid": order, f"logits_epoch_{e}": list(z[order]), "gold": gold[order]})
         frame.to_json(folder / f"dynamics_epoch_{e}.jsonl", lines=True, orient="records")
+
+
+def reference_read(model: Path) -> int:
+    """Examples read by cartography's reader (run in its own process by :func:`harness.run_function`)."""
+    return len(read_training_dynamics(model))
 
 
 def dir_bytes(folder: Path) -> int:
@@ -74,57 +82,47 @@ def main() -> None:
         generate_s = time.perf_counter() - t
         src_bytes = dir_bytes(model / "training_dynamics")
 
-        soi_times: list[float] = []
-        cart_times: list[float] = []
+        soi_runs, cart_runs = [], []
         run = root / "run"
         for _ in range(args.repeat):  # interleaved, so both sides see the same machine load
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "soi.cli.main", "import", "cartography", str(model), str(run)]
             os.sync()  # flush earlier writes so their writeback is not timed here
-            t = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            soi_times.append(time.perf_counter() - t)
-            if proc.returncode != 0:
-                sys.exit(f"soi import failed ({proc.returncode}): {proc.stderr.strip()}")
-            gc.collect()
+            soi_runs.append(run_command(cmd, capture=True))
             os.sync()
-            t = time.perf_counter()
-            dynamics = read_training_dynamics(model)
-            cart_times.append(time.perf_counter() - t)
-            if len(dynamics) != args.n:
-                sys.exit(f"reference reader found {len(dynamics)} examples, expected {args.n}")
-            del dynamics
-            gc.collect()
+            cart_runs.append(run_function(reference_read, model))
+            if cart_runs[-1].value != args.n:
+                sys.exit(f"reference reader found {cart_runs[-1].value} examples, expected {args.n}")
 
         dyn_bytes = dir_bytes(run / "dynamics")
         lean = root / "run-no-logits"
-        cmd = [sys.executable, "-m", "soi.cli.main", "import", "cartography", str(model), str(lean),
-               "--no-keep-logits"]
-        t = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True)
-        lean_s = time.perf_counter() - t
+        lean_run = run_command([sys.executable, "-m", "soi.cli.main", "import", "cartography", str(model), str(lean),
+                                "--no-keep-logits"])
         checkpoints = args.n * args.epochs
-        soi_s, cart_s = min(soi_times), min(cart_times)
+        soi_best, cart_best = min(soi_runs, key=lambda r: r.wall_s), min(cart_runs, key=lambda r: r.wall_s)
+        soi_s, cart_s = soi_best.wall_s, cart_best.wall_s
         print(json.dumps({
             "n": args.n,
             "epochs": args.epochs,
             "classes": args.classes,
             "soi_import_s": round(soi_s, 3),
-            "soi_import_median_s": round(statistics.median(soi_times), 3),
+            "soi_import_median_s": round(statistics.median(r.wall_s for r in soi_runs), 3),
+            "soi_import_cpu_s": round(soi_best.cpu_s, 3),
+            "soi_import_peak_rss_mb": round(soi_best.peak_rss_mb, 1),
             "cartography_reader_s": round(cart_s, 3),
+            "cartography_reader_cpu_s": round(cart_best.cpu_s, 3),
+            "cartography_reader_peak_rss_mb": round(cart_best.peak_rss_mb, 1),
             "speedup": round(cart_s / soi_s, 2),
             "bytes_per_example_checkpoint": round(dyn_bytes / checkpoints, 2),
             "bytes_per_example_checkpoint_no_logits": round(dir_bytes(lean / "dynamics") / checkpoints, 2),
-            "soi_import_no_logits_s": round(lean_s, 3),
+            "soi_import_no_logits_s": round(lean_run.wall_s, 3),
             "source_bytes_per_example_checkpoint": round(src_bytes / checkpoints, 2),
             "run_dir_bytes": dir_bytes(run),
-            "soi_import_runs_s": [round(x, 3) for x in soi_times],
-            "cartography_reader_runs_s": [round(x, 3) for x in cart_times],
+            "soi_import_runs_s": [round(r.wall_s, 3) for r in soi_runs],
+            "cartography_reader_runs_s": [round(r.wall_s, 3) for r in cart_runs],
             "generate_s": round(generate_s, 1),
-            "soi_summary": proc.stdout.strip(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+            "soi_summary": soi_runs[-1].value.strip(),
+            **machine(),
         }))
     finally:
         shutil.rmtree(root, ignore_errors=True)

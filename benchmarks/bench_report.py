@@ -7,7 +7,8 @@ Prints one JSON object. Usage::
     python benchmarks/bench_report.py --n 16000 --seeds 3  # seed sets: 2 settings x 3 seeds x 16,000, one compare
 
 Build: ``write_report`` on one analysed simulated run (3 tasks x 2 languages, no text), median of
-``--repeats`` builds without figures, plus one build with the PNG figures. Browser (when chromium and
+``--repeats`` builds without figures, plus one build with the PNG figures; each build is a call in a fresh process
+(benchmarks/harness.py: the call's wall and CPU seconds, the process's peak RSS). Browser (when chromium and
 Playwright are found, as in tests/test_report_browser.py): navigation start to the page's "rendered" mark
 (``window.__soiReport.readyAt``: JSON parsed, columns decoded, every section drawn), median of
 ``--browser-repeats`` fresh page loads, and the time of three interactions on all N examples.
@@ -23,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness import machine, run_function
 
 
 def find_chromium() -> str | None:
@@ -59,6 +59,20 @@ INTERACT = """() => {
   t.matching = +document.getElementById('browser-count').dataset.count;
   return t;
 }"""
+
+
+def build(run: str, out: str | None, figures: bool) -> str:
+    """``write_report`` of ``run`` (timed in its own process by :func:`harness.run_function`); the HTML's path."""
+    from soi.report import write_report
+
+    return str(write_report(run, out, figures=figures))
+
+
+def compare(a: str, b: str, out: str) -> None:
+    """``compare_runs`` of two seed folders, without heatmaps (timed in its own process)."""
+    from soi.analysis.compare import compare_runs
+
+    compare_runs(a, b, out, heatmaps=False)
 
 
 def browser_figures(html: Path, repeats: int) -> dict:
@@ -101,9 +115,7 @@ def main() -> None:
 
     import numpy as np
 
-    from soi.analysis.compare import compare_runs
     from soi.analysis.per_example import analyze_run
-    from soi.report import write_report
     from soi.simulate import simulate_run, simulate_seed_folder
 
     groups = {"task": ["a", "b", "c"], "language": ["en", "de"]}
@@ -120,34 +132,34 @@ def main() -> None:
                                               classes=3, groups=groups, run_effect=0.1, **kw)
                 for sd in seeds:
                     analyze_run(folder / f"seed-{sd}")
-            t0 = time.perf_counter()
-            compare_runs(run / "runs" / "single", run / "runs" / "multi", run / "compare" / "single__vs__multi",
-                         heatmaps=False)
-            extra = {"seeds": args.seeds, "compare_s": round(time.perf_counter() - t0, 3)}
+            done = run_function(compare, str(run / "runs" / "single"), str(run / "runs" / "multi"),
+                                str(run / "compare" / "single__vs__multi"))
+            extra = {"seeds": args.seeds, "compare_s": round(done.wall_s, 3), "compare_cpu_s": round(done.cpu_s, 3),
+                     "compare_peak_rss_mb": round(done.peak_rss_mb, 1)}
         else:
             run = simulate_run(Path(tmp) / "run", n=args.n, checkpoints=args.checkpoints, classes=3, seed=0,
                                groups=groups)
             analyze_run(run)
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            html = write_report(run, figures=False)
-            times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        write_report(run, Path(tmp) / "with-figures" / "report.html", figures=True)
-        with_figures = time.perf_counter() - t0
+        builds = [run_function(build, str(run), None, False) for _ in range(args.repeats)]
+        html = Path(builds[-1].value)
+        with_figures = run_function(build, str(run), str(Path(tmp) / "with-figures" / "report.html"), True)
         size = html.stat().st_size
         n_examples = args.n * (2 * args.seeds if args.seeds > 1 else 1)
         result = {
             "benchmark": "report", "n": args.n, "checkpoints": args.checkpoints, **extra,
-            "build_s": round(statistics.median(times), 3), "build_s_all": [round(x, 3) for x in times],
-            "build_with_figures_s": round(with_figures, 3),
+            "build_s": round(statistics.median(b.wall_s for b in builds), 3),
+            "build_s_all": [round(b.wall_s, 3) for b in builds],
+            "build_cpu_s": round(statistics.median(b.cpu_s for b in builds), 3),
+            "build_peak_rss_mb": round(max(b.peak_rss_mb for b in builds), 1),
+            "build_with_figures_s": round(with_figures.wall_s, 3),
+            "build_with_figures_cpu_s": round(with_figures.cpu_s, 3),
+            "build_with_figures_peak_rss_mb": round(with_figures.peak_rss_mb, 1),
             "html_bytes": size, "html_mb": round(size / 1e6, 2), "bytes_per_example": round(size / n_examples, 1),
         }
         result |= browser_figures(html, args.browser_repeats)
         if args.keep:
             shutil.copyfile(html, args.keep)
-    result |= {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": sys.platform}
+    result |= machine()
     print(json.dumps(result))
 
 

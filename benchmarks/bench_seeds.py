@@ -7,7 +7,8 @@ Prints one JSON object. Usage::
 
 Targets (issue 11): the whole `soi compare A B --out` process, including the reseeding null, its tests
 and the heatmaps, <= 15 s and peak RSS <= 3 GB; the whole `soi analyze SEEDS_DIR` (consensus) <= 10 s.
-Wall time and CPU seconds (user + system, less sensitive to other load on the machine) are reported.
+Wall time, CPU seconds (user + system, less sensitive to other load on the machine) and peak RSS of each
+process are reported (benchmarks/harness.py).
 Both are measured twice, side by side: without cached per-seed analyses (every seed's dynamics analysed
 in the process) and with them (each seed's ``analysis/per_example.parquet`` written by `soi analyze
 RUN_DIR`, as `soi run` does, and reused when fresh).
@@ -17,37 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def run_process(cmd: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
-
-
-def measure(cmd: list[str], repeats: int) -> dict[str, float]:
-    walls, rss, cpu = [], [], []
-    for _ in range(repeats):
-        w, r, c = run_process(cmd)
-        walls.append(w)
-        rss.append(r)
-        cpu.append(c)
-    return {"median_s": round(statistics.median(walls), 3), "min_s": round(min(walls), 3),
-            "cpu_s_median": round(statistics.median(cpu), 3), "peak_rss_mb": round(max(rss), 1)}
+from harness import machine, repeat_command, run_command
 
 
 def main() -> None:
@@ -87,12 +64,14 @@ def main() -> None:
                 shutil.rmtree(folder / "analysis", ignore_errors=True)
 
         clear_caches()
-        run_process(compare)  # warm the page cache
-        uncached = {"compare": measure(compare, args.repeats), "consensus": measure(consensus, args.repeats)}
+        run_command(compare)  # warm the page cache
+        uncached = {"compare": repeat_command(compare, args.repeats),
+                    "consensus": repeat_command(consensus, args.repeats)}
         for folder in (a, b):  # per-seed analyses, as soi run writes them
             for s in seeds:
-                run_process([soi_bin, "analyze", str(folder / f"seed-{s}"), "--quiet"])
-        cached = {"compare": measure(compare, args.repeats), "consensus": measure(consensus, args.repeats)}
+                run_command([soi_bin, "analyze", str(folder / f"seed-{s}"), "--quiet"])
+        cached = {"compare": repeat_command(compare, args.repeats),
+                  "consensus": repeat_command(consensus, args.repeats)}
         stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
         overall = stats["groups"][0]
         result = {
@@ -105,9 +84,7 @@ def main() -> None:
             "overall_seed_null_p": overall["seed_null"]["overall"]["p_value"],
             "overall_significant_cells": len(overall["seed_null"]["significant_cells"]),
             "repeats": args.repeats,
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(),
+            **machine(),
         }
         print(json.dumps(result, indent=2))
     finally:
