@@ -275,6 +275,13 @@ def test_k_grid_transfer_stats(ml_study: tuple[Path, dict]) -> None:
     fa8 = next(r for r in rows if r["language"] == "fa" and r["k"] == "8")
     assert float(fa8["gain_lo"]) == pytest.approx(st["languages"]["fa"]["gain"]["8"]["lo"])
     assert (out / "tables" / "transfer_trend.csv").is_file()
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "## Transfer: gain over k = 0 with its interval over test items and seeds (test data)" in md
+    assert f"| en+fa | fa | seen | 8 | {float(fa8['score']):.3f} | {float(fa8['gain']):.3f} |" in md
+    from soi.study.tables import rebuild_tables
+
+    (out / "tables" / "transfer_stats.csv").unlink()
+    assert rebuild_tables(out)["transfer_stats"].read_text(encoding="utf-8").count("\n") == len(rows) + 1
     console = Console(record=True, width=200)
     print_summary(summary, console)
     text = " ".join(console.export_text().split())

@@ -577,10 +577,8 @@ class ClassificationStudy(StudyAdapter):
             summary["two_stage"] = run_two_stage(self.config, self.layout.out, self.data, self.model_path,
                                                  progress=self.progress, console=self.console)
         from soi.study.tables import write_tables
-        from soi.study.transfer_stats import write_transfer_tables
 
-        write_tables(summary, self.layout.out)
-        write_transfer_tables(summary.get("transfer_stats") or {}, self.layout.out)
+        write_tables(summary, self.layout.out)  # with tables/transfer_stats.csv, transfer_trend.csv
 
     def print_summary(self, summary: Mapping[str, Any]) -> None:
         print_summary(dict(summary), self.console)

@@ -180,14 +180,21 @@ def _markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def write_tables(summary: ClassificationSummary, out: str | Path) -> dict[str, Path]:
     """Write ``tables/eval.csv``, ``tables/soi_shares.csv``, ``tables/comparisons.csv``, ``tables/test_set.csv``,
-    ``tables/data_matched.csv`` (studies with ``match_size`` runs) and ``summary.md`` under ``out``; returns the
-    paths by name. A summary that does not fit the schema is a one-line error naming the field."""
+    ``tables/data_matched.csv`` (studies with ``match_size`` runs), ``tables/transfer_stats.csv`` and
+    ``tables/transfer_trend.csv`` (studies with a ``k_grid``; :mod:`soi.study.transfer_stats`) and ``summary.md``
+    under ``out``; returns the paths by name. A summary that does not fit the schema is a one-line error naming the
+    field."""
     validate_summary(summary, path=StudyLayout(out).summary)
     layout = StudyLayout(out)
     tables = {"eval": list(eval_rows(summary)), "soi_shares": list(share_rows(summary)),
               "comparisons": list(comparison_rows(summary)), "test_set": list(test_set_rows(summary))}
     if summary.get("data_matched"):
         tables["data_matched"] = list(data_matched_rows(summary))
+    if summary.get("transfer_stats"):
+        from soi.study.transfer_stats import stats_rows, trend_rows
+
+        tables["transfer_stats"] = stats_rows(summary["transfer_stats"])
+        tables["transfer_trend"] = trend_rows(summary["transfer_stats"])
     paths = {}
     for name, rows in tables.items():
         paths[name] = layout.table(name)
@@ -210,6 +217,11 @@ def write_tables(summary: ClassificationSummary, out: str | Path) -> dict[str, P
     if "data_matched" in tables:
         md.append(_markdown("Data-matched controls: pooling at equal data vs more data (test data)",
                             tables["data_matched"]))
+    if "transfer_stats" in tables:
+        cols = ("key", "language", "group", "k", "score", "gain", "gain_lo", "gain_hi", "significant", "level",
+                "seeds")
+        md.append(_markdown("Transfer: gain over k = 0 with its interval over test items and seeds (test data)",
+                            [{c: r[c] for c in cols} for r in tables["transfer_stats"] if r["k"] != 0]))
     paths["markdown"] = layout.summary_md
     write_text(paths["markdown"], "\n".join(md))
     return paths
