@@ -32,6 +32,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from shared_data import SHARED
 from soi.model import resolve_model
 from soi.record import SoiRecording, SoiTrainer
 
@@ -44,8 +45,8 @@ needs_accelerate = pytest.mark.skipif(ACCELERATE is None, reason="accelerate CLI
 
 
 def data_dir() -> Path:
-    env = os.environ.get("SOI_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    """The shared offline data (tests/shared_data.py)."""
+    return SHARED
 
 
 def run_process(cmd: list[str], log: Path, *, timeout: float, expect_kill: bool = False) -> None:
@@ -84,6 +85,18 @@ def tiny_encoder(path: str | Path, seed: int = 0) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer().save_pretrained(path)
     return str(path)
+
+
+def sentiment_study(model: str, name: str, sizes: dict[str, tuple[int | None, int]], runs: list[dict[str, Any]], *,
+                    train: dict[str, Any], seeds: list[int] | None = None, data_seed: int = 3,
+                    **fields: Any) -> dict[str, Any]:
+    """A study.yaml dict of the tiny classification studies on the shared SST-2 / MR / CR (task ``sentiment``,
+    ``max_length`` 32): ``sizes`` maps each dataset to ``(n_train or None, n_eval)``; ``fields`` adds top-level keys
+    (``eval``, ``compare``, ``two_stage``, ...)."""
+    datasets = {d: {"name": d, "task": "sentiment", **({} if n_train is None else {"n_train": n_train}),
+                    "n_eval": n_eval} for d, (n_train, n_eval) in sizes.items()}
+    return {"name": name, "model": model, "data_dir": str(data_dir()), "seeds": [0] if seeds is None else seeds,
+            "data_seed": data_seed, "max_length": 32, "train": train, "datasets": datasets, "runs": runs, **fields}
 
 
 def study_error(tmp_path: Path, data: dict[str, Any]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared_data import SHARED, needs_dataset
 from soi.data import (
     REGISTRY,
     DataSpec,
@@ -32,9 +32,7 @@ from soi.data.registry import HUB_ONLY
 from soi.errors import SoiError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
-needs_shared = pytest.mark.skipif(not (SHARED / "sst2" / "info.json").is_file(),
-                                  reason=f"shared data not found at {SHARED} (set SOI_DATA_DIR)")
+needs_shared = needs_dataset("sst2")
 ALL = sorted(n for n in REGISTRY if n not in HUB_ONLY)  # the datasets with a shared local copy
 
 

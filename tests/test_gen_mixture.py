@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from shared_data import SHARED, needs_dataset
 from soi.errors import SoiError
 from soi.gen.mixture import (
     MixtureSpec,
@@ -21,10 +21,7 @@ from soi.gen.mixture import (
     plan_mixture,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
-needs_shared = pytest.mark.skipif(not (SHARED / "mgsm" / "info.json").is_file(),
-                                  reason=f"shared data not found at {SHARED} (set SOI_DATA_DIR)")
+needs_shared = needs_dataset("mgsm")
 LANGS = ["en", "es", "fr", "de", "ja"]
 _DUMMY = (PoolSource("x", "train"),)
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared_data import SHARED, needs_dataset
 from soi.config.generative import GenerativeStudyConfig
 from soi.errors import SoiError
 from test_gen_judge import Stub, good
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SOI_DATA_DIR") or REPO.parent / "shared" / "data")
-pytestmark = pytest.mark.skipif(not (SHARED / "mgsm" / "info.json").is_file(),
-                                reason=f"shared data not found at {SHARED} (set SOI_DATA_DIR)")
+pytestmark = needs_dataset("mgsm")
 
 
 @pytest.fixture(scope="module")

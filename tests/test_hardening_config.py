@@ -10,11 +10,12 @@ import pytest
 import yaml
 
 from hf_common import data_dir
+from shared_data import needs_dataset
 from soi.config import StudyConfig
 from soi.config.generative import GenerativeStudyConfig
 from soi.errors import SoiError
 
-pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+pytestmark = needs_dataset("sst2")
 
 BASE: dict[str, Any] = {
     "name": "t", "model": "minilm-l6", "data_dir": str(data_dir()), "seeds": [0],

@@ -4,7 +4,6 @@ and ``soi select --format hf`` (save_to_disk with provenance in its info)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
+from shared_data import SHARED, needs_dataset  # noqa: E402
 from soi.analysis import analyze_run  # noqa: E402
 from soi.data import load_split  # noqa: E402
 from soi.errors import SoiError  # noqa: E402
@@ -20,8 +20,7 @@ from soi.selection import filter_dataset, save_dataset, select  # noqa: E402
 from soi.simulate import simulate_run  # noqa: E402
 from soi.store import examples_table, read_examples, write_examples  # noqa: E402
 
-SHARED = Path(os.environ.get("SOI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_shared = pytest.mark.skipif(not (SHARED / "sst2" / "info.json").is_file(), reason="shared data missing")
+needs_shared = needs_dataset("sst2")
 
 
 @needs_shared

@@ -20,32 +20,18 @@ from soi.errors import SoiError
 from soi.store import RunMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, study_error, tiny_encoder
+from hf_common import data_dir, sentiment_study, study_error, tiny_encoder
+from shared_data import needs_dataset
 
-pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+pytestmark = needs_dataset("sst2")
 
 
 def study_dict(model: str) -> dict:
-    return {
-        "name": "tiny",
-        "model": model,
-        "data_dir": str(data_dir()),
-        "seeds": [0],
-        "data_seed": 3,
-        "max_length": 32,
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "sampling": "proportional"},
-        "datasets": {
-            "sst2": {"name": "sst2", "task": "sentiment", "n_train": 16, "n_eval": 16},
-            "mr": {"name": "mr", "task": "sentiment", "n_train": 16, "n_eval": 16},
-            "cr": {"name": "cr", "task": "sentiment", "n_eval": 16},
-        },
-        "runs": [
-            {"name": "sst2-only", "setting": "single", "train": ["sst2"]},
-            {"name": "mr-only", "setting": "single", "train": ["mr"]},
-            {"name": "sentiment-ms", "setting": "multi-source", "train": ["sst2", "mr"]},
-        ],
-        "eval": {"ood": ["cr"]},
-    }
+    return sentiment_study(model, "tiny", {"sst2": (16, 16), "mr": (16, 16), "cr": (None, 16)}, [
+        {"name": "sst2-only", "setting": "single", "train": ["sst2"]},
+        {"name": "mr-only", "setting": "single", "train": ["mr"]},
+        {"name": "sentiment-ms", "setting": "multi-source", "train": ["sst2", "mr"]},
+    ], train={"epochs": 2, "batch_size": 8, "lr": 1e-3, "sampling": "proportional"}, eval={"ood": ["cr"]})
 
 
 @pytest.fixture(scope="module")

@@ -20,34 +20,20 @@ from soi.config import StudyConfig
 from soi.errors import SoiError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, study_error, tiny_encoder
+from hf_common import data_dir, sentiment_study, study_error, tiny_encoder
+from shared_data import needs_dataset
 
-pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+pytestmark = needs_dataset("sst2")
 
 SEEDS = [0, 1, 2]
 
 
 def study_dict(model: str) -> dict:
-    return {
-        "name": "tiny-seeds",
-        "model": model,
-        "data_dir": str(data_dir()),
-        "seeds": SEEDS,
-        "data_seed": 5,
-        "max_length": 32,
-        "train": {"epochs": 3, "batch_size": 8, "lr": 1e-3},
-        "datasets": {
-            "sst2": {"name": "sst2", "task": "sentiment", "n_train": 12, "n_eval": 20},
-            "mr": {"name": "mr", "task": "sentiment", "n_train": 18, "n_eval": 16},
-            "cr": {"name": "cr", "task": "sentiment", "n_eval": 14},
-        },
-        "runs": [
-            {"name": "sst2-only", "setting": "single", "train": ["sst2"]},
-            {"name": "pooled", "setting": "multi-source", "train": ["sst2", "mr"]},
-            {"name": "pooled-matched", "setting": "multi-source", "train": ["sst2", "mr"], "match_size": "sst2-only"},
-        ],
-        "eval": {"ood": ["cr"]},
-    }
+    return sentiment_study(model, "tiny-seeds", {"sst2": (12, 20), "mr": (18, 16), "cr": (None, 14)}, [
+        {"name": "sst2-only", "setting": "single", "train": ["sst2"]},
+        {"name": "pooled", "setting": "multi-source", "train": ["sst2", "mr"]},
+        {"name": "pooled-matched", "setting": "multi-source", "train": ["sst2", "mr"], "match_size": "sst2-only"},
+    ], train={"epochs": 3, "batch_size": 8, "lr": 1e-3}, seeds=SEEDS, data_seed=5, eval={"ood": ["cr"]})
 
 
 @pytest.fixture(scope="module")

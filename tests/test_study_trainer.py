@@ -19,11 +19,11 @@ pytest.importorskip("transformers")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hf_common import ACCELERATE, data_dir, needs_accelerate, run_process, tiny_encoder  # noqa: E402
+from hf_common import ACCELERATE, needs_accelerate, run_process, sentiment_study, tiny_encoder  # noqa: E402
+from shared_data import needs_dataset  # noqa: E402
 from soi.store import load_dynamics  # noqa: E402
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), needs_dataset("sst2")]
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def study(model: str, **edits: Any) -> dict[str, Any]:
-    data = {"name": "tiny-trainer", "model": model, "data_dir": str(data_dir()), "seeds": [0], "data_seed": 3,
-            "max_length": 32, "train": {"epochs": 2, "batch_size": 4, "lr": 1e-3},
-            "datasets": {"sst2": {"name": "sst2", "task": "sentiment", "n_train": 16, "n_eval": 16}},
-            "runs": [{"name": "sst2-only", "setting": "single", "train": ["sst2"]}], "compare": []}
-    for key, value in edits.items():
-        data[key] = value
-    return data
+    return sentiment_study(model, "tiny-trainer", {"sst2": (16, 16)},
+                           [{"name": "sst2-only", "setting": "single", "train": ["sst2"]}],
+                           train={"epochs": 2, "batch_size": 4, "lr": 1e-3}, compare=[]) | edits
 
 
 def soi_run(tmp: Path, data: dict[str, Any], out: str, *, here: bool = False, **opts: Any) -> Path:

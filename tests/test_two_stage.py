@@ -36,11 +36,12 @@ from soi.study.two_stage import (
 from soi.train import evaluate, run_examples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hf_common import data_dir, study_error, tiny_encoder, tokenizer
+from hf_common import data_dir, sentiment_study, study_error, tiny_encoder, tokenizer
 from plain_loop import train
+from shared_data import needs_dataset
 from test_train import sentiment, tiny_model
 
-needs_data = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+needs_data = needs_dataset("sst2")
 
 RULE = {"name": "low-conf", "metric": "confidence", "bottom": 10}
 MOST = {"name": "most", "metric": "confidence", "bottom": 20}  # 2 * ceil(20/4) = 10 steps > an epoch of 32 rows (8)
@@ -50,26 +51,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (tests/co
 
 
 def study_dict(model: str) -> dict:
-    return {
-        "name": "tiny-two-stage",
-        "model": model,
-        "data_dir": str(data_dir()),
-        "seeds": [0],
-        "data_seed": 3,
-        "max_length": 32,
-        "train": {"epochs": 3, "batch_size": 8, "lr": 1e-3},
-        "datasets": {
-            "sst2": {"name": "sst2", "task": "sentiment", "n_train": 32, "n_eval": 16},
-            "mr": {"name": "mr", "task": "sentiment", "n_train": 16, "n_eval": 16},
-            "cr": {"name": "cr", "task": "sentiment", "n_eval": 16},
-        },
-        "runs": [{"name": "sst2-only", "setting": "single", "train": ["sst2"]},
-                 {"name": "mr-only", "setting": "single", "train": ["mr"]}],
-        "eval": {"ood": ["cr"]},
-        "compare": [],
-        "two_stage": {"from_run": "sst2-only", "rules": [dict(RULE)], "epochs": 2, "batch_size": 4, "lr": 1e-3,
-                      "seeds": [0, 1], "stage1_seed": 0},
-    }
+    return sentiment_study(model, "tiny-two-stage", {"sst2": (32, 16), "mr": (16, 16), "cr": (None, 16)},
+                           [{"name": "sst2-only", "setting": "single", "train": ["sst2"]},
+                            {"name": "mr-only", "setting": "single", "train": ["mr"]}],
+                           train={"epochs": 3, "batch_size": 8, "lr": 1e-3}, eval={"ood": ["cr"]}, compare=[],
+                           two_stage={"from_run": "sst2-only", "rules": [dict(RULE)], "epochs": 2, "batch_size": 4,
+                                      "lr": 1e-3, "seeds": [0, 1], "stage1_seed": 0})
 
 
 # ---------------------------------------------------------------------------------------------- statistics

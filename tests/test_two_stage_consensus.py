@@ -15,8 +15,9 @@ from soi.errors import SoiError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_common import data_dir
+from shared_data import needs_dataset
 
-pytestmark = pytest.mark.skipif(not (data_dir() / "sst2" / "info.json").is_file(), reason="shared data missing")
+pytestmark = needs_dataset("sst2")
 
 
 def config() -> StudyConfig:
