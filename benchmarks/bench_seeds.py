@@ -20,11 +20,10 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from harness import machine, repeat_command, run_command
+from harness import machine, repeat_command, run_command, workdir
 
 
 def main() -> None:
@@ -38,13 +37,11 @@ def main() -> None:
 
     from soi.simulate import simulate_seed_folder
 
-    tmp = None
-    workdir = args.workdir if args.workdir is not None else Path(tmp := tempfile.mkdtemp(prefix="soi-bench-seeds-"))
-    root = workdir / f"seeds-{args.seeds}x{args.n}x{args.checkpoints}"
-    a, b = root / "single", root / "multi"
     seeds = list(range(1, args.seeds + 1))
     groups = {"task": ["a", "b", "c"], "language": ["en", "fa", "de"]}
-    try:
+    with workdir(args.workdir, "soi-bench-seeds-") as folder_root:
+        root = folder_root / f"seeds-{args.seeds}x{args.n}x{args.checkpoints}"
+        a, b = root / "single", root / "multi"
         t = time.perf_counter()
         for folder, skill in ((a, 1.0), (b, 1.3)):
             todo = [s for s in seeds if not (folder / f"seed-{s}" / "run.json").is_file()]
@@ -87,9 +84,6 @@ def main() -> None:
             **machine(),
         }
         print(json.dumps(result, indent=2))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ it times one command and prints JSON::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -115,6 +118,21 @@ def summarize(runs: Sequence[Measured]) -> dict[str, Any]:
 def repeat_command(cmd: Sequence[str], repeats: int) -> dict[str, Any]:
     """:func:`summarize` of ``repeats`` runs of ``cmd``."""
     return summarize([run_command(cmd) for _ in range(repeats)])
+
+
+@contextlib.contextmanager
+def workdir(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """The benchmark's folder: ``keep`` (``--workdir``: created if missing; what is generated there stays and is
+    reused by the next run), else a new temporary folder, removed at the end."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def machine() -> dict[str, Any]:
