@@ -5,6 +5,7 @@ Prints one JSON object. Usage::
     python benchmarks/bench_stream.py                     # 10M x 10 x 3 (issue target: peak RSS <= 2 GB, >= 10M/s)
     python benchmarks/bench_stream.py --n 100000000       # 1B example-checkpoints (~12 GB of disk)
     python benchmarks/bench_stream.py --n 1000000 --skip-small
+    python benchmarks/bench_stream.py --timeline          # per-thread phase times of one in-process run
 
 The large store is generated once into ``--workdir`` (default ``/tmp/soi-bench-stream``, reused when present) with
 the chunked writers (``soi.store.shards.ChunkedExamplesWriter`` / ``ChunkedPartWriter``), chunk by chunk, with the
@@ -127,6 +128,88 @@ def disk_bytes(run: Path) -> dict[str, int]:
     return out
 
 
+def control_parallelism(threads: int = 2, seconds: float = 1.5) -> float:
+    """CPU seconds per wall second that ``threads`` GIL-free NumPy threads (``np.sort``) get right now: what the
+    machine gives one process at this moment (on a shared machine with autogrouped scheduling, ~1 while another
+    session is busy, whatever its nice level)."""
+    import threading
+
+    a = np.random.default_rng(0).random(1 << 20)
+    stop = time.perf_counter() + seconds
+
+    def spin() -> None:
+        while time.perf_counter() < stop:
+            np.sort(a)
+
+    pool = [threading.Thread(target=spin) for _ in range(threads)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+def timeline(run: Path, memory_limit: str, workers: int) -> dict:
+    """``stream_analysis`` in this process with every phase timed per thread: wall and thread-CPU seconds of
+    reading (``read_shard``: decode + validate + fill), kernels (``per_example_table``), id hashes, the main
+    thread's merge and Parquet write; the pipeline's parallelism (process CPU / wall) next to the control's."""
+    import threading
+    from collections import defaultdict
+
+    import pyarrow.parquet as pq
+
+    import soi.analysis.streaming as streaming
+
+    spans: list[tuple[str, str, float, float, float]] = []
+
+    def timed(owner, name: str, label: str):
+        real = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return real(*a, **k)
+            finally:
+                spans.append((threading.current_thread().name, label, t0, time.perf_counter(),
+                              time.thread_time() - c0))
+        return real, wrapper
+
+    patches = [(streaming, "read_shard", "read"), (streaming, "per_example_table", "kernels"),
+               (streaming, "id_hashes", "id_hashes"), (streaming.ShardMerger, "add", "merge"),
+               (pq.ParquetWriter, "write_table", "write"), (streaming, "analyze_shard", "shard")]
+    saved = []
+    for owner, name, label in patches:
+        real, wrapper = timed(owner, name, label)
+        saved.append((owner, name, real))
+        setattr(owner, name, wrapper)
+    control_before = control_parallelism(workers)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        _, info = streaming.stream_analysis(run, memory_limit=memory_limit, workers=workers)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        for owner, name, real in saved:
+            setattr(owner, name, real)
+    control_after = control_parallelism(workers)
+    phases: dict[str, dict[str, float]] = defaultdict(lambda: {"wall_s": 0.0, "thread_cpu_s": 0.0, "n": 0})
+    for thread, label, a, b, c in spans:
+        who = "main" if thread == "MainThread" else "workers"
+        x = phases[f"{who}:{label}"]
+        x["wall_s"] += b - a
+        x["thread_cpu_s"] += c
+        x["n"] += 1
+    first = min(a for _, _, a, _, _ in spans)
+    shards = sorted((round(a - first, 2), round(b - first, 2), thread.rsplit("_", 1)[-1])
+                    for thread, label, a, b, _ in spans if label == "shard")
+    return {"shards": info.n_shards, "shard_size": info.shard_size, "workers": info.workers,
+            "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2), "pipeline_parallelism": round(cpu / wall, 2),
+            "control_parallelism_before_after": [round(control_before, 2), round(control_after, 2)],
+            "phases": {k: {kk: round(vv, 2) for kk, vv in v.items()} for k, v in sorted(phases.items())},
+            "shard_spans_s": shards,
+            "note": "thread_cpu_s excludes Arrow's own decode threads (counted in process_cpu_s)"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000_000)
@@ -143,6 +226,9 @@ def main() -> None:
     ap.add_argument("--skip-small", action="store_true", help="skip the 1M side-by-side part")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/soi-bench-stream"))
     ap.add_argument("--keep", action="store_true", help="keep the generated stores (default: keep the large one)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="only time the phases of one in-process streamed analysis, per thread (and a GIL-free "
+                         "control of the CPU the machine gives now)")
     args = ap.parse_args()
 
     soi_bin = shutil.which("soi") or "soi"
@@ -153,6 +239,11 @@ def main() -> None:
         result["generate_s"] = round(generate(run, args.n, args.checkpoints, args.classes, args.chunk,
                                               procs=args.gen_procs), 1)
         print(f"generated {run} in {result['generate_s']} s", file=sys.stderr)
+    if args.timeline:
+        result |= {"n_examples": args.n, "checkpoints": args.checkpoints, "memory_limit": args.memory_limit,
+                   **timeline(run, args.memory_limit, args.workers), "load_after": os.getloadavg()}
+        print(json.dumps(result, indent=2))
+        return
     stream_cmd = [soi_bin, "analyze", str(run), "--quiet", "--memory-limit", args.memory_limit,
                   "--workers", str(args.workers)]
     walls, rss, cpu = [], [], []

@@ -16,7 +16,8 @@ thread pool (Parquet decoding and the NumPy kernels release the GIL) and are mer
 * ``example_id`` uniqueness is checked with 64-bit hashes (spilled to disk in hash buckets when they do not fit
   the memory bound) and confirmed on the ids themselves.
 
-Memory: about ``BASE_BYTES`` plus ``(workers + 1)`` shards of :func:`bytes_per_example` each, plus 16 bytes per
+Memory: about ``BASE_BYTES`` plus ``(workers + 2)`` shards of :func:`bytes_per_example` each (one shard per worker,
+one queued ahead so that no worker waits while the main thread merges and writes, one being written), plus 16 bytes per
 example for the id check (or a bucket of it), plus whatever ``keep_columns`` holds (compare / select).
 """
 
@@ -94,13 +95,19 @@ def bytes_per_example(n_checkpoints: int) -> int:
     return 24 * n_checkpoints + 200
 
 
+AHEAD = 1
+"""Shards submitted beyond one per worker: a worker that finishes while the main thread merges and writes the
+previous shard starts the next one at once instead of waiting for the main thread to hand it out."""
+
+
 def shard_size_for(memory_limit: int, n_checkpoints: int, n_examples: int, workers: int) -> int:
-    """Examples per shard so that ``workers + 1`` shards and the id check fit ``memory_limit`` bytes."""
+    """Examples per shard so that ``workers + 2`` shards in flight (:data:`AHEAD`) and the id check fit
+    ``memory_limit`` bytes."""
     ids = min(8 * n_examples, max(0, memory_limit - BASE_BYTES) // 4)
     budget = memory_limit - BASE_BYTES - ids
-    size = budget // ((workers + 1) * bytes_per_example(n_checkpoints))
+    size = budget // ((workers + AHEAD + 1) * bytes_per_example(n_checkpoints))
     if size < 1024:
-        need = BASE_BYTES + ids + 1024 * (workers + 1) * bytes_per_example(n_checkpoints)
+        need = BASE_BYTES + ids + 1024 * (workers + AHEAD + 1) * bytes_per_example(n_checkpoints)
         raise SoiError(f"memory limit {memory_limit / 2**20:.0f} MiB is too small for {workers} worker(s); "
                        f"need at least {math.ceil(need / 2**20)} MiB")
     return int(size)
@@ -541,7 +548,7 @@ def stream_analysis(
                 pending.append(pool.submit(_analyze_in_thread, plan, b[0], b[1], late_fraction=late_fraction,
                                            include_ci=include_ci, rules=rules))
 
-        for _ in range(n_workers):
+        for _ in range(n_workers + AHEAD):
             submit()
         while pending:
             res = pending.popleft().result()
