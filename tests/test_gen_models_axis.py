@@ -102,6 +102,7 @@ def test_models_axis_end_to_end(two_lms: tuple[Path, Path], tmp_path: Path) -> N
         ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         assert m["parameters"] == sum(p.numel() for p in ref.parameters())  # tied embeddings counted once
         sub = json.loads((out / m["out"] / "summary.json").read_text(encoding="utf-8"))
+        assert undeclared_fields(sub) == []
         assert sub["model"] == str(path)
         assert saved["transfer"][f"{m['slug']}:math"] == sub["transfer"]["math"]
         assert saved["transfer_stats"][f"{m['slug']}:math"] == sub["transfer_stats"]["math"]
@@ -125,6 +126,11 @@ def test_models_axis_end_to_end(two_lms: tuple[Path, Path], tmp_path: Path) -> N
         assert (out / m["out"] / "tables" / "transfer_stats.csv").is_file()
         probe = list(csv.DictReader((out / m["out"] / "tables" / "probe_soi.csv").open(encoding="utf-8")))
         assert {r["data"] for r in probe} == {"training", "probe"}
+    # every model's transfer statistics in the study folder's tables too (keys <slug>:<key>)
+    combined = list(csv.DictReader((out / "tables" / "transfer_stats.csv").open(encoding="utf-8")))
+    assert {r["key"] for r in combined} == {f"{s}:math" for s in slugs}
+    assert len(combined) == sum(len(list(csv.DictReader((out / m["out"] / "tables" / "transfer_stats.csv").open(
+        encoding="utf-8")))) for m in saved["models"])
     # transfer against model size
     (key,) = saved["by_model"]
     pts = saved["by_model"][key]

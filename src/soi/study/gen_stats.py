@@ -248,7 +248,9 @@ def model_points(models: Sequence[Mapping[str, Any]], summaries: Mapping[str, Ma
 
 def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -> dict[str, Any]:
     """Run the study once per entry of ``models:`` (``run_one(sub_config, sub_out)`` returns its summary) under
-    ``out/models/<slug>/`` and write the combined summary, ``tables/transfer_by_model.csv`` and
+    ``out/models/<slug>/`` and write the combined summary (runs, transfer keys, multi-task keys and comparisons
+    prefixed ``<slug>:``), ``tables/transfer_by_model.csv``, every model's ``tables/transfer_stats.csv`` /
+    ``transfer_trend.csv`` / ``probe_soi.csv`` / ``multitask.csv`` rows together, and
     ``figures/transfer_by_model_<key>.png``."""
     from soi.gen.transfer import plot_transfer_by_model
     from soi.model import resolve_model
@@ -262,12 +264,13 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
         summaries[slug] = run_one(sub, out / MODELS_DIR / slug)
         models.append({"model": name, "slug": slug, "parameters": parameter_count(resolve_model(name)),
                        "out": f"{MODELS_DIR}/{slug}"})
-    runs, transfer, tstats, comps = {}, {}, {}, []
+    runs, transfer, tstats, multitask, comps = {}, {}, {}, {}, []
     for m in models:
         s, p = summaries[m["slug"]], m["slug"]
         runs |= {f"{p}:{n}": {**r, "model": m["model"]} for n, r in s["runs"].items()}
         transfer |= {f"{p}:{k}": t for k, t in s["transfer"].items()}
         tstats |= {f"{p}:{k}": t for k, t in (s.get("transfer_stats") or {}).items()}
+        multitask |= {f"{p}:{k}": t for k, t in (s.get("multitask") or {}).items()}
         comps += [{**c, "a": f"{p}:{c['a']}", "b": f"{p}:{c['b']}", "dir": f"{m['out']}/{c['dir']}"}
                   for c in s.get("comparisons") or []]
     by_model = model_points(models, summaries)
@@ -286,7 +289,8 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
                                  "significant": v.get("significant", ""), "data": "test set"})
     if rows:
         write_text(out / "tables" / "transfer_by_model.csv", csv_text(rows))
-    from soi.store.summary import SCHEMA_VERSION
+    write_stats_tables({"runs": runs, "transfer_stats": tstats, "multitask": multitask}, out)  # keys <slug>:<key>
+    from soi.store.summary import SCHEMA_VERSION, validate_summary
 
     truns = {f"{m['slug']}:{k}": v for m in models for k, v in (summaries[m["slug"]].get("transfer_runs") or {}
                                                                ).items()}
@@ -295,6 +299,9 @@ def run_models(config: Any, out: Path, run_one: Any, *, progress: bool = True) -
                "data_seed": config.data_seed, "out": str(out), "runs": runs, "comparisons": comps,
                "transfer": transfer, "transfer_runs": truns, "transfer_stats": tstats, "by_model": by_model,
                "figures": figures + [f for s in summaries.values() for f in s.get("figures", [])]}
+    if multitask:
+        summary["multitask"] = multitask
+    validate_summary(summary, strict=True, path=out / "summary.json")  # as the engine checks every summary it writes
     write_json(out / "summary.json", summary)
     if progress:
         from rich.console import Console
