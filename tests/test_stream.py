@@ -187,6 +187,25 @@ def test_parse_memory_and_shard_size():
         shard_size_for(100 * 2**20, 10, 10**7, 2)
 
 
+def test_preferred_shard_size_caps_the_memory_bound_at_row_groups(tmp_path):
+    """With a memory bound, shards hold (examples x checkpoints) float64 temporaries of at most TEMP_BYTES, but no
+    fewer examples than a row group (a cut row group would be decoded once per piece); the outputs do not change."""
+    with mock.patch.object(store_writer, "ROW_BLOCK", 16):
+        run = random_store(tmp_path, 8, 200, 4, 2, False)
+    plan = plan_shards(run)
+    assert streaming.preferred_shard_size(plan) == streaming.TEMP_BYTES // (8 * 4)
+    ref = analyze_run(run, write=False)
+    for temp, size in ((8 * 4 * 40, 40), (8, 16)):  # 40 examples of 4 checkpoints; less than a row group -> 16
+        with mock.patch.object(streaming, "TEMP_BYTES", temp):
+            assert streaming.preferred_shard_size(plan) == size
+            res, info = stream_analysis(run, memory_limit="1GB", workers=2, write=False)
+        assert info.shard_size == size and info.n_shards == len(plan.with_shard_size(size).bounds)
+        assert all(hi - lo <= size for lo, hi in plan.with_shard_size(size).bounds)
+        assert_tables_equal(ref.table, res.table)
+        assert res.summary == ref.summary
+    assert streaming.preferred_shard_size(plan_shards(run, max_checkpoints=1)) == streaming.TEMP_BYTES // 8
+
+
 def test_id_hashes_and_exact_duplicate_check(tmp_path):
     ids = pa.array(["a", "bb", "a", "", "ccc", "bb"])
     h = id_hashes(ids)

@@ -113,6 +113,23 @@ def shard_size_for(memory_limit: int, n_checkpoints: int, n_examples: int, worke
     return int(size)
 
 
+TEMP_BYTES = 24 * 2**20
+"""Largest (examples x checkpoints) float64 array a shard's kernels should make: under glibc's 32 MiB mmap
+threshold, so temporaries are reused from the worker thread's heap instead of fresh pages (which the kernel zeroes
+for every shard). Measured at 10M x 10 (5 alternating pairs, load 6-7): shards of 262,144 examples instead of
+995,972 take 2.0-2.8 s of system time instead of 3.1-5.3 s, the same user time (~7.6 s), ~10 % less CPU in all
+and half the peak RSS (611-648 vs 1,270-1,406 MiB)."""
+
+
+def preferred_shard_size(plan: ShardPlan) -> int:
+    """The shard size below the memory bound's that is fastest: (examples x checkpoints) float64 arrays of at most
+    :data:`TEMP_BYTES`, but never less than the run's longest row group (a row group cut in pieces is decoded once
+    per piece)."""
+    edges = np.unique(np.concatenate([np.asarray(plan.grid, np.int64), [0, plan.n_examples]]))
+    block = int(np.diff(edges).max()) if edges.size > 1 else plan.n_examples
+    return max(1, block, TEMP_BYTES // (8 * max(1, plan.n_checkpoints)))
+
+
 # ------------------------------------------------------------------------------------------- example ids
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -528,7 +545,8 @@ def stream_analysis(
         return res, StreamInfo(0, 0, 1, limit)
     n_workers = workers or max(1, os.cpu_count() or 1)
     if shard_size is None:
-        shard_size = shard_size_for(limit, e, n, n_workers) if limit is not None else n
+        shard_size = min(shard_size_for(limit, e, n, n_workers), preferred_shard_size(plan)) \
+            if limit is not None else n
     plan = plan.with_shard_size(shard_size)
     n_workers = min(n_workers, len(plan.bounds))
     info = StreamInfo(len(plan.bounds), int(shard_size), n_workers, limit)
