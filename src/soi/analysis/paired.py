@@ -143,30 +143,22 @@ def eval_keys(run: Path) -> set[str]:
     return {p.stem for p in d.glob("*.parquet") if not p.name.startswith(".")} if d.is_dir() else set()
 
 
-def read_eval_table(path: Path, columns: tuple[str, ...] = EVAL_COLUMNS) -> pa.Table:
-    """``example_id``, ``correct`` and ``columns`` of one eval prediction file, validated: all present,
-    ``example_id`` and ``correct`` without nulls, ``example_id`` unique (cast to strings)."""
+def read_eval(path: Path) -> tuple[pa.Array, np.ndarray]:
+    """``(example_id, correct)`` of one eval prediction file, validated."""
     try:
         table = pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException) as exc:
         raise SoiError(f"cannot read Parquet ({exc})", path=path) from None
-    wanted = tuple(dict.fromkeys((*EVAL_COLUMNS, *columns)))
-    for col in wanted:
+    for col in EVAL_COLUMNS:
         if col not in table.column_names:
             raise SoiError(f"missing column {col!r}", path=path)
-        if col in EVAL_COLUMNS and table[col].null_count:
+        if table[col].null_count:
             raise SoiError(f"column {col!r} has {table[col].null_count} null value(s)", path=path)
     ids = table["example_id"].combine_chunks().cast(pa.string())
     dup = first_duplicate(ids) if len(ids) else None
     if dup is not None:
         raise SoiError(f"duplicate example_id {dup!r}", path=path)
-    return table.select(list(wanted)).set_column(wanted.index("example_id"), "example_id", ids)
-
-
-def read_eval(path: Path) -> tuple[pa.Array, np.ndarray]:
-    """``(example_id, correct)`` of one eval prediction file, validated (:func:`read_eval_table`)."""
-    table = read_eval_table(path)
-    return table["example_id"].combine_chunks(), to_numpy(table["correct"]).astype(bool)
+    return ids, to_numpy(table["correct"]).astype(bool)
 
 
 def aligned_correct(runs: list[Path], key: str) -> tuple[pa.Array, np.ndarray]:

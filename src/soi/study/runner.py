@@ -326,12 +326,16 @@ def _transfer(config: StudyConfig, results: dict[str, dict[int, dict[str, Any]]]
 
 
 def eval_items(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(example_id, language, correct)`` of one ``eval/<key>.parquet`` (test-set predictions of one run),
-    validated by :func:`soi.analysis.paired.read_eval_table`."""
-    from soi._arrow import to_numpy
-    from soi.analysis.paired import read_eval_table
+    """``(example_id, language, correct)`` of one ``eval/<key>.parquet`` (test-set predictions of one run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    table = read_eval_table(path, ("example_id", "language", "correct"))
+    from soi._arrow import to_numpy
+
+    try:
+        table = pq.read_table(path, columns=["example_id", "language", "correct"])
+    except (OSError, pa.ArrowException) as exc:
+        raise SoiError(f"cannot read the eval predictions ({exc})", path=path) from None
     return (np.asarray(table["example_id"].to_pylist(), dtype=str), np.asarray(table["language"].to_pylist(),
                                                                                dtype=str),
             to_numpy(table["correct"]).astype(np.float64))
